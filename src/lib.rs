@@ -1,0 +1,1 @@
+//! dcr-proxy: regulated Dynamic Client Registration in front of a plain OAuth server.

@@ -35,6 +35,7 @@ pub struct PeerCert {
 }
 
 impl PeerCert {
+    /// Parses a leaf the TLS layer has already verified; no path validation happens here.
     pub fn from_der(
         leaf: CertificateDer<'static>,
         chain: Vec<CertificateDer<'static>>,
@@ -130,8 +131,9 @@ pub enum DnMatchRule {
     Unordered,
     /// RDN by RDN in sequence: the RFC 4514 string reversed equals the certificate's DER order.
     Ordered,
-    /// Only AVAs of these attribute types (dotted OIDs) are compared, and each must be present on
-    /// both sides.
+    /// Only AVAs of these attribute types are compared, and each must be present on both sides.
+    /// Entries are dotted OIDs; names that [`attribute_oid`] knows are resolved too, and an entry
+    /// it cannot resolve makes every comparison fail.
     Attributes(Vec<String>),
 }
 
@@ -756,9 +758,13 @@ impl Parser<'_> {
             self.bump();
         }
         let text = self.s[start..self.pos].trim();
-        let position = self.position(start);
+        // Positions are computed only on error: counting characters for every AVA would make a
+        // long DN quadratic to parse.
+        let position = || self.position(start);
         if text.is_empty() {
-            return Err(DnError::MissingAttributeType { position });
+            return Err(DnError::MissingAttributeType {
+                position: position(),
+            });
         }
         let has_equals = self.peek() == Some('=');
         let hint = if first || has_equals {
@@ -775,13 +781,13 @@ impl Parser<'_> {
             if looks_like_name && !is_oid_prefixed {
                 DnError::UnknownAttributeType {
                     name: text.to_owned(),
-                    position,
+                    position: position(),
                     hint,
                 }
             } else {
                 DnError::InvalidAttributeType {
                     text: text.to_owned(),
-                    position,
+                    position: position(),
                     hint,
                 }
             }
@@ -804,7 +810,6 @@ impl Parser<'_> {
 
     fn hex_value(&mut self) -> Result<(Value, String), DnError> {
         let start = self.pos;
-        let position = self.position(start);
         self.bump();
         let digits_start = self.pos;
         while self
@@ -814,7 +819,10 @@ impl Parser<'_> {
             self.bump();
         }
         let digits = &self.s[digits_start..self.pos];
-        let invalid = |reason| DnError::InvalidHexValue { position, reason };
+        let invalid = |reason| DnError::InvalidHexValue {
+            position: self.position(start),
+            reason,
+        };
         if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(invalid("it contains a character that is not a hex digit"));
         }
@@ -893,7 +901,7 @@ impl Parser<'_> {
 
     /// Decodes the escape whose backslash was at `at`, the cursor being just past it.
     fn escape(&mut self, at: usize, buf: &mut Vec<u8>) -> Result<(), DnError> {
-        let invalid = DnError::InvalidEscape {
+        let invalid = || DnError::InvalidEscape {
             position: self.position(at),
         };
         match self.peek() {
@@ -910,10 +918,10 @@ impl Parser<'_> {
                         buf.push(byte);
                         Ok(())
                     }
-                    None => Err(invalid),
+                    None => Err(invalid()),
                 }
             }
-            None => Err(invalid),
+            None => Err(invalid()),
         }
     }
 
@@ -949,4 +957,649 @@ fn push_char(buf: &mut Vec<u8>, c: char) {
 fn hex_byte(hi: u8, lo: u8) -> Option<u8> {
     let digit = |b: u8| char::from(b).to_digit(16);
     Some((digit(hi)? * 16 + digit(lo)?) as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::string::Ia5String;
+    use rcgen::{CertificateParams, DnType, KeyPair, SanType, date_time_ymd};
+    use x509_parser::prelude::FromDer;
+
+    fn dn(s: &str) -> DistinguishedName {
+        DistinguishedName::parse_rfc4514(s).unwrap_or_else(|e| panic!("{s:?} should parse: {e}"))
+    }
+
+    fn unordered(presented: &str, requested: &str) -> bool {
+        dn(presented).matches(&dn(requested), &DnMatchRule::Unordered)
+    }
+
+    fn ordered(presented: &str, requested: &str) -> bool {
+        dn(presented).matches(&dn(requested), &DnMatchRule::Ordered)
+    }
+
+    const OB: &str = "CN=0014H00001lFE7dQAG,OU=0014H00001lFE7dQAG,O=OpenBanking,C=GB";
+
+    /// Spellings of `OB` seen from banks, TPPs, openssl, Java and Windows tooling.
+    const OB_SPELLINGS: &[&str] = &[
+        "CN=0014H00001lFE7dQAG, OU=0014H00001lFE7dQAG, O=OpenBanking, C=GB",
+        "C=GB,O=OpenBanking,OU=0014H00001lFE7dQAG,CN=0014H00001lFE7dQAG",
+        "C=GB, O=OpenBanking, OU=0014H00001lFE7dQAG, CN=0014H00001lFE7dQAG",
+        "cn=0014h00001lfe7dqag,ou=0014h00001lfe7dqag,o=openbanking,c=gb",
+        "CN=0014H00001LFE7DQAG,OU=0014H00001LFE7DQAG,O=OPENBANKING,C=GB",
+        "commonName=0014H00001lFE7dQAG,organizationalUnitName=0014H00001lFE7dQAG,organizationName=OpenBanking,countryName=GB",
+        "2.5.4.3=0014H00001lFE7dQAG,2.5.4.11=0014H00001lFE7dQAG,2.5.4.10=OpenBanking,2.5.4.6=GB",
+        "OID.2.5.4.3=0014H00001lFE7dQAG,oid.2.5.4.11=0014H00001lFE7dQAG,O=OpenBanking,C=GB",
+        "CN = 0014H00001lFE7dQAG ,  OU =0014H00001lFE7dQAG,O= OpenBanking ,C=GB  ",
+        "  CN=0014H00001lFE7dQAG,OU=0014H00001lFE7dQAG,O=OpenBanking,C=GB",
+        "CN=\"0014H00001lFE7dQAG\",OU=\"0014H00001lFE7dQAG\",O=\"OpenBanking\",C=\"GB\"",
+        "CN=0014H00001lFE7dQAG,OU=0014H00001lFE7dQAG,O=#0C0B4F70656E42616E6B696E67,C=#13024742",
+        "CN=0014H00001lFE7dQAG,OU=0014H00001lFE7dQAG,O=Open\\42anking,C=\\47\\42",
+        "CN=0014H00001lFE7dQAG,OU=0014H00001lFE7dQAG,O=OpenBanking,C=GB\\ ",
+        "CN=0014H00001lFE7dQAG+OU=0014H00001lFE7dQAG,O=OpenBanking,C=GB",
+    ];
+
+    const OB_NEAR_MISSES: &[&str] = &[
+        "CN=0014H00001lFE7dQAH,OU=0014H00001lFE7dQAG,O=OpenBanking,C=GB",
+        "OU=0014H00001lFE7dQAG,O=OpenBanking,C=GB",
+        "CN=0014H00001lFE7dQAG,OU=0014H00001lFE7dQAG,O=OpenBanking",
+        "CN=0014H00001lFE7dQAG,OU=0014H00001lFE7dQAG,O=OpenBanking,C=GB,L=London",
+        "CN=0014H00001lFE7dQAG,OU=0014H00001lFE7dQAG,O=OpenBanking,C=GB+L=London",
+        "CN=0014H00001lFE7dQAG,CN=0014H00001lFE7dQAG,OU=0014H00001lFE7dQAG,O=OpenBanking,C=GB",
+        "CN=0014H00001lFE7dQAG,OU=0014H00001lFE7dQAG,O=OpenBanking,C=GB,C=GB",
+        "CN=0014H00001lFE7dQAG,OU=0014H00001lFE7dQAG,O=Open Banking,C=GB",
+        "CN=0014H00001lFE7dQAG,OU=0014H00001lFE7dQAG,O=OpenBanking,C=IE",
+        "CN=0014H00001lFE7dQAG,OU=0014H00001lFE7dQAG,O=OpenBanking\u{200B},C=GB",
+        "CN=0014H00001lFE7dQAG,OU=0014H00001lFE7dQAG,organizationIdentifier=OpenBanking,C=GB",
+        "CN=0014H00001lFE7dQAG,O=0014H00001lFE7dQAG,OU=OpenBanking,C=GB",
+        "CN=0014H00001lFE7dQAG,OU=0014H00001lFE7dQAG,O=#020101,C=GB",
+    ];
+
+    const ORG_ID: &str =
+        "organizationIdentifier=PSDGB-FCA-123456,CN=tpp.example.com,O=Acme\\, Inc.,C=GB";
+
+    const ORG_ID_SPELLINGS: &[&str] = &[
+        "OID.2.5.4.97=PSDGB-FCA-123456, CN=tpp.example.com, O=Acme\\, Inc., C=GB",
+        "2.5.4.97=#0C1050534447422D4643412D313233343536,CN=tpp.example.com,O=Acme\\2C Inc.,C=GB",
+        "organizationidentifier=psdgb-fca-123456,CN=TPP.EXAMPLE.COM,O=\"Acme, Inc.\",C=GB",
+        "C=GB,O=Acme\\2c Inc.,CN=tpp.example.com,2.5.4.97=PSDGB-FCA-123456",
+        "organizationIdentifier = PSDGB-FCA-123456 , CN =  tpp.example.com  , O = Acme\\,   Inc. , C = GB",
+    ];
+
+    const ORG_ID_NEAR_MISSES: &[&str] = &[
+        "organizationIdentifier=PSDGB-FCA-123457,CN=tpp.example.com,O=Acme\\, Inc.,C=GB",
+        "CN=tpp.example.com,O=Acme\\, Inc.,C=GB",
+        "organizationIdentifier=PSDGB-FCA-123456,CN=tpp.example.com,O=Acme Inc.,C=GB",
+        "organizationIdentifier=PSDGB-FCA-123456,CN=tpp.example.com,O=Acme\\, Inc,C=GB",
+        "organizationIdentifier=PSDGB-FCA-123456,CN=tpp.example.com,O=Acme\\, Inc.,C=GB,C=GB",
+    ];
+
+    #[test]
+    fn every_real_world_spelling_of_one_dn_matches_in_either_direction() {
+        for (reference, spellings) in [(OB, OB_SPELLINGS), (ORG_ID, ORG_ID_SPELLINGS)] {
+            for spelling in spellings {
+                assert!(
+                    unordered(reference, spelling),
+                    "{spelling:?} should match {reference:?}"
+                );
+                assert!(
+                    unordered(spelling, reference),
+                    "{reference:?} should match {spelling:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn near_misses_of_a_dn_never_match_in_either_direction() {
+        for (reference, misses) in [(OB, OB_NEAR_MISSES), (ORG_ID, ORG_ID_NEAR_MISSES)] {
+            for miss in misses {
+                assert!(
+                    !unordered(reference, miss),
+                    "{miss:?} must not match {reference:?}"
+                );
+                assert!(
+                    !unordered(miss, reference),
+                    "{reference:?} must not match {miss:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn whitespace_around_and_inside_values_is_collapsed_but_not_removed() {
+        assert!(unordered("CN=x y", "CN =  x  y"));
+        assert!(unordered("CN=x y", "CN=\tx \t y\t"));
+        assert!(!unordered("CN=xy", "CN =  x  y"));
+    }
+
+    #[test]
+    fn case_folding_covers_sharp_s_sigma_and_non_latin_scripts() {
+        assert!(unordered("L=STRASSE", "L=straße"));
+        assert!(unordered("O=ΟΔΟΣ", "O=οδος"));
+        assert!(unordered("O=ΟΔΟΣ", "O=οδοσ"));
+        assert!(unordered("CN=ÉCOLE", "CN=\\C3\\A9cole"));
+        assert!(!unordered("CN=école", "CN=ecole"));
+    }
+
+    #[test]
+    fn a_text_value_never_equals_a_hex_encoded_non_string_value() {
+        assert!(!unordered("CN=\\#020101", "CN=#020101"));
+        assert!(unordered("CN=#020101", "CN=#020101"));
+        assert!(unordered("CN=\\#020101", "CN=\\#020101"));
+    }
+
+    #[test]
+    fn hex_values_are_compared_by_content_whatever_string_type_or_length_form_they_use() {
+        // PrintableString, BMPString and a long-form length all spell "abc".
+        for spelling in ["CN=#1303616263", "CN=#1E06006100620063", "CN=#0C8103616263"] {
+            assert!(unordered("CN=ABC", spelling), "{spelling}");
+        }
+    }
+
+    #[test]
+    fn ordered_matching_expects_the_string_order_reversed_from_der_order() {
+        let presented = presented_ob_subject();
+        let most_specific_first = dn(OB);
+        let der_order = dn("C=GB,O=OpenBanking,OU=0014H00001lFE7dQAG,CN=0014H00001lFE7dQAG");
+        assert!(presented.matches(&most_specific_first, &DnMatchRule::Ordered));
+        assert!(!presented.matches(&der_order, &DnMatchRule::Ordered));
+        assert!(presented.matches(&der_order, &DnMatchRule::Unordered));
+    }
+
+    #[test]
+    fn ordered_matching_still_folds_case_and_spacing() {
+        assert!(ordered(OB, OB_SPELLINGS[0]));
+        assert!(ordered(OB, OB_SPELLINGS[3]));
+        assert!(!ordered(OB, OB_NEAR_MISSES[0]));
+    }
+
+    #[test]
+    fn a_multi_valued_rdn_equals_separate_rdns_only_when_unordered() {
+        assert!(unordered("CN=a+O=b", "CN=a,O=b"));
+        assert!(unordered("CN=a+O=b", "O=b+CN=a"));
+        assert!(!ordered("CN=a+O=b", "CN=a,O=b"));
+        assert!(ordered("CN=a+O=b", "O=b+CN=a"));
+        assert!(!unordered("CN=a+O=b", "CN=a+O=b+O=b"));
+    }
+
+    #[test]
+    fn duplicated_attributes_count_as_a_multiset() {
+        assert!(!unordered("OU=a,OU=a,CN=x", "OU=a,CN=x"));
+        assert!(!unordered("OU=a,OU=b,CN=x", "OU=a,OU=a,CN=x"));
+        assert!(unordered("OU=a,OU=b,CN=x", "OU=b,CN=x,OU=a"));
+    }
+
+    #[test]
+    fn the_attributes_rule_compares_only_the_listed_types() {
+        let rule = DnMatchRule::Attributes(vec!["2.5.4.97".into()]);
+        let presented = dn(ORG_ID);
+        assert!(presented.matches(&dn("organizationIdentifier=PSDGB-FCA-123456"), &rule));
+        assert!(presented.matches(&dn("2.5.4.97=psdgb-fca-123456,CN=other,O=Other"), &rule));
+        assert!(!presented.matches(&dn("organizationIdentifier=PSDGB-FCA-654321"), &rule));
+        let both = DnMatchRule::Attributes(vec!["2.5.4.97".into(), "2.5.4.3".into()]);
+        assert!(presented.matches(
+            &dn("CN=tpp.example.com,organizationIdentifier=PSDGB-FCA-123456"),
+            &both
+        ));
+        assert!(!presented.matches(&dn("organizationIdentifier=PSDGB-FCA-123456"), &both));
+    }
+
+    #[test]
+    fn the_attributes_rule_requires_each_listed_type_on_both_sides() {
+        let rule = DnMatchRule::Attributes(vec!["2.5.4.97".into()]);
+        assert!(!dn("CN=x").matches(&dn("organizationIdentifier=PSDGB-FCA-123456"), &rule));
+        assert!(!dn(ORG_ID).matches(&dn("CN=tpp.example.com"), &rule));
+        assert!(!dn("CN=x").matches(&dn("CN=x"), &rule));
+    }
+
+    #[test]
+    fn the_attributes_rule_counts_duplicates() {
+        let rule = DnMatchRule::Attributes(vec!["OU".into()]);
+        assert!(!dn("OU=a,OU=a,CN=x").matches(&dn("OU=a"), &rule));
+        assert!(dn("OU=b,OU=a,CN=x").matches(&dn("OU=a,OU=b"), &rule));
+    }
+
+    #[test]
+    fn an_attributes_rule_with_no_usable_type_never_matches() {
+        let presented = dn(ORG_ID);
+        let requested = dn(ORG_ID);
+        assert!(!presented.matches(&requested, &DnMatchRule::Attributes(Vec::new())));
+        let unknown = DnMatchRule::Attributes(vec!["2.5.4.97".into(), "FOO".into()]);
+        assert!(!presented.matches(&requested, &unknown));
+    }
+
+    #[test]
+    fn an_empty_requested_dn_never_matches_even_an_empty_subject() {
+        let empty = DistinguishedName { rdns: Vec::new() };
+        for rule in [
+            DnMatchRule::Unordered,
+            DnMatchRule::Ordered,
+            DnMatchRule::Attributes(vec!["CN".into()]),
+        ] {
+            assert!(!empty.matches(&empty, &rule));
+        }
+    }
+
+    #[test]
+    fn malformed_dn_strings_are_rejected_with_a_message_naming_the_problem() {
+        let cases: &[(&str, &str)] = &[
+            ("", "the DN is empty"),
+            ("   ", "the DN is empty"),
+            (
+                "O=Acme, Inc.",
+                "`Inc.` at position 8 is not an attribute type",
+            ),
+            (
+                "O=Acme, Inc",
+                "unknown attribute type `Inc` at position 8; if it belongs",
+            ),
+            (
+                "CN=x, O=y,",
+                "expected an attribute type such as `CN` at position 10",
+            ),
+            (
+                "CN=x,,O=y",
+                "expected an attribute type such as `CN` at position 5",
+            ),
+            (
+                "=x",
+                "expected an attribute type such as `CN` at position 0",
+            ),
+            ("CN=x; O=y", "character ';' at position 4 must be escaped"),
+            ("CN=a<b", "character '<' at position 4"),
+            ("CN=a\"b", "character '\"' at position 4"),
+            ("CN=\"x\" garbage", "unexpected 'g' at position 7"),
+            ("CN=#0C0178zz", "not a hex digit"),
+            ("CN=#0C0178 zz", "unexpected 'z' at position 11"),
+            ("CN=#0C017", "odd number of hex digits"),
+            ("CN=#", "no bytes after `#`"),
+            ("CN=#0C0278", "shorter than its encoded length"),
+            ("CN=#0C017878", "bytes after the encoded value"),
+            ("CN=#0C0180", "not valid UTF-8"),
+            ("CN=#1E0141", "odd number of bytes"),
+            ("CN=#2C0178", "constructed string"),
+            ("CN=#0C80", "indefinite lengths"),
+            ("CN=x\\", "invalid escape at position 4"),
+            ("CN=\\q", "invalid escape at position 3"),
+            (
+                "CN=\\C3",
+                "not valid UTF-8 once its `\\XX` escapes are decoded",
+            ),
+            ("CN=\"abc", "quoted value at position 3 has no closing"),
+            ("CN", "expected `=` after attribute type `CN` at position 2"),
+            ("FOO=bar", "unknown attribute type `FOO` at position 0"),
+            (
+                "2.5.4.03=x",
+                "`2.5.4.03` at position 0 is not an attribute type",
+            ),
+            (
+                "OID.CN=x",
+                "`OID.CN` at position 0 is not an attribute type",
+            ),
+            ("C N=x", "`C N` at position 0 is not an attribute type"),
+            ("CN=ö;", "character ';' at position 4"),
+        ];
+        for (input, expected) in cases {
+            match DistinguishedName::parse_rfc4514(input) {
+                Ok(parsed) => panic!("{input:?} should be rejected, parsed as {parsed:?}"),
+                Err(e) => {
+                    let message = e.to_string();
+                    assert!(
+                        message.starts_with("tls_client_auth_dn: "),
+                        "{input:?}: {message}"
+                    );
+                    assert!(message.contains(expected), "{input:?}: {message}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_dn_full_of_escapes_parses_without_quadratic_work() {
+        // 60k AVAs of 6 characters: quadratic position counting would take minutes here.
+        let long = vec!["OU=\\2C"; 60_000].join(",");
+        assert_eq!(dn(&long).values("2.5.4.11").count(), 60_000);
+    }
+
+    #[test]
+    fn an_unknown_attribute_type_is_reported_with_its_position() {
+        let err = DistinguishedName::parse_rfc4514("CN=x, OU=y, FOO=z").err();
+        assert_eq!(
+            err.map(|e| e.to_string()).as_deref(),
+            Some("tls_client_auth_dn: unknown attribute type `FOO` at position 12")
+        );
+    }
+
+    #[test]
+    fn attribute_oid_resolves_names_aliases_and_dotted_oids() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("CN", Some("2.5.4.3")),
+            ("cn", Some("2.5.4.3")),
+            ("commonName", Some("2.5.4.3")),
+            ("2.5.4.3", Some("2.5.4.3")),
+            ("OID.2.5.4.3", Some("2.5.4.3")),
+            ("organizationIdentifier", Some("2.5.4.97")),
+            ("OID.2.5.4.97", Some("2.5.4.97")),
+            ("S", Some("2.5.4.8")),
+            ("ST", Some("2.5.4.8")),
+            ("STREET", Some("2.5.4.9")),
+            ("SERIALNUMBER", Some("2.5.4.5")),
+            ("SN", Some("2.5.4.4")),
+            ("surname", Some("2.5.4.4")),
+            ("GN", Some("2.5.4.42")),
+            ("givenName", Some("2.5.4.42")),
+            ("title", Some("2.5.4.12")),
+            ("postalCode", Some("2.5.4.17")),
+            ("businessCategory", Some("2.5.4.15")),
+            ("DC", Some("0.9.2342.19200300.100.1.25")),
+            ("UID", Some("0.9.2342.19200300.100.1.1")),
+            ("E", Some("1.2.840.113549.1.9.1")),
+            ("EMAIL", Some("1.2.840.113549.1.9.1")),
+            ("emailAddress", Some("1.2.840.113549.1.9.1")),
+            ("jurisdictionC", Some("1.3.6.1.4.1.311.60.2.1.3")),
+            ("1.3.6.1.4.1.99999.1", Some("1.3.6.1.4.1.99999.1")),
+            ("FOO", None),
+            ("OID.CN", None),
+            ("2.5.4.03", None),
+            ("2", None),
+            ("3.1", None),
+            ("1.40", None),
+            ("2.5..4", None),
+            ("", None),
+        ];
+        for (name, oid) in cases {
+            assert_eq!(attribute_oid(name).as_deref(), *oid, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn to_rfc4514_prints_most_specific_first_and_parses_back_to_an_equal_dn() {
+        let presented = presented_ob_subject();
+        assert_eq!(presented.to_rfc4514(), OB);
+        assert_eq!(dn(&presented.to_rfc4514()), presented);
+        for spelling in ORG_ID_SPELLINGS.iter().chain(OB_SPELLINGS) {
+            let parsed = dn(spelling);
+            assert_eq!(dn(&parsed.to_rfc4514()), parsed, "{spelling:?}");
+        }
+    }
+
+    #[test]
+    fn to_rfc4514_keeps_the_presented_case_and_escapes_what_rfc4514_requires() {
+        assert_eq!(
+            dn("O=Acme\\, Inc.+CN=\\#1 \\<x\\> a\\;b\\\"c\\\\d\\+e\\ ").to_rfc4514(),
+            "O=Acme\\, Inc.+CN=\\#1 \\<x\\> a\\;b\\\"c\\\\d\\+e\\ "
+        );
+        assert_eq!(dn("CN=#020101").to_rfc4514(), "CN=#020101");
+    }
+
+    #[test]
+    fn to_rfc4514_escapes_control_characters_so_audit_lines_cannot_be_split() {
+        let text = dn("CN=a\\0Ab\\0D").to_rfc4514();
+        assert_eq!(text, "CN=a\\0Ab\\0D");
+        assert!(!text.contains('\n'));
+    }
+
+    // Hand-built Name DER for cases rcgen cannot produce: other string types, multi-valued RDNs,
+    // non-string values and malformed strings.
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        assert!(content.len() < 128, "test helper uses short lengths only");
+        let mut out = vec![tag, content.len() as u8];
+        out.extend_from_slice(content);
+        out
+    }
+
+    fn atv(oid: &[u8], value: Vec<u8>) -> Vec<u8> {
+        tlv(0x30, &[tlv(0x06, oid), value].concat())
+    }
+
+    fn rdn(atvs: &[Vec<u8>]) -> Vec<u8> {
+        tlv(0x31, &atvs.concat())
+    }
+
+    fn name_der(rdns: &[Vec<u8>]) -> Vec<u8> {
+        tlv(0x30, &rdns.concat())
+    }
+
+    fn from_name_der(der: &[u8]) -> Result<DistinguishedName, DnError> {
+        let (rest, name) = X509Name::from_der(der).expect("test DER should be a Name");
+        assert!(rest.is_empty());
+        DistinguishedName::from_x509_name(&name)
+    }
+
+    const OID_CN: &[u8] = &[0x55, 0x04, 0x03];
+    const OID_C: &[u8] = &[0x55, 0x04, 0x06];
+    const OID_L: &[u8] = &[0x55, 0x04, 0x07];
+    const OID_O: &[u8] = &[0x55, 0x04, 0x0a];
+    const OID_OU: &[u8] = &[0x55, 0x04, 0x0b];
+
+    fn presented_ob_subject() -> DistinguishedName {
+        let der = name_der(&[
+            rdn(&[atv(OID_C, tlv(0x13, b"GB"))]),
+            rdn(&[atv(OID_O, tlv(0x13, b"OpenBanking"))]),
+            rdn(&[atv(OID_OU, tlv(0x13, b"0014H00001lFE7dQAG"))]),
+            rdn(&[atv(OID_CN, tlv(0x13, b"0014H00001lFE7dQAG"))]),
+        ]);
+        from_name_der(&der).expect("OB subject should parse")
+    }
+
+    #[test]
+    fn certificate_values_of_every_string_type_are_decoded_as_text() {
+        let zurich_bmp: Vec<u8> = "Zürich".encode_utf16().flat_map(u16::to_be_bytes).collect();
+        let omega_universal = 0x3A9u32.to_be_bytes();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (tlv(0x0c, "Zürich".as_bytes()), "L=zürich"),
+            (tlv(0x13, b"Zurich"), "L=ZURICH"),
+            (tlv(0x16, b"Zurich"), "L=zurich"),
+            (tlv(0x1a, b"Zurich"), "L=zurich"),
+            (tlv(0x14, b"Z\xfcrich"), "L=Zürich"),
+            (tlv(0x1e, &zurich_bmp), "L=ZÜRICH"),
+            (tlv(0x1c, &omega_universal), "L=ω"),
+        ];
+        for (value, requested) in cases {
+            let presented = from_name_der(&name_der(&[rdn(&[atv(OID_L, value.clone())])]))
+                .unwrap_or_else(|e| panic!("{value:02X?}: {e}"));
+            assert!(
+                presented.matches(&dn(requested), &DnMatchRule::Unordered),
+                "{value:02X?} should match {requested:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_non_string_certificate_value_compares_as_the_hex_of_its_der() {
+        let presented =
+            from_name_der(&name_der(&[rdn(&[atv(OID_CN, tlv(0x02, &[1]))])])).expect("parses");
+        assert_eq!(presented.to_rfc4514(), "CN=#020101");
+        assert!(presented.matches(&dn("CN=#020101"), &DnMatchRule::Unordered));
+        assert!(!presented.matches(&dn("CN=\\#020101"), &DnMatchRule::Unordered));
+        assert_eq!(presented.values("2.5.4.3").collect::<Vec<_>>(), ["#020101"]);
+    }
+
+    #[test]
+    fn a_certificate_string_that_reads_like_hex_is_still_text() {
+        let presented =
+            from_name_der(&name_der(&[rdn(&[atv(OID_CN, tlv(0x0c, b"#020101"))])])).expect("ok");
+        assert!(!presented.matches(&dn("CN=#020101"), &DnMatchRule::Unordered));
+        assert!(presented.matches(&dn("CN=\\#020101"), &DnMatchRule::Unordered));
+    }
+
+    #[test]
+    fn a_multi_valued_rdn_in_a_certificate_is_kept_as_one_rdn() {
+        let presented = from_name_der(&name_der(&[
+            rdn(&[atv(OID_C, tlv(0x13, b"GB"))]),
+            rdn(&[
+                atv(OID_OU, tlv(0x0c, b"Payments")),
+                atv(OID_CN, tlv(0x0c, b"tpp")),
+            ]),
+        ]))
+        .expect("parses");
+        assert!(presented.matches(&dn("CN=tpp+OU=Payments,C=GB"), &DnMatchRule::Ordered));
+        assert!(!presented.matches(&dn("CN=tpp,OU=Payments,C=GB"), &DnMatchRule::Ordered));
+        assert!(presented.matches(&dn("CN=tpp,OU=Payments,C=GB"), &DnMatchRule::Unordered));
+        // Within an RDN the AVAs print in a fixed order (by OID), since a set has no order of its own.
+        assert_eq!(presented.to_rfc4514(), "OU=Payments+CN=tpp,C=GB");
+    }
+
+    #[test]
+    fn malformed_certificate_strings_are_errors_not_guesses() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (tlv(0x1e, &[0x00]), "odd number of bytes"),
+            (tlv(0x1e, &[0xd8, 0x00]), "unpaired surrogate"),
+            (tlv(0x0c, &[0xff]), "not valid UTF-8"),
+            (tlv(0x1c, &[0, 0x11, 0, 0]), "not a Unicode scalar"),
+        ];
+        for (value, expected) in cases {
+            let err = from_name_der(&name_der(&[rdn(&[atv(OID_CN, value.clone())])]))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.starts_with("certificate subject: attribute 2.5.4.3") && err.contains(expected),
+                "{value:02X?}: {err:?}"
+            );
+        }
+    }
+
+    // rcgen certificates: the shape a real TPP transport certificate has.
+    struct Issued {
+        der: CertificateDer<'static>,
+    }
+
+    fn issue_tpp_certificate() -> Issued {
+        let mut params = CertificateParams::new(vec![
+            "client.tpp.example.com".to_string(),
+            "192.0.2.10".to_string(),
+        ])
+        .expect("params");
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("2001:db8::1".parse().expect("ipv6")));
+        params.subject_alt_names.push(SanType::URI(
+            Ia5String::try_from("https://tpp.example.com/software/1").expect("uri"),
+        ));
+        params.subject_alt_names.push(SanType::Rfc822Name(
+            Ia5String::try_from("ops@tpp.example.com").expect("email"),
+        ));
+        let mut subject = rcgen::DistinguishedName::new();
+        subject.push(DnType::CountryName, "GB");
+        subject.push(DnType::OrganizationName, "Acme Bank Ltd");
+        subject.push(DnType::CustomDnType(vec![2, 5, 4, 97]), "PSDGB-FCA-123456");
+        subject.push(DnType::CommonName, "0014H00001lFE7dQAG");
+        params.distinguished_name = subject;
+        params.not_before = date_time_ymd(2024, 1, 1);
+        params.not_after = date_time_ymd(2026, 1, 1);
+        let key = KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("certificate");
+        Issued {
+            der: cert.der().clone(),
+        }
+    }
+
+    #[test]
+    fn a_peer_cert_exposes_subject_thumbprint_sans_and_validity_of_the_leaf() {
+        let issued = issue_tpp_certificate();
+        let intermediate = issue_tpp_certificate().der;
+        let peer = PeerCert::from_der(issued.der.clone(), vec![intermediate.clone()])
+            .expect("rcgen certificate should parse");
+
+        assert_eq!(peer.der, issued.der);
+        assert_eq!(peer.chain, vec![intermediate]);
+        assert_eq!(
+            peer.subject_text,
+            "CN=0014H00001lFE7dQAG,organizationIdentifier=PSDGB-FCA-123456,O=Acme Bank Ltd,C=GB"
+        );
+        assert_eq!(
+            peer.subject.values("2.5.4.97").collect::<Vec<_>>(),
+            ["PSDGB-FCA-123456"]
+        );
+
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, issued.der.as_ref());
+        assert_eq!(
+            peer.thumbprint_s256,
+            URL_SAFE_NO_PAD.encode(digest.as_ref())
+        );
+        assert_eq!(peer.thumbprint_s256.len(), 43);
+
+        assert_eq!(
+            peer.sans,
+            [
+                "client.tpp.example.com",
+                "192.0.2.10",
+                "2001:db8::1",
+                "https://tpp.example.com/software/1",
+                "ops@tpp.example.com",
+            ]
+        );
+        assert_eq!(peer.not_before, 1_704_067_200);
+        assert_eq!(peer.not_after, 1_767_225_600);
+    }
+
+    #[test]
+    fn a_peer_cert_subject_matches_the_forms_a_tpp_would_register() {
+        let peer = PeerCert::from_der(issue_tpp_certificate().der, Vec::new()).expect("parses");
+        let registered = [
+            "CN=0014H00001lFE7dQAG,organizationIdentifier=PSDGB-FCA-123456,O=Acme Bank Ltd,C=GB",
+            "CN=0014H00001lFE7dQAG, OID.2.5.4.97=PSDGB-FCA-123456, O=Acme Bank Ltd, C=GB",
+            "C=GB,O=Acme Bank Ltd,2.5.4.97=#0C1050534447422D4643412D313233343536,CN=0014H00001lFE7dQAG",
+            "cn=0014h00001lfe7dqag,organizationidentifier=psdgb-fca-123456,o=acme  bank ltd,c=gb",
+        ];
+        for requested in registered {
+            assert!(
+                peer.subject
+                    .matches(&dn(requested), &DnMatchRule::Unordered),
+                "{requested:?}"
+            );
+        }
+        assert!(
+            peer.subject
+                .matches(&dn(registered[0]), &DnMatchRule::Ordered)
+        );
+        assert!(
+            !peer
+                .subject
+                .matches(&dn(registered[2]), &DnMatchRule::Ordered)
+        );
+        assert!(peer.subject.matches(
+            &dn("organizationIdentifier=PSDGB-FCA-123456"),
+            &DnMatchRule::Attributes(vec!["2.5.4.97".into()])
+        ));
+        assert!(!peer.subject.matches(
+            &dn("CN=0014H00001lFE7dQAG,O=Acme Bank Ltd,C=GB"),
+            &DnMatchRule::Unordered
+        ));
+    }
+
+    #[test]
+    fn validity_bounds_are_inclusive() {
+        let peer = PeerCert::from_der(issue_tpp_certificate().der, Vec::new()).expect("parses");
+        assert!(!peer.is_valid_at(peer.not_before - 1));
+        assert!(peer.is_valid_at(peer.not_before));
+        assert!(peer.is_valid_at(peer.not_after));
+        assert!(!peer.is_valid_at(peer.not_after + 1));
+    }
+
+    #[test]
+    fn the_thumbprint_is_base64url_sha256_without_padding() {
+        // SHA-256("abc") from FIPS 180-2, appendix B.1.
+        assert_eq!(
+            x5t_s256(b"abc"),
+            "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_certificate_are_refused() {
+        let garbage = CertificateDer::from(b"not a certificate".to_vec());
+        assert!(matches!(
+            PeerCert::from_der(garbage, Vec::new()),
+            Err(IdentityError::Certificate(_))
+        ));
+        let mut padded = issue_tpp_certificate().der.to_vec();
+        padded.push(0);
+        assert!(matches!(
+            PeerCert::from_der(CertificateDer::from(padded), Vec::new()),
+            Err(IdentityError::TrailingData(1))
+        ));
+    }
 }

@@ -1,4 +1,5 @@
-//! Client-certificate identity: the verified mTLS peer certificate as parsed once per connection, and the comparison of its subject DN with a `tls_client_auth_dn` written in RFC 4514.
+//! Client-certificate identity: the mTLS peer certificate parsed once per connection, and
+//! matching of its subject DN against a registered RFC 4514 `tls_client_auth_dn`.
 //!
 //! Both sides of the comparison are reduced to the same shape, a sequence of RDNs each holding a
 //! set of (attribute type OID, folded value) pairs, so that the many ways banks and TPPs spell one

@@ -1,0 +1,499 @@
+//! Client metadata: validation against the profile and the SSA, the RFC 7591 translation for the upstream,
+//! and the profile-shaped response rendered from what was registered.
+
+use serde_json::{Map, Value, json};
+use url::{Host, Url};
+
+use crate::config::ProfileKind;
+use crate::dcr::profile::Profile;
+use crate::dcr::ssa::Ssa;
+use crate::error::{ErrorCode, ProxyError};
+use crate::identity::{DistinguishedName, PeerCert};
+
+const GRANT_TYPES: &[&str] = &["client_credentials", "authorization_code", "refresh_token"];
+const APPLICATION_TYPES_OB: &[&str] = &["web", "mobile"];
+const MAX_REDIRECT_URI_LEN: usize = 256;
+
+/// The metadata we register, after every rule has been applied. Rendered to the upstream and to the TPP.
+#[derive(Debug, Clone)]
+pub struct ClientMetadata {
+    pub redirect_uris: Vec<String>,
+    pub token_endpoint_auth_method: String,
+    pub token_endpoint_auth_signing_alg: Option<String>,
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+    pub application_type: String,
+    pub id_token_signed_response_alg: Option<String>,
+    pub request_object_signing_alg: Option<String>,
+    pub id_token_encrypted_response_alg: Option<String>,
+    pub id_token_encrypted_response_enc: Option<String>,
+    pub scope: Vec<String>,
+    /// As the TPP wrote it (echoed back); the upstream gets the certificate's own rendering.
+    pub tls_client_auth_dn: Option<String>,
+}
+
+fn bad(what: impl Into<String>) -> ProxyError {
+    ProxyError::rejected(ErrorCode::InvalidClientMetadata, what)
+}
+
+fn bad_redirect(what: impl Into<String>) -> ProxyError {
+    ProxyError::rejected(ErrorCode::InvalidRedirectUri, what)
+}
+
+struct Claims<'a>(&'a Map<String, Value>);
+
+impl Claims<'_> {
+    fn string(&self, name: &str) -> Result<Option<String>, ProxyError> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(bad(format!("`{name}` must be a string"))),
+        }
+    }
+
+    fn list(&self, name: &str) -> Result<Option<Vec<String>>, ProxyError> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| bad(format!("`{name}` must be an array of strings")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(bad(format!("`{name}` must be an array of strings"))),
+        }
+    }
+}
+
+fn one_of(name: &str, value: &str, allowed: &[String]) -> Result<(), ProxyError> {
+    if allowed.iter().any(|a| a == value) {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "`{name}` is `{value}`; this bank accepts {}",
+            allowed.join(", ")
+        )))
+    }
+}
+
+fn to_strings(s: &[&str]) -> Vec<String> {
+    s.iter().map(|s| s.to_string()).collect()
+}
+
+/// Applies every metadata rule of the profile. `peer` is the verified transport certificate.
+pub fn validate(
+    claims: &Map<String, Value>,
+    ssa: &Ssa,
+    peer: &PeerCert,
+    profile: &Profile,
+) -> Result<ClientMetadata, ProxyError> {
+    let c = Claims(claims);
+    let cfg = &profile.cfg;
+    let is_cdr = profile.kind() == ProfileKind::Cdr113;
+
+    // redirect_uris: omitted → the SSA's list; each must be in the SSA's list and safe.
+    let redirect_uris = match c.list("redirect_uris").map_err(|_| {
+        bad_redirect("`redirect_uris` must be an array of strings")
+    })? {
+        Some(list) if list.is_empty() => {
+            return Err(bad_redirect("`redirect_uris` must not be empty"));
+        }
+        Some(list) => list,
+        None => ssa.redirect_uris.clone(),
+    };
+    if redirect_uris.is_empty() {
+        return Err(bad_redirect(
+            "no redirect_uris in the request and none in the software statement",
+        ));
+    }
+    for uri in &redirect_uris {
+        check_redirect_uri(uri)?;
+        if !ssa.redirect_uris.iter().any(|s| s == uri) {
+            return Err(bad_redirect(format!(
+                "redirect URI `{uri}` is not one of the software statement's redirect URIs"
+            )));
+        }
+    }
+
+    let token_endpoint_auth_method = c
+        .string("token_endpoint_auth_method")?
+        .ok_or_else(|| bad("`token_endpoint_auth_method` is required"))?;
+    one_of(
+        "token_endpoint_auth_method",
+        &token_endpoint_auth_method,
+        &cfg.token_endpoint_auth_methods,
+    )?;
+
+    let alg = |name: &str| -> Result<Option<String>, ProxyError> {
+        let v = c.string(name)?;
+        if let Some(a) = &v {
+            one_of(name, a, &cfg.signing_algorithms)?;
+        }
+        Ok(v)
+    };
+    let token_endpoint_auth_signing_alg = alg("token_endpoint_auth_signing_alg")?;
+    if token_endpoint_auth_method == "private_key_jwt" && token_endpoint_auth_signing_alg.is_none() {
+        return Err(bad(
+            "`token_endpoint_auth_signing_alg` is required with private_key_jwt",
+        ));
+    }
+    let id_token_signed_response_alg = alg("id_token_signed_response_alg")?;
+    let request_object_signing_alg = alg("request_object_signing_alg")?;
+    // v3.1's data dictionary makes both 1..1; CDR 1.13 requires request_object_signing_alg.
+    if !is_cdr && id_token_signed_response_alg.is_none() {
+        return Err(bad("`id_token_signed_response_alg` is required"));
+    }
+    if request_object_signing_alg.is_none() {
+        return Err(bad("`request_object_signing_alg` is required"));
+    }
+
+    let grant_types = c
+        .list("grant_types")?
+        .ok_or_else(|| bad("`grant_types` is required"))?;
+    if grant_types.is_empty() {
+        return Err(bad("`grant_types` must name at least one grant type"));
+    }
+    for g in &grant_types {
+        one_of("grant_types", g, &to_strings(GRANT_TYPES))?;
+    }
+    if is_cdr && !grant_types.iter().any(|g| g == "authorization_code") {
+        return Err(bad("`grant_types` must include authorization_code"));
+    }
+
+    let response_types = match c.list("response_types")? {
+        Some(list) if list.is_empty() => return Err(bad("`response_types` must not be empty")),
+        Some(list) => list,
+        None => vec!["code id_token".to_string()],
+    };
+    for r in &response_types {
+        one_of("response_types", r, &cfg.response_types)?;
+    }
+
+    let application_type = match c.string("application_type")? {
+        Some(a) => a,
+        None if is_cdr => "web".to_string(),
+        None => return Err(bad("`application_type` is required (web or mobile)")),
+    };
+    let app_types = if is_cdr { vec!["web".to_string()] } else { to_strings(APPLICATION_TYPES_OB) };
+    one_of("application_type", &application_type, &app_types)?;
+
+    // Hybrid flow in CDR returns an encrypted id_token; the holder says which algorithms it supports.
+    let id_token_encrypted_response_alg = c.string("id_token_encrypted_response_alg")?;
+    let id_token_encrypted_response_enc = c.string("id_token_encrypted_response_enc")?;
+    if is_cdr && response_types.iter().any(|r| r == "code id_token") {
+        let a = id_token_encrypted_response_alg.as_deref().ok_or_else(|| {
+            bad("`id_token_encrypted_response_alg` is required for the hybrid flow")
+        })?;
+        let e = id_token_encrypted_response_enc.as_deref().ok_or_else(|| {
+            bad("`id_token_encrypted_response_enc` is required for the hybrid flow")
+        })?;
+        one_of("id_token_encrypted_response_alg", a, &cfg.id_token_encryption_algs)?;
+        one_of("id_token_encrypted_response_enc", e, &cfg.id_token_encryption_encs)?;
+    }
+
+    if claims.contains_key("jwks") && claims.contains_key("jwks_uri") {
+        return Err(bad("send either `jwks` or `jwks_uri`, not both"));
+    }
+    if let Some(u) = c.string("jwks_uri")?
+        && u != ssa.jwks_uri.as_str()
+    {
+        return Err(bad(format!(
+            "`jwks_uri` must be the software statement's `{}`",
+            profile.ssa.jwks_uri
+        )));
+    }
+
+    let scope = scopes(&c, ssa, profile)?;
+
+    // The DN binds the client to its certificate; OB v3.1 names it tls_client_auth_dn, v3.2+ tls_client_auth_subject_dn.
+    let dn = match (c.string("tls_client_auth_dn")?, c.string("tls_client_auth_subject_dn")?) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(bad(
+                "`tls_client_auth_dn` and `tls_client_auth_subject_dn` disagree",
+            ));
+        }
+        (Some(a), _) | (None, Some(a)) => Some(a),
+        (None, None) => None,
+    };
+    if token_endpoint_auth_method == "tls_client_auth" && dn.is_none() {
+        return Err(bad("`tls_client_auth_dn` is required with tls_client_auth"));
+    }
+    if let Some(dn) = &dn {
+        if dn.len() > 1024 {
+            return Err(bad("`tls_client_auth_dn` is too long"));
+        }
+        let wanted = DistinguishedName::parse_rfc4514(dn)
+            .map_err(|e| bad(format!("`tls_client_auth_dn` is not a valid DN: {e}")))?;
+        if !peer.subject.matches(&wanted, &cfg.dn_match) {
+            return Err(bad(format!(
+                "`tls_client_auth_dn` `{dn}` does not match the subject of the presented transport certificate `{}`",
+                peer.subject_text
+            )));
+        }
+    }
+
+    Ok(ClientMetadata {
+        redirect_uris,
+        token_endpoint_auth_method,
+        token_endpoint_auth_signing_alg,
+        grant_types,
+        response_types,
+        application_type,
+        id_token_signed_response_alg,
+        request_object_signing_alg,
+        id_token_encrypted_response_alg,
+        id_token_encrypted_response_enc,
+        scope,
+        tls_client_auth_dn: dn,
+    })
+}
+
+fn check_redirect_uri(uri: &str) -> Result<(), ProxyError> {
+    if uri.len() > MAX_REDIRECT_URI_LEN {
+        return Err(bad_redirect(format!(
+            "redirect URI is longer than {MAX_REDIRECT_URI_LEN} characters"
+        )));
+    }
+    let u = Url::parse(uri).map_err(|_| bad_redirect(format!("`{uri}` is not an absolute URI")))?;
+    if u.scheme() != "https" {
+        return Err(bad_redirect(format!("redirect URI `{uri}` must use https")));
+    }
+    let local = match u.host() {
+        Some(Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        None => true,
+    };
+    if local {
+        return Err(bad_redirect(format!(
+            "redirect URI `{uri}` must not point at localhost"
+        )));
+    }
+    if u.fragment().is_some() {
+        return Err(bad_redirect(format!("redirect URI `{uri}` must not have a fragment")));
+    }
+    Ok(())
+}
+
+fn scopes(c: &Claims<'_>, ssa: &Ssa, profile: &Profile) -> Result<Vec<String>, ProxyError> {
+    let cfg = &profile.cfg;
+    if profile.kind() == ProfileKind::Cdr113 {
+        // CDR: registered scope = SSA scope ∩ supported; the request's scope is not consulted.
+        let ssa_scope = ssa.claims.get("scope").and_then(Value::as_str).unwrap_or("");
+        return Ok(ssa_scope
+            .split_whitespace()
+            .filter(|s| cfg.allowed_scopes.iter().any(|a| a == s))
+            .map(str::to_string)
+            .collect());
+    }
+    let requested: Option<Vec<String>> = match c.0.get("scope") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.split_whitespace().map(str::to_string).collect()),
+        Some(Value::Array(_)) => c.list("scope")?,
+        Some(_) => return Err(bad("`scope` must be an array of strings or a space-separated string")),
+    };
+    match requested {
+        None => Ok(cfg
+            .default_scopes
+            .iter()
+            .filter(|s| profile.scope_allowed_by_roles(s, &ssa.roles))
+            .cloned()
+            .collect()),
+        Some(list) => {
+            if list.is_empty() {
+                return Err(bad("`scope` must not be empty"));
+            }
+            let mut out: Vec<String> = Vec::new();
+            for s in list {
+                if !cfg.allowed_scopes.contains(&s) {
+                    return Err(bad(format!(
+                        "scope `{s}` is not offered by this bank; it offers {}",
+                        cfg.allowed_scopes.join(", ")
+                    )));
+                }
+                if !profile.scope_allowed_by_roles(&s, &ssa.roles) {
+                    return Err(bad(format!(
+                        "scope `{s}` needs a role the software statement does not grant (roles: {})",
+                        ssa.roles.join(", ")
+                    )));
+                }
+                if !out.contains(&s) {
+                    out.push(s);
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn https_claim(ssa: &Ssa, name: &str) -> Option<String> {
+    let s = ssa.claims.get(name)?.as_str()?;
+    Url::parse(s).ok().filter(|u| u.scheme() == "https")?;
+    Some(s.to_string())
+}
+
+impl ClientMetadata {
+    /// The plain RFC 7591 request for the upstream. Never carries the SSA.
+    pub fn to_upstream(&self, ssa: &Ssa, peer: &PeerCert, profile: &Profile) -> Value {
+        let mut m = Map::new();
+        m.insert("redirect_uris".into(), json!(self.redirect_uris));
+        m.insert("token_endpoint_auth_method".into(), json!(self.token_endpoint_auth_method));
+        m.insert("grant_types".into(), json!(self.grant_types));
+        m.insert("response_types".into(), json!(self.response_types));
+        // OIDC registration knows web and native; OB's "mobile" is a native app.
+        let app = if self.application_type == "mobile" { "native" } else { "web" };
+        m.insert("application_type".into(), json!(app));
+        m.insert("scope".into(), json!(self.scope.join(" ")));
+        m.insert("jwks_uri".into(), json!(ssa.jwks_uri.as_str()));
+        m.insert("software_id".into(), json!(ssa.software_id));
+        m.insert("tls_client_certificate_bound_access_tokens".into(), json!(true));
+        let opt = [
+            ("token_endpoint_auth_signing_alg", &self.token_endpoint_auth_signing_alg),
+            ("id_token_signed_response_alg", &self.id_token_signed_response_alg),
+            ("request_object_signing_alg", &self.request_object_signing_alg),
+            ("id_token_encrypted_response_alg", &self.id_token_encrypted_response_alg),
+            ("id_token_encrypted_response_enc", &self.id_token_encrypted_response_enc),
+        ];
+        for (k, v) in opt {
+            if let Some(v) = v {
+                m.insert(k.into(), json!(v));
+            }
+        }
+        if self.token_endpoint_auth_method == "tls_client_auth" {
+            // The upstream compares this with the certificate we forward, so give it the certificate's
+            // own DN rather than the TPP's spelling (we have already proven the two equal).
+            m.insert("tls_client_auth_subject_dn".into(), json!(peer.subject_text));
+        }
+        let names = match profile.kind() {
+            ProfileKind::ObV31 => [
+                ("client_name", "software_client_name"),
+                ("client_uri", "software_client_uri"),
+                ("logo_uri", "software_logo_uri"),
+                ("policy_uri", "software_policy_uri"),
+                ("tos_uri", "software_tos_uri"),
+            ],
+            ProfileKind::Cdr113 => [
+                ("client_name", "client_name"),
+                ("client_uri", "client_uri"),
+                ("logo_uri", "logo_uri"),
+                ("policy_uri", "policy_uri"),
+                ("tos_uri", "tos_uri"),
+            ],
+        };
+        for (ours, theirs) in names {
+            let v = if ours == "client_name" {
+                ssa.claims.get(theirs).and_then(Value::as_str).map(str::to_string)
+            } else {
+                https_claim(ssa, theirs)
+            };
+            if let Some(v) = v {
+                m.insert(ours.into(), json!(v));
+            }
+        }
+        Value::Object(m)
+    }
+
+    /// The profile's response body, without client_id/issued_at/software_statement (added per answer).
+    pub fn render(&self, ssa: &Ssa, profile: &Profile) -> Value {
+        let mut m = Map::new();
+        match profile.kind() {
+            ProfileKind::ObV31 => {
+                // v3.1: "includes all the claims in the software_statement ... flattened out as a
+                // top-level attribute". JWT housekeeping claims of the SSA are left out: they would
+                // be mistaken for the client's own.
+                for (k, v) in &ssa.claims {
+                    if !matches!(k.as_str(), "iss" | "sub" | "aud" | "exp" | "nbf" | "iat" | "jti") {
+                        m.insert(k.clone(), v.clone());
+                    }
+                }
+                m.insert("scope".into(), json!(self.scope));
+                if let Some(dn) = &self.tls_client_auth_dn {
+                    m.insert("tls_client_auth_dn".into(), json!(dn));
+                }
+            }
+            ProfileKind::Cdr113 => {
+                for k in [
+                    "client_name",
+                    "client_description",
+                    "client_uri",
+                    "legal_entity_id",
+                    "legal_entity_name",
+                    "org_id",
+                    "org_name",
+                    "sector_identifier_uri",
+                    "logo_uri",
+                    "tos_uri",
+                    "policy_uri",
+                    "jwks_uri",
+                    "revocation_uri",
+                    "recipient_base_uri",
+                    "software_roles",
+                ] {
+                    if let Some(v) = ssa.claims.get(k) {
+                        m.insert(k.into(), v.clone());
+                    }
+                }
+                m.insert("scope".into(), json!(self.scope.join(" ")));
+            }
+        }
+        m.insert("software_id".into(), json!(ssa.software_id));
+        m.insert("redirect_uris".into(), json!(self.redirect_uris));
+        m.insert("token_endpoint_auth_method".into(), json!(self.token_endpoint_auth_method));
+        m.insert("grant_types".into(), json!(self.grant_types));
+        m.insert("response_types".into(), json!(self.response_types));
+        m.insert("application_type".into(), json!(self.application_type));
+        let opt = [
+            ("token_endpoint_auth_signing_alg", &self.token_endpoint_auth_signing_alg),
+            ("id_token_signed_response_alg", &self.id_token_signed_response_alg),
+            ("request_object_signing_alg", &self.request_object_signing_alg),
+            ("id_token_encrypted_response_alg", &self.id_token_encrypted_response_alg),
+            ("id_token_encrypted_response_enc", &self.id_token_encrypted_response_enc),
+        ];
+        for (k, v) in opt {
+            if let Some(v) = v {
+                m.insert(k.into(), json!(v));
+            }
+        }
+        Value::Object(m)
+    }
+}
+
+/// The answer for POST/GET/PUT: the stored rendering plus the identifiers and the SSA echoed.
+pub fn response_body(rendered: &Value, client_id: &str, issued_at: i64, ssa: &str) -> Value {
+    let mut body = rendered.as_object().cloned().unwrap_or_default();
+    body.insert("client_id".into(), json!(client_id));
+    body.insert("client_id_issued_at".into(), json!(issued_at));
+    body.insert("software_statement".into(), json!(ssa));
+    Value::Object(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uris_must_be_https_and_not_local() {
+        for ok in ["https://tpp.example.com/cb", "https://tpp.example.com:8443/a?b=c"] {
+            assert!(check_redirect_uri(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://tpp.example.com/cb",
+            "https://localhost/cb",
+            "https://LOCALHOST./cb",
+            "https://app.localhost/cb",
+            "https://127.0.0.1/cb",
+            "https://[::1]/cb",
+            "tpp.example.com/cb",
+            "https://tpp.example.com/cb#frag",
+        ] {
+            assert!(check_redirect_uri(bad).is_err(), "{bad}");
+        }
+        assert!(check_redirect_uri(&format!("https://e.com/{}", "a".repeat(300))).is_err());
+    }
+}

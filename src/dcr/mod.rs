@@ -1,0 +1,343 @@
+//! The registration API: one ordered checklist per operation. `handle` logs and maps once;
+//! `*_inner` functions use `?` and read top to bottom like the profile's rules.
+
+pub mod metadata;
+pub mod profile;
+pub mod request;
+pub mod ssa;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::config::{Config, TrustAnchor};
+use crate::error::{ErrorCode, ProxyError, json_response};
+use crate::identity::PeerCert;
+use crate::jwks::JwksCache;
+use crate::jwt::{self, Jws};
+use crate::replay::ReplayGuard;
+use crate::store::{RecordState, Registration, RegistrationStore, StoreError};
+use crate::upstream::{Upstream, UpstreamError};
+use profile::Profile;
+
+/// Everything a registration needs, built once at start-up and shared by all connections.
+pub struct Registrar {
+    pub profile: Profile,
+    pub anchors: Vec<TrustAnchor>,
+    pub jwks: Arc<JwksCache>,
+    pub store: Arc<dyn RegistrationStore>,
+    pub replay: Arc<dyn ReplayGuard>,
+    pub upstream: Upstream,
+    pub max_body: usize,
+}
+
+/// Facts about one request, carried into logs and the audit event.
+#[derive(Default)]
+pub struct Audit {
+    pub software_id: Option<String>,
+    pub org_id: Option<String>,
+    pub client_id: Option<String>,
+}
+
+impl Registrar {
+    pub fn new(
+        cfg: &Config,
+        jwks: Arc<JwksCache>,
+        store: Arc<dyn RegistrationStore>,
+        replay: Arc<dyn ReplayGuard>,
+    ) -> Result<Self, String> {
+        Ok(Registrar {
+            profile: Profile::new(cfg.profile.clone()),
+            anchors: cfg.trust_anchors.clone(),
+            jwks,
+            store,
+            replay,
+            upstream: Upstream::new(&cfg.upstream)?,
+            max_body: cfg.server.max_body_bytes,
+        })
+    }
+
+    /// POST /register. Logs one audit event per decision and maps the outcome to HTTP.
+    pub async fn handle_register(
+        &self,
+        headers: &HeaderMap,
+        body: Incoming,
+        peer: Option<&PeerCert>,
+    ) -> Response<Full<Bytes>> {
+        let mut audit = Audit::default();
+        let result = self.register_inner(headers, body, peer, &mut audit).await;
+        let thumbprint = peer.map(|p| p.thumbprint_s256.as_str()).unwrap_or("");
+        match result {
+            Ok(resp) => {
+                tracing::info!(
+                    target: "audit",
+                    operation = "register",
+                    profile = self.profile.name(),
+                    software_id = audit.software_id.as_deref().unwrap_or(""),
+                    org_id = audit.org_id.as_deref().unwrap_or(""),
+                    client_id = audit.client_id.as_deref().unwrap_or(""),
+                    outcome = "created",
+                    cert_thumbprint = thumbprint,
+                    "registration decision"
+                );
+                resp
+            }
+            Err(e) => {
+                let level_warn = e.side() != crate::error::Side::Client;
+                let description = e.to_string();
+                if level_warn {
+                    tracing::warn!(
+                        target: "audit",
+                        operation = "register",
+                        profile = self.profile.name(),
+                        software_id = audit.software_id.as_deref().unwrap_or(""),
+                        org_id = audit.org_id.as_deref().unwrap_or(""),
+                        outcome = "failed",
+                        side = e.side().as_str(),
+                        error_code = e.code(),
+                        error = %description,
+                        cert_thumbprint = thumbprint,
+                        "registration decision"
+                    );
+                } else {
+                    tracing::info!(
+                        target: "audit",
+                        operation = "register",
+                        profile = self.profile.name(),
+                        software_id = audit.software_id.as_deref().unwrap_or(""),
+                        org_id = audit.org_id.as_deref().unwrap_or(""),
+                        outcome = "rejected",
+                        error_code = e.code(),
+                        error = %description,
+                        cert_thumbprint = thumbprint,
+                        "registration decision"
+                    );
+                }
+                e.to_response()
+            }
+        }
+    }
+
+    async fn register_inner(
+        &self,
+        headers: &HeaderMap,
+        body: Incoming,
+        peer: Option<&PeerCert>,
+        audit: &mut Audit,
+    ) -> Result<Response<Full<Bytes>>, ProxyError> {
+        // 1. Only a caller with a verified transport certificate may register.
+        let peer = peer.ok_or(ProxyError::NoClientCertificate)?;
+        // 2. The body is a signed JWT, within the size cap.
+        check_content_type(headers)?;
+        let body = read_body(body, self.max_body).await?;
+        let token = std::str::from_utf8(&body)
+            .map_err(|_| rejected_request("is not UTF-8 text"))?
+            .trim();
+        let jws = Jws::parse(token, &self.profile.cfg.request_algorithms, self.max_body)
+            .map_err(|e| rejected_request(&e.to_string()))?;
+
+        // 3. The SSA decides who the TPP is and where its keys live; it is verified before the
+        //    request JWT because the request's keys come from it.
+        let ssa_raw = jws.str_claim("software_statement").map_err(|e| {
+            ProxyError::rejected(ErrorCode::InvalidSoftwareStatement, e.to_string())
+        })?;
+        let ssa_raw = ssa_raw.ok_or_else(|| {
+            ProxyError::rejected(
+                ErrorCode::InvalidSoftwareStatement,
+                "the request JWT has no `software_statement` claim",
+            )
+        })?;
+        let ssa = ssa::verify(ssa_raw, &self.anchors, &self.jwks, &self.profile, self.max_body).await?;
+        audit.software_id = Some(ssa.software_id.clone());
+        audit.org_id = ssa.org_id.clone();
+
+        // 4. The request JWT: TPP's signature, claims, then the jti is spent.
+        let req = request::verify(jws, &ssa, &self.jwks, &self.profile, self.replay.as_ref()).await?;
+
+        // 5. The transport certificate must be one the directory lists for this software.
+        if self.profile.cfg.require_transport_cert_in_ssa_jwks
+            && !req.software_keys.has_tls_certificate(&peer.der)
+        {
+            return Err(ProxyError::rejected(
+                ErrorCode::InvalidSoftwareStatement,
+                format!(
+                    "the presented transport certificate (x5t#S256 {}) is not listed as a `tls` key in the software statement's JWKS",
+                    peer.thumbprint_s256
+                ),
+            ));
+        }
+
+        // 6. Metadata rules, including the DN binding to the presented certificate.
+        let md = metadata::validate(&req.claims, &ssa, peer, &self.profile)?;
+        let rendered = md.render(&ssa, &self.profile);
+
+        // 7. Reserve the record before the upstream acts, so a crash leaves a trace to reconcile
+        //    and the software_id uniqueness is decided by the store, not by check-then-act.
+        let now = jwt::now();
+        let rec = Registration {
+            id: Uuid::new_v4(),
+            client_id: None,
+            profile: self.profile.name().to_string(),
+            software_id: ssa.software_id.clone(),
+            org_id: ssa.org_id.clone(),
+            state: RecordState::Pending,
+            pending_op: Some(crate::store::PendingOp::Create),
+            software_statement: ssa.raw.clone(),
+            metadata: rendered.clone(),
+            registration_access_token: None,
+            registration_client_uri: None,
+            cert_subject_dn: peer.subject_text.clone(),
+            cert_thumbprint_s256: peer.thumbprint_s256.clone(),
+            created_at: now,
+            updated_at: now,
+            attempts: 0,
+        };
+        self.store
+            .begin_create(&rec, self.profile.cfg.unique_software_id)
+            .await
+            .map_err(|e| match e {
+                StoreError::DuplicateSoftwareId { .. } => ProxyError::rejected(
+                    ErrorCode::InvalidClientMetadata,
+                    "Duplicate registrations for a given software_id are not valid.",
+                ),
+                other => store_error(other),
+            })?;
+
+        // 8. Translate and create upstream.
+        let created = match self.upstream.create(&md.to_upstream(&ssa, peer, &self.profile)).await {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(self.create_failed(rec.id, e).await);
+            }
+        };
+        audit.client_id = Some(created.client_id.clone());
+        let issued_at = created.client_id_issued_at.unwrap_or(now);
+        let mut stored = rendered.clone();
+        if let Some(o) = stored.as_object_mut() {
+            o.insert("client_id_issued_at".into(), Value::from(issued_at));
+        }
+
+        // 9. Record it; if that fails the upstream client must not survive us.
+        if let Err(e) = self
+            .store
+            .complete_create(
+                rec.id,
+                &created.client_id,
+                created.registration_access_token.expose(),
+                &created.registration_client_uri,
+                &stored,
+            )
+            .await
+        {
+            tracing::warn!(client_id = %created.client_id, error = %e, "store write failed after upstream create; deleting the upstream client");
+            match self
+                .upstream
+                .delete(&created.registration_client_uri, &created.registration_access_token)
+                .await
+            {
+                Ok(()) => {
+                    let _ = self.store.abandon(rec.id).await;
+                }
+                Err(de) => {
+                    // The pending record stays for the reconciler; nothing else can be done now.
+                    tracing::error!(client_id = %created.client_id, error = %de, "compensating delete failed; the pending record remains for reconciliation");
+                }
+            }
+            return Err(store_error(e));
+        }
+
+        // 10. Answer in the profile's shape, rendered from what we registered.
+        let body = metadata::response_body(&rendered, &created.client_id, issued_at, &ssa.raw);
+        Ok(json_response(StatusCode::CREATED, &body))
+    }
+
+    /// The upstream did not create a client (4xx), or we cannot know (5xx, timeout).
+    async fn create_failed(&self, id: Uuid, e: UpstreamError) -> ProxyError {
+        match e {
+            UpstreamError::Rejected { description, status } => {
+                tracing::info!(status, upstream_error = %description, "upstream refused the registration");
+                let _ = self.store.abandon(id).await;
+                ProxyError::rejected(
+                    ErrorCode::InvalidClientMetadata,
+                    format!("the authorisation server refused the registration: {description}"),
+                )
+            }
+            UpstreamError::Gone(s) => {
+                let _ = self.store.abandon(id).await;
+                ProxyError::UpstreamUnavailable(format!("registration endpoint answered {s}"))
+            }
+            UpstreamError::Unavailable(m) => {
+                // Nothing reached the upstream: no client can exist.
+                let _ = self.store.abandon(id).await;
+                ProxyError::UpstreamUnavailable(m)
+            }
+            // The upstream may or may not have created a client. We cannot name it, so the pending
+            // record stays for reconciliation instead of pretending nothing happened.
+            UpstreamError::Timeout => ProxyError::UpstreamTimeout,
+            UpstreamError::Failed(m) => ProxyError::UpstreamUnavailable(m),
+        }
+    }
+}
+
+pub fn store_error(e: StoreError) -> ProxyError {
+    match e {
+        StoreError::Unavailable(m) => ProxyError::StoreUnavailable(m),
+        other => ProxyError::Internal(other.to_string()),
+    }
+}
+
+fn rejected_request(what: &str) -> ProxyError {
+    ProxyError::rejected(
+        ErrorCode::InvalidClientMetadata,
+        format!("the request body {what}; send the registration as a signed JWT (compact JWS)"),
+    )
+}
+
+/// OB v3.1 names application/jwt, v3.2+ application/jose; both are accepted always.
+fn check_content_type(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/jwt" | "application/jose" => Ok(()),
+        _ => Err(ProxyError::UnsupportedMediaType(
+            ct.chars().filter(|c| !c.is_control()).take(100).collect(),
+        )),
+    }
+}
+
+pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, ProxyError> {
+    match Limited::new(body, max).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(ProxyError::PayloadTooLarge(max))
+        }
+        Err(_) => Err(ProxyError::rejected(
+            ErrorCode::InvalidRequest,
+            "the request body could not be read",
+        )),
+    }
+}
+
+/// Methods allowed per route, for 405 answers.
+pub fn allowed(method: &Method, collection: bool) -> Result<(), ProxyError> {
+    let ok = if collection {
+        method == Method::POST
+    } else {
+        matches!(*method, Method::GET | Method::PUT | Method::DELETE)
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ProxyError::MethodNotAllowed {
+            allow: if collection { "POST" } else { "GET, PUT, DELETE" },
+        })
+    }
+}

@@ -1,0 +1,382 @@
+//! JWKS fetch and cache: keys parsed once per fetch, one fetch per URL however many callers, bounded staleness.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use http::Method;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use moka::ops::compute::{CompResult, Op};
+use url::Url;
+
+use crate::config::JwksConfig;
+use crate::outbound::{HttpClient, OutboundError, redact_url};
+
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum JwksError {
+    #[error("JWKS at {url} could not be fetched: {reason}")]
+    Unavailable { url: String, reason: String },
+    #[error("JWKS at {url} is not a valid JWK Set: {reason}")]
+    Invalid { url: String, reason: String },
+    #[error("no key with kid `{kid}` in the JWKS at {url}")]
+    UnknownKid { url: String, kid: String },
+    #[error("key `{kid}` in the JWKS at {url} cannot verify {alg:?}: {reason}")]
+    Unsuitable {
+        url: String,
+        kid: String,
+        alg: Algorithm,
+        reason: String,
+    },
+}
+
+/// One key of a set, with its verifier built at fetch time rather than per request.
+pub struct Key {
+    pub kid: Option<String>,
+    pub use_: Option<String>,
+    pub alg: Option<String>,
+    pub jwk: Jwk,
+    decoding: Option<DecodingKey>,
+    /// DER of the first `x5c` certificate, if any: OB software JWKS list transport certificates this way.
+    pub x5c_leaf: Option<Vec<u8>>,
+}
+
+pub struct KeySet {
+    pub keys: Vec<Key>,
+}
+
+impl KeySet {
+    /// Parses `{"keys": [...]}`; a key we cannot use (unknown kty, symmetric) is skipped, not fatal,
+    /// because real sets mix signing, encryption and TLS keys.
+    pub fn parse(body: &[u8]) -> Result<KeySet, String> {
+        let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        let arr = v
+            .get("keys")
+            .and_then(|k| k.as_array())
+            .ok_or("no `keys` array")?;
+        let mut keys = Vec::with_capacity(arr.len());
+        for raw in arr {
+            let Ok(jwk) = serde_json::from_value::<Jwk>(raw.clone()) else {
+                continue;
+            };
+            if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
+                continue;
+            }
+            let decoding = DecodingKey::from_jwk(&jwk).ok();
+            let x5c_leaf = raw
+                .get("x5c")
+                .and_then(|x| x.as_array())
+                .and_then(|a| a.first())
+                .and_then(|c| c.as_str())
+                .and_then(|c| STANDARD.decode(c).ok());
+            if decoding.is_none() && x5c_leaf.is_none() {
+                continue;
+            }
+            keys.push(Key {
+                kid: raw.get("kid").and_then(|k| k.as_str()).map(str::to_string),
+                use_: raw.get("use").and_then(|k| k.as_str()).map(str::to_string),
+                alg: raw.get("alg").and_then(|k| k.as_str()).map(str::to_string),
+                jwk,
+                decoding,
+                x5c_leaf,
+            });
+        }
+        Ok(KeySet { keys })
+    }
+
+    fn find(&self, kid: &str) -> Option<&Key> {
+        // A TLS key may share a kid with a signing key in OB sets; prefer the one meant for signatures.
+        self.keys
+            .iter()
+            .filter(|k| k.kid.as_deref() == Some(kid))
+            .find(|k| k.use_.as_deref() != Some("tls") && k.use_.as_deref() != Some("enc"))
+    }
+
+    /// Does any key with `use` = `tls` carry exactly this certificate as `x5c[0]`?
+    pub fn has_tls_certificate(&self, der: &[u8]) -> bool {
+        self.keys.iter().any(|k| {
+            k.use_.as_deref() == Some("tls")
+                && k.x5c_leaf
+                    .as_deref()
+                    .is_some_and(|c| crate::secret::ct_eq(c, der))
+        })
+    }
+}
+
+/// Checks that a key may verify `alg`: right key type and curve, `use` = sig when given, `alg` equal when given.
+fn suitable(key: &Key, alg: Algorithm) -> Result<&DecodingKey, String> {
+    if let Some(u) = &key.use_
+        && u != "sig"
+    {
+        return Err(format!("its `use` is `{u}`, not `sig`"));
+    }
+    if let Some(a) = &key.alg
+        && a != &format!("{alg:?}")
+    {
+        return Err(format!("it is declared for `{a}`"));
+    }
+    let fits = match (&key.jwk.algorithm, alg) {
+        (
+            AlgorithmParameters::RSA(_),
+            Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512
+            | Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512,
+        ) => true,
+        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256) => ec.curve == EllipticCurve::P256,
+        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES384) => ec.curve == EllipticCurve::P384,
+        (AlgorithmParameters::OctetKeyPair(_), Algorithm::EdDSA) => true,
+        _ => false,
+    };
+    if !fits {
+        return Err("its key type does not fit the algorithm".into());
+    }
+    key.decoding
+        .as_ref()
+        .ok_or_else(|| "its key material is malformed".to_string())
+}
+
+#[derive(Clone)]
+struct Entry {
+    keys: Arc<KeySet>,
+    fetched_at: Instant,
+    /// Last time we went to the network for this URL, successful or not; bounds refetches on unknown kid.
+    attempted_at: Instant,
+}
+
+pub struct JwksCache {
+    http: HttpClient,
+    cache: moka::future::Cache<String, Entry>,
+    cfg: JwksConfig,
+    fetches: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl JwksCache {
+    pub fn new(cfg: JwksConfig) -> Result<Self, String> {
+        let http = HttpClient::new(
+            cfg.ca_bundle.as_deref(),
+            cfg.connect_timeout,
+            cfg.timeout,
+            true,
+        )?;
+        let cache = moka::future::Cache::builder()
+            .max_capacity(cfg.max_urls)
+            // Past ttl + stale_for an entry is useless even as a fallback.
+            .time_to_live(cfg.ttl + cfg.stale_for)
+            .build();
+        Ok(JwksCache {
+            http,
+            cache,
+            cfg,
+            fetches: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        })
+    }
+
+    /// Network fetches so far (for metrics and the coalescing test).
+    pub fn fetch_count(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    pub fn failure_count(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// The key set at `url`: fresh from cache, else fetched once for all concurrent callers,
+    /// else a stale copy while the endpoint is failing and the copy is younger than ttl + stale_for.
+    pub async fn get(&self, url: &Url) -> Result<Arc<KeySet>, JwksError> {
+        self.get_inner(url, false).await
+    }
+
+    /// The verifier for `kid`; an unknown kid triggers one refetch, at most once per refetch_interval.
+    pub async fn key_for(
+        &self,
+        url: &Url,
+        kid: &str,
+        alg: Algorithm,
+    ) -> Result<(DecodingKey, Arc<KeySet>), JwksError> {
+        let mut set = self.get_inner(url, false).await?;
+        if set.find(kid).is_none() {
+            set = self.get_inner(url, true).await?;
+        }
+        let key = set.find(kid).ok_or_else(|| JwksError::UnknownKid {
+            url: redact_url(url),
+            kid: kid.to_string(),
+        })?;
+        let dk = suitable(key, alg)
+            .map_err(|reason| JwksError::Unsuitable {
+                url: redact_url(url),
+                kid: kid.to_string(),
+                alg,
+                reason,
+            })?
+            .clone();
+        Ok((dk, set))
+    }
+
+    async fn get_inner(&self, url: &Url, refresh: bool) -> Result<Arc<KeySet>, JwksError> {
+        let now = Instant::now();
+        if let Some(e) = self.cache.get(url.as_str()).await {
+            let fresh = now.duration_since(e.fetched_at) < self.cfg.ttl;
+            let recently_tried = now.duration_since(e.attempted_at) < self.cfg.refetch_interval;
+            if (fresh && !refresh) || (refresh && recently_tried) {
+                return Ok(e.keys);
+            }
+        }
+        let mut failure: Option<JwksError> = None;
+        let result = self
+            .cache
+            .entry(url.as_str().to_string())
+            .and_compute_with(|current| {
+                let failure = &mut failure;
+                async move {
+                    let current = current.map(|e| e.into_value());
+                    let now = Instant::now();
+                    // Another caller may have refreshed while we waited for the key lock.
+                    if let Some(e) = &current {
+                        let fresh = now.duration_since(e.fetched_at) < self.cfg.ttl;
+                        let recently_tried =
+                            now.duration_since(e.attempted_at) < self.cfg.refetch_interval;
+                        if (fresh && !refresh) || recently_tried {
+                            return Op::Nop;
+                        }
+                    }
+                    match self.fetch(url).await {
+                        Ok(keys) => Op::Put(Entry {
+                            keys: Arc::new(keys),
+                            fetched_at: now,
+                            attempted_at: now,
+                        }),
+                        Err(err) => {
+                            tracing::warn!(jwks_url = %redact_url(url), error = %err, "JWKS fetch failed");
+                            *failure = Some(err);
+                            match current {
+                                Some(mut e) => {
+                                    e.attempted_at = now;
+                                    Op::Put(e)
+                                }
+                                None => Op::Nop,
+                            }
+                        }
+                    }
+                }
+            })
+            .await;
+        let entry = match result {
+            CompResult::Inserted(e) | CompResult::ReplacedWith(e) | CompResult::Unchanged(e) => {
+                Some(e.into_value())
+            }
+            CompResult::Removed(_) | CompResult::StillNone(_) => None,
+        };
+        match entry {
+            Some(e) if now.duration_since(e.fetched_at) < self.cfg.ttl + self.cfg.stale_for => {
+                if failure.is_some() {
+                    tracing::warn!(jwks_url = %redact_url(url), age_s = now.duration_since(e.fetched_at).as_secs(), "serving a stale JWKS");
+                }
+                Ok(e.keys)
+            }
+            _ => Err(failure.unwrap_or_else(|| JwksError::Unavailable {
+                url: redact_url(url),
+                reason: "no usable copy".into(),
+            })),
+        }
+    }
+
+    async fn fetch(&self, url: &Url) -> Result<KeySet, JwksError> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let r = self.fetch_once(url).await;
+        if r.is_err() {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    async fn fetch_once(&self, url: &Url) -> Result<KeySet, JwksError> {
+        let unavailable = |reason: String| JwksError::Unavailable {
+            url: redact_url(url),
+            reason,
+        };
+        if url.scheme() != "https" {
+            return Err(unavailable("only https JWKS URLs are fetched".into()));
+        }
+        let mut target = url.clone();
+        // Same-origin redirects are followed (some hosts add a trailing slash); another host never is,
+        // since that would let whoever controls a redirect choose the keys.
+        for _ in 0..3 {
+            let reply = self
+                .http
+                .send(
+                    Method::GET,
+                    &target,
+                    &[("accept", "application/jwk-set+json, application/json")],
+                    None,
+                    self.cfg.max_bytes,
+                )
+                .await
+                .map_err(|e| match e {
+                    OutboundError::TooLarge(n) => unavailable(format!("larger than {n} bytes")),
+                    other => unavailable(other.to_string()),
+                })?;
+            if reply.status.is_redirection() {
+                let loc = reply
+                    .headers
+                    .get(http::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|l| target.join(l).ok())
+                    .ok_or_else(|| unavailable("redirect without a usable Location".into()))?;
+                if loc.origin() != url.origin() {
+                    return Err(unavailable(format!(
+                        "redirect to another origin ({}) refused",
+                        loc.origin().ascii_serialization()
+                    )));
+                }
+                target = loc;
+                continue;
+            }
+            if !reply.status.is_success() {
+                return Err(unavailable(format!("HTTP {}", reply.status.as_u16())));
+            }
+            return KeySet::parse(&reply.body).map_err(|reason| JwksError::Invalid {
+                url: redact_url(url),
+                reason,
+            });
+        }
+        Err(unavailable("too many redirects".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_skips_symmetric_and_unknown_keys_and_keeps_tls_certificates() {
+        let body = br#"{"keys":[
+            {"kty":"oct","k":"c2VjcmV0","kid":"h"},
+            {"kty":"weird","kid":"w"},
+            {"kty":"EC","crv":"P-256","kid":"e","use":"sig",
+             "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"kty":"EC","crv":"P-256","kid":"t","use":"tls","x5c":["AQID"],
+             "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}
+        ]}"#;
+        let set = KeySet::parse(body).expect("parses");
+        assert_eq!(set.keys.len(), 2);
+        assert!(set.has_tls_certificate(&[1, 2, 3]));
+        assert!(!set.has_tls_certificate(&[1, 2, 4]));
+        let k = set.find("e").expect("signing key");
+        assert!(suitable(k, Algorithm::ES256).is_ok());
+        assert!(suitable(k, Algorithm::PS256).is_err());
+        assert!(set.find("t").is_none(), "a tls key never verifies signatures");
+    }
+
+    #[test]
+    fn a_body_without_keys_is_invalid() {
+        assert!(KeySet::parse(b"{}").is_err());
+        assert!(KeySet::parse(b"not json").is_err());
+    }
+}

@@ -1,0 +1,187 @@
+//! Outbound HTTP(S) from the proxy (JWKS, the upstream's registration API): pooled, bounded in time and size.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use url::Url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("could not connect: {0}")]
+    Connect(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("request failed: {0}")]
+    Io(String),
+    #[error("bad request to {0}")]
+    BadUrl(String),
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeout: Duration,
+}
+
+/// The crypto provider every TLS config of ours uses: aws-lc-rs, for its RSA speed.
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Trust roots: the operator's bundle when given (private PKI, test CAs), else the system's.
+pub fn root_store(ca_bundle: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_bundle {
+        Some(path) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("{}: no PEM certificates", path.display()));
+            }
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            for c in native.certs {
+                // A broken system certificate should not stop the proxy; it just is not trusted.
+                let _ = roots.add(c);
+            }
+            if roots.is_empty() {
+                return Err("no system CA certificates found; set a ca_bundle".into());
+            }
+        }
+    }
+    Ok(roots)
+}
+
+impl HttpClient {
+    pub fn new(
+        ca_bundle: Option<&Path>,
+        connect_timeout: Duration,
+        timeout: Duration,
+        https_only: bool,
+    ) -> Result<Self, String> {
+        let tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(root_store(ca_bundle)?)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+        let connector = if https_only {
+            builder.https_only().enable_http1().wrap_connector(http)
+        } else {
+            builder.https_or_http().enable_http1().wrap_connector(http)
+        };
+        let inner = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(32)
+            .build(connector);
+        Ok(HttpClient { inner, timeout })
+    }
+
+    /// Sends a request and reads at most `max_bytes` of the answer, all within the client's timeout.
+    /// Redirects are never followed: callers decide what a 3xx means.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: &[(&str, &str)],
+        body: Option<Bytes>,
+        max_bytes: usize,
+    ) -> Result<Reply, OutboundError> {
+        let mut req = Request::builder().method(method).uri(url.as_str());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|_| OutboundError::BadUrl(redact_url(url)))?;
+        let work = async {
+            let resp = self.inner.request(req).await.map_err(|e| {
+                if e.is_connect() {
+                    OutboundError::Connect(error_chain(&e))
+                } else {
+                    OutboundError::Io(error_chain(&e))
+                }
+            })?;
+            let (parts, body) = resp.into_parts();
+            if let Some(len) = parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                && len > max_bytes as u64
+            {
+                return Err(OutboundError::TooLarge(max_bytes));
+            }
+            let body = Limited::new(body, max_bytes)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                        OutboundError::TooLarge(max_bytes)
+                    } else {
+                        OutboundError::Io(e.to_string())
+                    }
+                })?
+                .to_bytes();
+            Ok(Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| OutboundError::Timeout(self.timeout))?
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// A URL safe to log: no userinfo, no query (either may hold a secret).
+pub fn redact_url(u: &Url) -> String {
+    let mut u = u.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
+}

@@ -1,0 +1,224 @@
+//! accept → TLS handshake (bounded) → peer identity parsed once → hyper (h1/h2) → route.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::dcr::Registrar;
+use crate::error::ProxyError;
+use crate::identity::PeerCert;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type RespBody = BoxBody<Bytes, BoxError>;
+
+pub fn boxed(r: Response<http_body_util::Full<Bytes>>) -> Response<RespBody> {
+    r.map(|b| b.map_err(|never| match never {}).boxed())
+}
+
+/// Shared by every connection.
+pub struct AppState {
+    pub registrar: Registrar,
+    pub handshake_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+/// The accept loop. Each accepted connection reads the newest TLS config from `tls`, so a reload
+/// applies to new handshakes while open connections keep theirs.
+pub async fn run(
+    listener: TcpListener,
+    tls: watch::Receiver<Arc<rustls::ServerConfig>>,
+    state: Arc<AppState>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        let (tcp, addr) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = TlsAcceptor::from(tls.borrow().clone());
+        let state = state.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(state.handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = %addr, failure = "tls_handshake", reason = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(peer = %addr, failure = "tls_handshake", reason = "timeout", "TLS handshake timed out");
+                    return;
+                }
+            };
+            let peer = peer_identity(&stream, addr);
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                let peer = peer.clone();
+                async move { Ok::<_, Infallible>(handle(state, peer, addr, req).await) }
+            });
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10));
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(drain_s = drain.as_secs(), "draining open connections");
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!("drain period over; closing remaining connections");
+    }
+}
+
+/// Parses the verified leaf once per connection. A certificate we cannot parse is treated as absent
+/// (and logged): routes that need one then refuse with 403, never 500.
+fn peer_identity(
+    stream: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    addr: SocketAddr,
+) -> Arc<Option<PeerCert>> {
+    let (_, conn) = stream.get_ref();
+    let Some(certs) = conn.peer_certificates() else {
+        return Arc::new(None);
+    };
+    let Some((leaf, chain)) = certs.split_first() else {
+        return Arc::new(None);
+    };
+    match PeerCert::from_der(leaf.clone().into_owned(), chain.iter().map(|c| c.clone().into_owned()).collect()) {
+        Ok(p) => Arc::new(Some(p)),
+        Err(e) => {
+            tracing::warn!(peer = %addr, failure = "client_cert", reason = %e, "verified client certificate could not be parsed");
+            Arc::new(None)
+        }
+    }
+}
+
+enum Route<'a> {
+    Register,
+    Client(&'a str),
+    Other,
+}
+
+fn route(path: &str) -> Route<'_> {
+    match path.strip_prefix("/register") {
+        Some("") | Some("/") => Route::Register,
+        Some(rest) => match rest.strip_prefix('/') {
+            Some(id) if !id.is_empty() && !id.contains('/') => Route::Client(id),
+            _ => Route::Other,
+        },
+        None => Route::Other,
+    }
+}
+
+/// The FAPI interaction id: the caller's when it is a UUID, else a fresh one.
+fn interaction_id(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get("x-fapi-interaction-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Uuid::parse_str(v).ok())
+        .map(|u| u.hyphenated().to_string())
+        .unwrap_or_else(|| Uuid::new_v4().to_string())
+}
+
+async fn handle(
+    state: Arc<AppState>,
+    peer: Arc<Option<PeerCert>>,
+    addr: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<RespBody> {
+    let request_id = Uuid::new_v4().to_string();
+    let fapi_id = interaction_id(&req);
+    let span = tracing::info_span!("request", request_id = %request_id, interaction_id = %fapi_id, method = %req.method(), peer = %addr);
+    let mut resp = async {
+        let started = std::time::Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let (route_name, resp) = match route(&path) {
+            Route::Register => ("register", register(&state, &peer, req).await),
+            Route::Client(_) => (
+                "register_client",
+                boxed(
+                    crate::dcr::allowed(&method, false)
+                        .err()
+                        .unwrap_or(ProxyError::NotFound)
+                        .to_response(),
+                ),
+            ),
+            Route::Other => ("other", boxed(ProxyError::NotFound.to_response())),
+        };
+        tracing::info!(
+            route = route_name,
+            status = resp.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+        resp
+    }
+    .instrument(span)
+    .await;
+    if let Ok(v) = HeaderValue::from_str(&fapi_id) {
+        resp.headers_mut().insert("x-fapi-interaction-id", v);
+    }
+    resp
+}
+
+async fn register(state: &AppState, peer: &Option<PeerCert>, req: Request<Incoming>) -> Response<RespBody> {
+    if let Err(e) = crate::dcr::allowed(req.method(), true) {
+        return boxed(e.to_response());
+    }
+    debug_assert_eq!(req.method(), Method::POST);
+    let (parts, body) = req.into_parts();
+    let work = state
+        .registrar
+        .handle_register(&parts.headers, body, peer.as_ref());
+    match tokio::time::timeout(state.request_timeout, work).await {
+        Ok(r) => boxed(r),
+        Err(_) => boxed(ProxyError::UpstreamTimeout.to_response()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_split_the_registration_api_from_everything_else() {
+        assert!(matches!(route("/register"), Route::Register));
+        assert!(matches!(route("/register/"), Route::Register));
+        assert!(matches!(route("/register/abc"), Route::Client("abc")));
+        assert!(matches!(route("/register/abc/x"), Route::Other));
+        assert!(matches!(route("/registers"), Route::Other));
+        assert!(matches!(route("/token"), Route::Other));
+    }
+}

@@ -1,0 +1,191 @@
+//! The RFC 7591/7592 client to the IdP: create, read, replace and delete clients, and how we authenticate there.
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use serde_json::Value;
+use url::Url;
+
+use crate::config::UpstreamConfig;
+use crate::outbound::{HttpClient, OutboundError, redact_url};
+use crate::secret::Secret;
+
+/// Upstream answers are small JSON documents; anything bigger is not a registration response.
+const MAX_UPSTREAM_BODY: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The IdP refused (4xx): the request was wrong, and nothing was created.
+    #[error("upstream refused with HTTP {status}: {description}")]
+    Rejected { status: u16, description: String },
+    /// The client (or its registration) no longer exists upstream.
+    #[error("upstream says the client is gone (HTTP {0})")]
+    Gone(u16),
+    #[error("upstream unavailable: {0}")]
+    Unavailable(String),
+    #[error("upstream timed out")]
+    Timeout,
+    /// 5xx or a body we cannot read: the outcome upstream is unknown.
+    #[error("upstream failed: {0}")]
+    Failed(String),
+}
+
+/// What the upstream returned for a create or replace; secrets wrapped so they never print.
+#[derive(Debug)]
+pub struct UpstreamClient {
+    pub client_id: String,
+    pub registration_access_token: Secret,
+    pub registration_client_uri: String,
+    pub client_id_issued_at: Option<i64>,
+    pub metadata: Value,
+}
+
+pub struct Upstream {
+    http: HttpClient,
+    registration_endpoint: Url,
+    initial_access_token: Secret,
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig) -> Result<Self, String> {
+        let http = HttpClient::new(
+            cfg.ca_bundle.as_deref(),
+            cfg.connect_timeout,
+            cfg.timeout,
+            false,
+        )?;
+        Ok(Upstream {
+            http,
+            registration_endpoint: cfg.registration_endpoint.clone(),
+            initial_access_token: cfg.initial_access_token.clone(),
+        })
+    }
+
+    /// RFC 7591 create, authenticated with the operator's initial access token.
+    pub async fn create(&self, metadata: &Value) -> Result<UpstreamClient, UpstreamError> {
+        let auth = format!("Bearer {}", self.initial_access_token.expose());
+        let reply = self
+            .call(
+                Method::POST,
+                &self.registration_endpoint,
+                &auth,
+                Some(Bytes::from(metadata.to_string())),
+            )
+            .await?;
+        match reply.0 {
+            StatusCode::CREATED | StatusCode::OK => parse_client(&reply.1, None),
+            s if s.is_client_error() => Err(rejected(s, &reply.1)),
+            s => Err(UpstreamError::Failed(format!("HTTP {}", s.as_u16()))),
+        }
+    }
+
+    /// RFC 7592 delete. Already gone counts as done: the goal is "the client does not exist".
+    pub async fn delete(&self, client_uri: &str, rat: &Secret) -> Result<(), UpstreamError> {
+        let url = self.client_url(client_uri)?;
+        let auth = format!("Bearer {}", rat.expose());
+        let (status, body) = self.call(Method::DELETE, &url, &auth, None).await?;
+        match status {
+            s if s.is_success() => Ok(()),
+            StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => Ok(()),
+            s if s.is_client_error() => Err(rejected(s, &body)),
+            s => Err(UpstreamError::Failed(format!("HTTP {}", s.as_u16()))),
+        }
+    }
+
+    /// The client URI must point at the same origin as the registration endpoint: a record is not
+    /// allowed to make us send a registration access token somewhere else.
+    fn client_url(&self, client_uri: &str) -> Result<Url, UpstreamError> {
+        let url = Url::parse(client_uri)
+            .map_err(|_| UpstreamError::Failed("stored registration_client_uri is not a URL".into()))?;
+        if url.origin() != self.registration_endpoint.origin() {
+            return Err(UpstreamError::Failed(format!(
+                "registration_client_uri {} is not on the upstream's origin",
+                redact_url(&url)
+            )));
+        }
+        Ok(url)
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        url: &Url,
+        auth: &str,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes), UpstreamError> {
+        let reply = self
+            .http
+            .send(
+                method,
+                url,
+                &[
+                    ("authorization", auth),
+                    ("content-type", "application/json"),
+                    ("accept", "application/json"),
+                ],
+                body,
+                MAX_UPSTREAM_BODY,
+            )
+            .await
+            .map_err(|e| match e {
+                OutboundError::Timeout(_) => UpstreamError::Timeout,
+                OutboundError::Connect(m) => UpstreamError::Unavailable(m),
+                other => UpstreamError::Failed(other.to_string()),
+            })?;
+        Ok((reply.status, reply.body))
+    }
+}
+
+fn parse_client(body: &[u8], keep_uri: Option<&str>) -> Result<UpstreamClient, UpstreamError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|_| UpstreamError::Failed("answer is not JSON".into()))?;
+    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    let client_id = s("client_id").ok_or(UpstreamError::Failed("answer has no client_id".into()))?;
+    let rat = s("registration_access_token")
+        .ok_or(UpstreamError::Failed("answer has no registration_access_token".into()))?;
+    let uri = s("registration_client_uri")
+        .or_else(|| keep_uri.map(str::to_string))
+        .ok_or(UpstreamError::Failed("answer has no registration_client_uri".into()))?;
+    Ok(UpstreamClient {
+        client_id,
+        registration_access_token: Secret::new(rat),
+        registration_client_uri: uri,
+        client_id_issued_at: v.get("client_id_issued_at").and_then(Value::as_i64),
+        metadata: v,
+    })
+}
+
+/// The upstream's words, made safe to show a TPP: only its error code and description, printable and short.
+fn rejected(status: StatusCode, body: &[u8]) -> UpstreamError {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let code = v.get("error").and_then(Value::as_str).unwrap_or("rejected");
+    let desc = v.get("error_description").and_then(Value::as_str).unwrap_or("");
+    let text: String = format!("{code}: {desc}")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    UpstreamError::Rejected {
+        status: status.as_u16(),
+        description: text.trim_end_matches([':', ' ']).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_refusal_is_trimmed_to_its_code_and_description() {
+        let body = br#"{"error":"invalid_client_metadata","error_description":"redirect_uris must\nbe https","stack":"at x"}"#;
+        match rejected(StatusCode::BAD_REQUEST, body) {
+            UpstreamError::Rejected { description, .. } => {
+                assert_eq!(description, "invalid_client_metadata: redirect_uris mustbe https")
+            }
+            other => panic!("{other:?}"),
+        }
+        match rejected(StatusCode::BAD_REQUEST, b"<html>oops</html>") {
+            UpstreamError::Rejected { description, .. } => assert_eq!(description, "rejected"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

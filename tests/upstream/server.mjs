@@ -1,0 +1,653 @@
+// Test upstream for dcr-proxy: a real OAuth 2.0 / OpenID Connect server
+// (oidc-provider 9.x) on plain HTTP loopback, with RFC 7591/7592 dynamic
+// client registration, RFC 7662 introspection, RFC 7009 revocation, the
+// client_credentials grant and RFC 8705 mTLS (certificate taken from a header
+// set by the TLS-terminating proxy in front of it).
+//
+// Contract (relied upon by the Rust integration harness):
+//   stdout: exactly one line, {"event":"listening","port":N,"issuer":"http://127.0.0.1:N"}
+//   stderr: everything else.
+//   See README.md for env vars and routes.
+
+import * as http from 'node:http';
+import { X509Certificate, randomUUID } from 'node:crypto';
+
+// oidc-provider prints its notices with console.info (stdout). stdout is
+// reserved for the single "listening" line, so route console output to stderr.
+console.log = console.error;
+console.info = console.error;
+console.debug = console.error;
+
+const { Provider, errors } = await import('oidc-provider');
+const jose = await import('jose');
+
+// ---------------------------------------------------------------- env
+
+function fail(msg) {
+  process.stderr.write(`upstream: ${msg}\n`);
+  process.exit(2);
+}
+
+const PORT = Number.parseInt(process.env.UPSTREAM_PORT ?? '0', 10);
+if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) fail('UPSTREAM_PORT must be 0..65535');
+
+const INITIAL_ACCESS_TOKEN = process.env.INITIAL_ACCESS_TOKEN;
+if (!INITIAL_ACCESS_TOKEN) fail('INITIAL_ACCESS_TOKEN is required');
+
+const INTROSPECTION_CLIENT_ID = process.env.INTROSPECTION_CLIENT_ID || 'dcr-proxy';
+const INTROSPECTION_CLIENT_SECRET = process.env.INTROSPECTION_CLIENT_SECRET
+  || 'dcr-proxy-dev-introspection-secret-not-for-production';
+
+const CLIENT_CERT_HEADER = (process.env.CLIENT_CERT_HEADER || 'rfc9440').toLowerCase();
+if (!['rfc9440', 'nginx', 'envoy'].includes(CLIENT_CERT_HEADER)) {
+  fail('CLIENT_CERT_HEADER must be one of rfc9440, nginx, envoy');
+}
+
+const SCOPES = [
+  'openid', 'accounts', 'payments', 'fundsconfirmations', 'cdr:registration',
+  'bank:accounts.basic:read', 'bank:accounts.detail:read', 'bank:transactions:read',
+  'bank:payees:read', 'bank:regular_payments:read', 'common:customer.basic:read',
+  'common:customer.detail:read', 'energy:accounts.basic:read', 'profile', 'offline_access',
+];
+
+const SIGNING_ALGS = ['PS256', 'ES256', 'RS256'];
+
+function log(...args) {
+  process.stderr.write(`upstream: ${args.join(' ')}\n`);
+}
+
+// ---------------------------------------------------------------- storage
+
+// Our own oidc-provider adapter: one Map per model, values { payload, expiresAt }.
+const stores = new Map();
+
+function storeFor(model) {
+  let store = stores.get(model);
+  if (!store) {
+    store = new Map();
+    stores.set(model, store);
+  }
+  return store;
+}
+
+class MapAdapter {
+  constructor(model) {
+    this.model = model;
+    this.store = storeFor(model);
+  }
+
+  #live(id) {
+    const entry = this.store.get(id);
+    if (!entry) return undefined;
+    if (entry.expiresAt !== undefined && entry.expiresAt <= Date.now()) {
+      this.store.delete(id);
+      return undefined;
+    }
+    return entry;
+  }
+
+  async upsert(id, payload, expiresIn) {
+    this.store.set(id, {
+      payload: structuredClone(payload),
+      expiresAt: typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : undefined,
+    });
+  }
+
+  async find(id) {
+    const entry = this.#live(id);
+    return entry ? structuredClone(entry.payload) : undefined;
+  }
+
+  async #findBy(prop, value) {
+    for (const id of this.store.keys()) {
+      const entry = this.#live(id);
+      if (entry && entry.payload[prop] === value) return structuredClone(entry.payload);
+    }
+    return undefined;
+  }
+
+  findByUid(uid) { return this.#findBy('uid', uid); }
+
+  findByUserCode(userCode) { return this.#findBy('userCode', userCode); }
+
+  async consume(id) {
+    const entry = this.#live(id);
+    if (entry) entry.payload.consumed = Math.floor(Date.now() / 1000);
+  }
+
+  async destroy(id) {
+    this.store.delete(id);
+  }
+
+  async revokeByGrantId(grantId) {
+    for (const [id, entry] of this.store) {
+      if (entry.payload.grantId === grantId) this.store.delete(id);
+    }
+  }
+}
+
+function registeredClientIds() {
+  const store = storeFor('Client');
+  const ids = [];
+  for (const [id, entry] of store) {
+    if (entry.expiresAt !== undefined && entry.expiresAt <= Date.now()) continue;
+    if (id === INTROSPECTION_CLIENT_ID) continue;
+    ids.push(id);
+  }
+  return ids;
+}
+
+// ---------------------------------------------------------------- client certificate
+
+function pemToX509(pem) {
+  const m = /-----BEGIN CERTIFICATE-----([\s\S]+?)-----END CERTIFICATE-----/.exec(pem);
+  if (!m) throw new Error('no PEM certificate found');
+  const b64 = m[1].replace(/\s+/g, '');
+  return new X509Certificate(Buffer.from(b64, 'base64'));
+}
+
+// Splits `s` on `sep` outside double-quoted strings (backslash escapes inside quotes).
+function splitOutsideQuotes(s, sep) {
+  const parts = [];
+  let cur = '';
+  let quoted = false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i];
+    if (quoted && c === '\\' && i + 1 < s.length) {
+      cur += c + s[i + 1];
+      i++;
+    } else if (c === '"') {
+      quoted = !quoted;
+      cur += c;
+    } else if (c === sep && !quoted) {
+      parts.push(cur);
+      cur = '';
+    } else {
+      cur += c;
+    }
+  }
+  parts.push(cur);
+  return parts;
+}
+
+function unquote(v) {
+  const t = v.trim();
+  if (t.length >= 2 && t.startsWith('"') && t.endsWith('"')) {
+    return t.slice(1, -1).replace(/\\(.)/g, '$1');
+  }
+  return t;
+}
+
+// Envoy x-forwarded-client-cert: elements separated by ',', pairs by ';'.
+// Returns the Cert of the last (closest proxy) element that carries one.
+function certFromXfcc(value) {
+  let found;
+  for (const element of splitOutsideQuotes(value, ',')) {
+    for (const pair of splitOutsideQuotes(element, ';')) {
+      const eq = pair.indexOf('=');
+      if (eq === -1) continue;
+      if (pair.slice(0, eq).trim().toLowerCase() === 'cert') {
+        found = decodeURIComponent(unquote(pair.slice(eq + 1)));
+      }
+    }
+  }
+  return found;
+}
+
+function readCertificate(ctx) {
+  switch (CLIENT_CERT_HEADER) {
+    case 'rfc9440': {
+      // RFC 9440: Client-Cert is a Structured Field Byte Sequence, ":<base64 DER>:".
+      const raw = ctx.get('client-cert');
+      if (!raw) return undefined;
+      const b64 = raw.trim().replace(/^:/, '').replace(/:$/, '');
+      return new X509Certificate(Buffer.from(b64, 'base64'));
+    }
+    case 'nginx': {
+      // nginx $ssl_client_escaped_cert: URL-encoded PEM.
+      const raw = ctx.get('ssl-client-cert');
+      if (!raw) return undefined;
+      return pemToX509(decodeURIComponent(raw));
+    }
+    case 'envoy': {
+      const raw = ctx.get('x-forwarded-client-cert');
+      if (!raw) return undefined;
+      const pem = certFromXfcc(raw);
+      return pem ? pemToX509(pem) : undefined;
+    }
+    default:
+      return undefined;
+  }
+}
+
+const certCache = new WeakMap();
+
+function getCertificate(ctx) {
+  if (certCache.has(ctx)) return certCache.get(ctx);
+  let cert;
+  try {
+    cert = readCertificate(ctx);
+  } catch (err) {
+    log(`ignoring unparseable client certificate header (${CLIENT_CERT_HEADER}): ${err.message}`);
+    cert = undefined;
+  }
+  certCache.set(ctx, cert);
+  return cert;
+}
+
+function certificateAuthorized(ctx) {
+  if (!getCertificate(ctx)) return false;
+  if (CLIENT_CERT_HEADER === 'nginx') return ctx.get('ssl-client-verify') === 'SUCCESS';
+  // rfc9440 / envoy: the fronting proxy only forwards certificates it verified.
+  return true;
+}
+
+// ----- Distinguished Name comparison (RFC 4514 string vs. certificate subject)
+
+const DN_ALIASES = new Map(Object.entries({
+  '2.5.4.3': 'CN', COMMONNAME: 'CN',
+  '2.5.4.6': 'C', COUNTRYNAME: 'C',
+  '2.5.4.7': 'L', LOCALITYNAME: 'L',
+  '2.5.4.8': 'ST', STATEORPROVINCENAME: 'ST', S: 'ST',
+  '2.5.4.10': 'O', ORGANIZATIONNAME: 'O',
+  '2.5.4.11': 'OU', ORGANIZATIONALUNITNAME: 'OU',
+  '2.5.4.5': 'SERIALNUMBER',
+  '2.5.4.97': 'ORGANIZATIONIDENTIFIER',
+  '1.2.840.113549.1.9.1': 'EMAILADDRESS', E: 'EMAILADDRESS', EMAIL: 'EMAILADDRESS',
+  '0.9.2342.19200300.100.1.25': 'DC', DOMAINCOMPONENT: 'DC',
+  '0.9.2342.19200300.100.1.1': 'UID', USERID: 'UID',
+}));
+
+function normType(t) {
+  const u = t.trim().replace(/^OID\./i, '').toUpperCase();
+  return DN_ALIASES.get(u) ?? u;
+}
+
+function normValue(v) {
+  return v.trim().replace(/\s+/g, ' ').toLowerCase();
+}
+
+function unescapeRfc4514(v) {
+  let t = v.trim();
+  if (t.startsWith('"') && t.endsWith('"')) t = t.slice(1, -1);
+  return t.replace(/\\([0-9a-fA-F]{2}|.)/g, (_, e) => (e.length === 2
+    ? String.fromCharCode(Number.parseInt(e, 16))
+    : e));
+}
+
+// RFC 4514 string ("CN=a,OU=b,O=c,C=GB", '+' multi-valued RDNs flattened).
+function parseRfc4514(dn) {
+  const out = [];
+  let cur = '';
+  const flush = () => {
+    if (!cur.trim()) return;
+    const eq = cur.indexOf('=');
+    if (eq === -1) throw new Error(`bad RDN ${cur}`);
+    out.push([normType(cur.slice(0, eq)), normValue(unescapeRfc4514(cur.slice(eq + 1)))]);
+    cur = '';
+  };
+  for (let i = 0; i < dn.length; i++) {
+    const c = dn[i];
+    if (c === '\\' && i + 1 < dn.length) {
+      cur += c + dn[i + 1];
+      i++;
+    } else if (c === ',' || c === ';' || c === '+') {
+      flush();
+    } else {
+      cur += c;
+    }
+  }
+  flush();
+  return out;
+}
+
+// Node's X509Certificate#subject: one "TYPE=value" per line, certificate order;
+// values with special characters are JSON-quoted.
+function parseNodeSubject(subject) {
+  return subject.split('\n').filter(Boolean).map((line) => {
+    const eq = line.indexOf('=');
+    let value = line.slice(eq + 1);
+    if (value.startsWith('"')) {
+      try { value = JSON.parse(value); } catch { /* keep raw */ }
+    }
+    return [normType(line.slice(0, eq)), normValue(value)];
+  });
+}
+
+function sameRdns(a, b) {
+  return a.length === b.length && a.every(([t, v], i) => b[i][0] === t && b[i][1] === v);
+}
+
+function subjectDnMatches(cert, expected) {
+  let want;
+  try {
+    want = parseRfc4514(expected);
+  } catch {
+    return false;
+  }
+  const have = parseNodeSubject(cert.subject);
+  // RFC 4514 lists RDNs most-specific first; accept either order.
+  return sameRdns(want, [...have].reverse()) || sameRdns(want, have);
+}
+
+function sanEntries(cert) {
+  return (cert.subjectAltName ?? '').split(/,\s*/).filter(Boolean).map((e) => {
+    const i = e.indexOf(':');
+    return [e.slice(0, i).trim(), e.slice(i + 1).trim()];
+  });
+}
+
+function certificateSubjectMatches(ctx, property, expected) {
+  const cert = getCertificate(ctx);
+  if (!cert) return false;
+  switch (property) {
+    case 'tls_client_auth_subject_dn':
+      return subjectDnMatches(cert, expected);
+    case 'tls_client_auth_san_dns':
+      return sanEntries(cert).some(([k, v]) => k === 'DNS' && v.toLowerCase() === expected.toLowerCase());
+    case 'tls_client_auth_san_uri':
+      return sanEntries(cert).some(([k, v]) => k === 'URI' && v === expected);
+    case 'tls_client_auth_san_ip':
+      return sanEntries(cert).some(([k, v]) => k === 'IP Address' && v === expected);
+    case 'tls_client_auth_san_email':
+      return sanEntries(cert).some(([k, v]) => k === 'email' && v.toLowerCase() === expected.toLowerCase());
+    default:
+      return false;
+  }
+}
+
+// ---------------------------------------------------------------- provider keys
+
+async function makeJwks() {
+  const keys = [];
+  const rsa = await jose.generateKeyPair('PS256', { modulusLength: 2048, extractable: true });
+  keys.push({ ...(await jose.exportJWK(rsa.privateKey)), kid: `rsa-${randomUUID()}`, use: 'sig' });
+  const ec = await jose.generateKeyPair('ES256', { extractable: true });
+  keys.push({ ...(await jose.exportJWK(ec.privateKey)), kid: `ec-${randomUUID()}`, use: 'sig', alg: 'ES256' });
+  return { keys };
+}
+
+// ---------------------------------------------------------------- fault injection (test double)
+
+const fault = {
+  mode: 'none', delayMs: 0, status: 500, count: 0,
+};
+
+function setFault(body) {
+  const modes = ['none', 'delay_after_create', 'error_after_create', 'error_before_create'];
+  if (!body || typeof body !== 'object' || !modes.includes(body.mode)) {
+    throw new Error(`mode must be one of ${modes.join(', ')}`);
+  }
+  const delayMs = body.delay_ms ?? 0;
+  const status = body.status ?? 500;
+  const count = body.count ?? 1;
+  if (!Number.isInteger(delayMs) || delayMs < 0) throw new Error('delay_ms must be a non-negative integer');
+  if (!Number.isInteger(status) || status < 100 || status > 599) throw new Error('status must be an HTTP status code');
+  if (!Number.isInteger(count) || count < 0) throw new Error('count must be a non-negative integer');
+  Object.assign(fault, {
+    mode: body.mode, delayMs, status, count: body.mode === 'none' ? 0 : count,
+  });
+}
+
+function faultState() {
+  return {
+    mode: fault.mode, delay_ms: fault.delayMs, status: fault.status, count: fault.count,
+  };
+}
+
+function injectedError(ctx, status) {
+  ctx.status = status;
+  ctx.set('cache-control', 'no-store');
+  ctx.body = { error: 'server_error', error_description: 'injected fault (test double)' };
+}
+
+async function registrationFaults(ctx, next) {
+  if (ctx.method !== 'POST' || ctx.path !== '/reg' || fault.mode === 'none' || fault.count <= 0) {
+    return next();
+  }
+  fault.count -= 1;
+  const { mode, delayMs, status } = fault;
+  log(`fault ${mode} applied to POST /reg (remaining ${fault.count})`);
+  if (mode === 'error_before_create') {
+    injectedError(ctx, status);
+    return undefined;
+  }
+  await next();
+  if (mode === 'delay_after_create') {
+    await new Promise((resolve) => { setTimeout(resolve, delayMs); });
+  } else if (mode === 'error_after_create') {
+    injectedError(ctx, status);
+  }
+  return undefined;
+}
+
+// ---------------------------------------------------------------- request log
+
+const REQUEST_LOG_MAX = 1000;
+const requestLog = [];
+
+function recordRequest(req, pathname) {
+  const headers = {};
+  for (const [k, v] of Object.entries(req.headers)) headers[k.toLowerCase()] = v;
+  requestLog.push({ method: req.method, path: pathname, headers });
+  if (requestLog.length > REQUEST_LOG_MAX) requestLog.splice(0, requestLog.length - REQUEST_LOG_MAX);
+}
+
+// ---------------------------------------------------------------- test routes (outside oidc-provider)
+
+function sendJson(res, status, body) {
+  const data = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(data),
+    'cache-control': 'no-store',
+  });
+  res.end(data);
+}
+
+function readBody(req, limit = 64 * 1024) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    let size = 0;
+    req.on('data', (c) => {
+      size += c.length;
+      if (size > limit) {
+        reject(new Error('body too large'));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+async function handleTestRoute(req, res, url) {
+  if (req.headers['x-test-admin'] !== INITIAL_ACCESS_TOKEN) {
+    sendJson(res, 401, { error: 'unauthorized', error_description: 'x-test-admin header required' });
+    return;
+  }
+  const route = `${req.method} ${url.pathname}`;
+  switch (route) {
+    case 'GET /__test/clients':
+      sendJson(res, 200, registeredClientIds());
+      return;
+    case 'GET /__test/requests': {
+      const prefix = url.searchParams.get('path') ?? '/';
+      sendJson(res, 200, requestLog.filter((r) => r.path.startsWith(prefix)).slice(-50));
+      return;
+    }
+    case 'GET /__fault/register':
+      sendJson(res, 200, faultState());
+      return;
+    case 'POST /__fault/register': {
+      let body;
+      try {
+        body = JSON.parse(await readBody(req));
+        setFault(body);
+      } catch (err) {
+        sendJson(res, 400, { error: 'invalid_request', error_description: err.message });
+        return;
+      }
+      log(`fault configured: ${JSON.stringify(faultState())}`);
+      sendJson(res, 200, faultState());
+      return;
+    }
+    default:
+      sendJson(res, 404, { error: 'not_found' });
+  }
+}
+
+// ---------------------------------------------------------------- server
+
+let providerCallback;
+
+const server = http.createServer((req, res) => {
+  let url;
+  try {
+    url = new URL(req.url, 'http://127.0.0.1');
+  } catch {
+    sendJson(res, 400, { error: 'invalid_request' });
+    return;
+  }
+  if (url.pathname.startsWith('/__test/') || url.pathname.startsWith('/__fault/')) {
+    handleTestRoute(req, res, url).catch((err) => {
+      log(`test route error: ${err.stack}`);
+      if (!res.headersSent) sendJson(res, 500, { error: 'server_error' });
+    });
+    return;
+  }
+  recordRequest(req, url.pathname);
+  if (!providerCallback) {
+    sendJson(res, 503, { error: 'temporarily_unavailable' });
+    return;
+  }
+  providerCallback(req, res);
+});
+
+await new Promise((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(PORT, '127.0.0.1', resolve);
+});
+
+const { port } = server.address();
+const issuer = `http://127.0.0.1:${port}`;
+
+const configuration = {
+  adapter: MapAdapter,
+  jwks: await makeJwks(),
+  clients: [{
+    client_id: INTROSPECTION_CLIENT_ID,
+    client_secret: INTROSPECTION_CLIENT_SECRET,
+    token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+  }],
+  clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'tls_client_auth'],
+  scopes: SCOPES,
+  responseTypes: ['code', 'code id_token'],
+  enabledJWA: {
+    clientAuthSigningAlgValues: SIGNING_ALGS,
+    idTokenSigningAlgValues: SIGNING_ALGS,
+    requestObjectSigningAlgValues: SIGNING_ALGS,
+  },
+  cookies: { keys: [randomUUID()] },
+  extraClientMetadata: {
+    // Not RFC 7591 core metadata oidc-provider knows; without this it is silently dropped.
+    properties: ['software_id', 'software_version'],
+    validator(ctx, key, value) {
+      if (value !== undefined && (typeof value !== 'string' || !value.length)) {
+        throw new errors.InvalidClientMetadata(`${key} must be a non-empty string`);
+      }
+    },
+  },
+  features: {
+    devInteractions: { enabled: false },
+    registration: {
+      enabled: true,
+      initialAccessToken: INITIAL_ACCESS_TOKEN,
+    },
+    registrationManagement: {
+      enabled: true,
+      rotateRegistrationAccessToken: true,
+    },
+    introspection: {
+      enabled: true,
+      allowedPolicy(ctx, client, token) {
+        return client.clientId === INTROSPECTION_CLIENT_ID || client.clientId === token.clientId;
+      },
+    },
+    revocation: {
+      enabled: true,
+      allowedPolicy(ctx, client, token) {
+        if (client.clientId === INTROSPECTION_CLIENT_ID || client.clientId === token.clientId) return true;
+        throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
+      },
+    },
+    clientCredentials: { enabled: true },
+    // Keep client_credentials tokens opaque and audience-less.
+    resourceIndicators: { enabled: false },
+    // So that request_object_signing_alg and id_token_encrypted_response_* are recognised.
+    requestObjects: { enabled: true, requireSignedRequestObject: false },
+    encryption: { enabled: true },
+    mTLS: {
+      enabled: true,
+      certificateBoundAccessTokens: true,
+      tlsClientAuth: true,
+      getCertificate,
+      certificateAuthorized,
+      certificateSubjectMatches,
+    },
+  },
+  ttl: {
+    AccessToken: 600,
+    AuthorizationCode: 60,
+    ClientCredentials: 600,
+    IdToken: 600,
+    Interaction: 600,
+    RefreshToken: 86400,
+    Session: 86400,
+    Grant: 86400,
+  },
+  findAccount(ctx, sub) {
+    return { accountId: sub, claims: async () => ({ sub }) };
+  },
+  // oidc-provider 9 passes an SSRF-guarding undici dispatcher in options.dispatcher
+  // that destroys sockets to special-use addresses (loopback included). The test
+  // JWKS servers live on https://127.0.0.1, so drop it and use the global one
+  // (which trusts NODE_EXTRA_CA_CERTS).
+  fetch(url, options) {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
+};
+
+const provider = new Provider(issuer, configuration);
+provider.on('server_error', (ctx, err) => log(`server_error ${ctx.method} ${ctx.path}: ${err.stack}`));
+for (const event of ['registration_create.error', 'registration_read.error', 'registration_update.error',
+  'registration_delete.error', 'grant.error', 'introspection.error', 'revocation.error']) {
+  provider.on(event, (ctx, err) => {
+    let cause = '';
+    for (let c = err.cause, depth = 0; c && depth < 5; c = c.cause, depth++) {
+      cause += ` <- ${c.error_description ?? c.message ?? c}`;
+    }
+    const detail = err.error_detail ? ` [${err.error_detail}]` : '';
+    log(`${event} ${ctx.method} ${ctx.path}: ${err.message}${err.error_description ? ` - ${err.error_description}` : ''}${detail}${cause}`);
+  });
+}
+provider.use(registrationFaults);
+providerCallback = provider.callback();
+
+process.stdout.write(`${JSON.stringify({ event: 'listening', port, issuer })}\n`);
+log(`listening on ${issuer} (client cert header format: ${CLIENT_CERT_HEADER})`);
+
+function shutdown(signal) {
+  log(`${signal} received, shutting down`);
+  server.close(() => process.exit(0));
+  server.closeAllConnections();
+  setTimeout(() => process.exit(0), 2000).unref();
+}
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+process.on('SIGINT', () => shutdown('SIGINT'));

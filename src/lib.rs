@@ -1,1 +1,3 @@
 //! dcr-proxy: regulated Dynamic Client Registration in front of a plain OAuth server.
+
+pub mod store;

@@ -67,9 +67,11 @@
 //! # Backends
 //!
 //! The trait speaks only of records and states, never of SQL: the embedded
-//! default is `sqlite::SqliteStore`; a PostgreSQL backend can implement the
+//! default is [`sqlite::SqliteStore`]; a PostgreSQL backend can implement the
 //! same contract with the same partial unique indexes. Uniqueness must always
 //! be enforced by the database itself, never by a read followed by a write.
+
+pub mod sqlite;
 
 use std::fmt;
 use std::str::FromStr;

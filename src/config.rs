@@ -116,7 +116,10 @@ impl fmt::Debug for UpstreamConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UpstreamConfig")
             .field("base_url", &self.base_url.as_str())
-            .field("registration_endpoint", &self.registration_endpoint.as_str())
+            .field(
+                "registration_endpoint",
+                &self.registration_endpoint.as_str(),
+            )
             .field("initial_access_token_env", &self.initial_access_token_env)
             .field("initial_access_token", &self.initial_access_token)
             .finish_non_exhaustive()
@@ -604,7 +607,12 @@ impl Validator<'_> {
         }
     }
 
-    fn algorithms(&mut self, key: &str, given: Option<Vec<String>>, default: &[&str]) -> Vec<jsonwebtoken::Algorithm> {
+    fn algorithms(
+        &mut self,
+        key: &str,
+        given: Option<Vec<String>>,
+        default: &[&str],
+    ) -> Vec<jsonwebtoken::Algorithm> {
         let list = given.unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect());
         if list.is_empty() {
             self.problem(key, "must not be empty");
@@ -632,14 +640,20 @@ impl Validator<'_> {
             Err(_) => {
                 self.problem(
                     "server.listen",
-                    format!("`{}` is not an address like 0.0.0.0:8443", raw.server.listen),
+                    format!(
+                        "`{}` is not an address like 0.0.0.0:8443",
+                        raw.server.listen
+                    ),
                 );
                 None
             }
         };
         let public_url = self.url("server.public_url", &raw.server.public_url, &["https"]);
-        let handshake_timeout =
-            self.duration("server.handshake_timeout", &raw.server.handshake_timeout, false);
+        let handshake_timeout = self.duration(
+            "server.handshake_timeout",
+            &raw.server.handshake_timeout,
+            false,
+        );
         let request_timeout =
             self.duration("server.request_timeout", &raw.server.request_timeout, false);
         if raw.server.max_body_bytes < 1024 || raw.server.max_body_bytes > 16 * 1024 * 1024 {
@@ -666,19 +680,27 @@ impl Validator<'_> {
         };
 
         // [upstream]
-        let base_url = self.url("upstream.base_url", &raw.upstream.base_url, &["http", "https"]);
-        let registration_endpoint = base_url.as_ref().and_then(|b| {
-            match b.join(&raw.upstream.registration_endpoint) {
-                Ok(u) => Some(u),
-                Err(e) => {
-                    self.problem(
-                        "upstream.registration_endpoint",
-                        format!("`{}` is not a path or URL: {e}", raw.upstream.registration_endpoint),
-                    );
-                    None
-                }
-            }
-        });
+        let base_url = self.url(
+            "upstream.base_url",
+            &raw.upstream.base_url,
+            &["http", "https"],
+        );
+        let registration_endpoint =
+            base_url
+                .as_ref()
+                .and_then(|b| match b.join(&raw.upstream.registration_endpoint) {
+                    Ok(u) => Some(u),
+                    Err(e) => {
+                        self.problem(
+                            "upstream.registration_endpoint",
+                            format!(
+                                "`{}` is not a path or URL: {e}",
+                                raw.upstream.registration_endpoint
+                            ),
+                        );
+                        None
+                    }
+                });
         let iat_env = raw.upstream.initial_access_token_env.clone();
         let iat = match self.env.var(&iat_env) {
             Some(v) if !v.trim().is_empty() => crate::secret::Secret::new(v.trim().to_string()),
@@ -690,8 +712,11 @@ impl Validator<'_> {
                 crate::secret::Secret::new(String::new())
             }
         };
-        let up_connect =
-            self.duration("upstream.connect_timeout", &raw.upstream.connect_timeout, false);
+        let up_connect = self.duration(
+            "upstream.connect_timeout",
+            &raw.upstream.connect_timeout,
+            false,
+        );
         let up_timeout = self.duration("upstream.timeout", &raw.upstream.timeout, false);
         let up_ca = raw
             .upstream
@@ -702,7 +727,10 @@ impl Validator<'_> {
         // [jwks]
         let j = &raw.jwks;
         let jwks = JwksConfig {
-            ca_bundle: j.ca_bundle.as_deref().map(|p| self.file("jwks.ca_bundle", p)),
+            ca_bundle: j
+                .ca_bundle
+                .as_deref()
+                .map(|p| self.file("jwks.ca_bundle", p)),
             connect_timeout: self.duration("jwks.connect_timeout", &j.connect_timeout, false),
             timeout: self.duration("jwks.timeout", &j.timeout, false),
             max_bytes: usize::try_from(j.max_bytes).unwrap_or(usize::MAX),
@@ -737,10 +765,14 @@ impl Validator<'_> {
             );
         }
         for a in &p.audiences {
-            if is_ob && !(1..=18).contains(&a.len()) || a.chars().any(|c| !c.is_ascii_alphanumeric()) && is_ob {
+            if is_ob
+                && (!(1..=18).contains(&a.len()) || a.chars().any(|c| !c.is_ascii_alphanumeric()))
+            {
                 self.problem(
                     "profile.audiences",
-                    format!("`{a}`: an OB audience is the bank's Base62 id, 1-18 letters and digits"),
+                    format!(
+                        "`{a}`: an OB audience is the bank's Base62 id, 1-18 letters and digits"
+                    ),
                 );
             }
             if !is_ob && Url::parse(a).is_err() {
@@ -756,12 +788,25 @@ impl Validator<'_> {
             .as_deref()
             .map(|s| self.duration("profile.ssa_max_age", s, true))
             .filter(|d| !d.is_zero());
-        let request_algorithms =
-            self.algorithms("profile.request_algorithms", p.request_algorithms, &["PS256", "ES256"]);
+        let request_algorithms = self.algorithms(
+            "profile.request_algorithms",
+            p.request_algorithms,
+            &["PS256", "ES256"],
+        );
         let (sign_allowed, auth_allowed, scope_allowed, rt_allowed) = if is_ob {
-            (OB_SIGNING_ALGS, OB_AUTH_METHODS, OB_SCOPES, OB_RESPONSE_TYPES)
+            (
+                OB_SIGNING_ALGS,
+                OB_AUTH_METHODS,
+                OB_SCOPES,
+                OB_RESPONSE_TYPES,
+            )
         } else {
-            (CDR_SIGNING_ALGS, CDR_AUTH_METHODS, CDR_SCOPES, CDR_RESPONSE_TYPES)
+            (
+                CDR_SIGNING_ALGS,
+                CDR_AUTH_METHODS,
+                CDR_SCOPES,
+                CDR_RESPONSE_TYPES,
+            )
         };
         // PS256 and ES256 are what FAPI permits; RS256 stays available to an operator who opts in.
         let signing_algorithms = self.subset(
@@ -793,8 +838,12 @@ impl Validator<'_> {
                 );
             }
         }
-        let response_types =
-            self.subset("profile.response_types", p.response_types, rt_allowed, rt_allowed);
+        let response_types = self.subset(
+            "profile.response_types",
+            p.response_types,
+            rt_allowed,
+            rt_allowed,
+        );
         let id_token_encryption_algs = self.subset(
             "profile.id_token_encryption_algs",
             p.id_token_encryption_algs,
@@ -892,13 +941,19 @@ impl Validator<'_> {
             "json" => LogFormat::Json,
             "text" => LogFormat::Text,
             other => {
-                self.problem("log.format", format!("`{other}` must be \"json\" or \"text\""));
+                self.problem(
+                    "log.format",
+                    format!("`{other}` must be \"json\" or \"text\""),
+                );
                 LogFormat::Json
             }
         };
         let level = self.env.var("DCR_LOG_LEVEL").unwrap_or(raw.log.level);
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-            self.problem("log.level", format!("`{level}` is not a log filter like \"info\""));
+            self.problem(
+                "log.level",
+                format!("`{level}` is not a log filter like \"info\""),
+            );
         }
 
         Some(Config {
@@ -997,10 +1052,16 @@ path = "dcr.sqlite"
         let d = dir_with_files();
         let c = Config::from_toml_str(GOOD, "proxy.toml", &d, &env()).expect("valid");
         assert_eq!(c.server.handshake_timeout, Duration::from_secs(10));
-        assert_eq!(c.upstream.registration_endpoint.as_str(), "http://127.0.0.1:3000/reg");
+        assert_eq!(
+            c.upstream.registration_endpoint.as_str(),
+            "http://127.0.0.1:3000/reg"
+        );
         assert!(c.profile.require_transport_cert_in_ssa_jwks);
         assert!(!c.profile.unique_software_id);
-        assert_eq!(c.trust_anchors[0].algorithms, vec![jsonwebtoken::Algorithm::PS256]);
+        assert_eq!(
+            c.trust_anchors[0].algorithms,
+            vec![jsonwebtoken::Algorithm::PS256]
+        );
         assert!(!format!("{:?}", c.upstream).contains("secret-token"));
     }
 
@@ -1020,15 +1081,24 @@ path = "dcr.sqlite"
         let src = GOOD
             .replace("public_url = ", "handshake_timeout = \"0s\"\npublic_url = ")
             .replace("cert = \"cert.pem\"", "cert = \"missing.pem\"")
-            .replace("kind = \"ob-v3.1\"", "kind = \"ob-v3.1\"\nrequest_algorithms = [\"HS256\", \"none\"]")
-            .replace("\"https://keystore.example/openbanking.jwks\"", "\"http://keystore.example/x\"");
+            .replace(
+                "kind = \"ob-v3.1\"",
+                "kind = \"ob-v3.1\"\nrequest_algorithms = [\"HS256\", \"none\"]",
+            )
+            .replace(
+                "\"https://keystore.example/openbanking.jwks\"",
+                "\"http://keystore.example/x\"",
+            );
         let e = Config::from_toml_str(&src, "proxy.toml", &d, &HashMap::new())
             .expect_err("several problems");
         let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
         assert!(keys.contains(&"tls.cert"), "{keys:?}");
         assert!(keys.contains(&"profile.request_algorithms"), "{keys:?}");
         assert!(keys.contains(&"trust_anchors[0].jwks_uri"), "{keys:?}");
-        assert!(keys.contains(&"upstream.initial_access_token_env"), "{keys:?}");
+        assert!(
+            keys.contains(&"upstream.initial_access_token_env"),
+            "{keys:?}"
+        );
         assert!(e.problems.len() >= 5, "{e}");
     }
 

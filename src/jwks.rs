@@ -127,8 +127,12 @@ fn suitable(key: &Key, alg: Algorithm) -> Result<&DecodingKey, String> {
             | Algorithm::RS384
             | Algorithm::RS512,
         ) => true,
-        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256) => ec.curve == EllipticCurve::P256,
-        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES384) => ec.curve == EllipticCurve::P384,
+        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256) => {
+            ec.curve == EllipticCurve::P256
+        }
+        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES384) => {
+            ec.curve == EllipticCurve::P384
+        }
         (AlgorithmParameters::OctetKeyPair(_), Algorithm::EdDSA) => true,
         _ => false,
     };
@@ -371,7 +375,10 @@ mod tests {
         let k = set.find("e").expect("signing key");
         assert!(suitable(k, Algorithm::ES256).is_ok());
         assert!(suitable(k, Algorithm::PS256).is_err());
-        assert!(set.find("t").is_none(), "a tls key never verifies signatures");
+        assert!(
+            set.find("t").is_none(),
+            "a tls key never verifies signatures"
+        );
     }
 
     #[test]

@@ -56,7 +56,8 @@ impl<'a> Jws<'a> {
             return Err(JwtError::TooLarge(max_len));
         }
         let mut parts = token.splitn(4, '.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(JwtError::Malformed);
         };
@@ -75,13 +76,21 @@ impl<'a> Jws<'a> {
             .ok_or_else(|| {
                 JwtError::Algorithm(
                     alg_name.to_string(),
-                    allowed.iter().map(|a| alg_label(*a)).collect::<Vec<_>>().join(", "),
+                    allowed
+                        .iter()
+                        .map(|a| alg_label(*a))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 )
             })?;
         if let Some(crit) = header.get("crit") {
             let names = crit
                 .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default();
             return Err(JwtError::Critical(names));
         }
@@ -102,7 +111,12 @@ impl<'a> Jws<'a> {
     }
 
     pub fn verify(&self, key: &DecodingKey) -> Result<(), JwtError> {
-        match jsonwebtoken::crypto::verify(self.signature, self.signing_input.as_bytes(), key, self.alg) {
+        match jsonwebtoken::crypto::verify(
+            self.signature,
+            self.signing_input.as_bytes(),
+            key,
+            self.alg,
+        ) {
             Ok(true) => Ok(()),
             _ => Err(JwtError::Signature(self.kid.clone())),
         }
@@ -122,7 +136,10 @@ impl<'a> Jws<'a> {
     }
 }
 
-pub fn str_claim<'m>(claims: &'m Map<String, Value>, name: &'static str) -> Result<Option<&'m str>, JwtError> {
+pub fn str_claim<'m>(
+    claims: &'m Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<&'m str>, JwtError> {
     match claims.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -182,7 +199,9 @@ pub fn check_times(claims: &Map<String, Value>, r: &TimeRules) -> Result<(), Jwt
         return Err(JwtError::NotYetValid { nbf, now: r.now });
     }
     match iat {
-        Some(iat) if iat > r.now + r.skew => return Err(JwtError::IssuedInFuture { iat, now: r.now }),
+        Some(iat) if iat > r.now + r.skew => {
+            return Err(JwtError::IssuedInFuture { iat, now: r.now });
+        }
         Some(iat) => {
             if let Some(max_age) = r.max_age
                 && r.now - iat > max_age + r.skew
@@ -204,7 +223,10 @@ pub fn numeric(claims: &Map<String, Value>, name: &'static str) -> Result<Option
             .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
             .map(Some)
             .ok_or(JwtError::Claim(name, "is not a usable number".into())),
-        Some(_) => Err(JwtError::Claim(name, "must be a number (seconds since the epoch)".into())),
+        Some(_) => Err(JwtError::Claim(
+            name,
+            "must be a number (seconds since the epoch)".into(),
+        )),
     }
 }
 
@@ -243,10 +265,16 @@ mod tests {
         ];
         for (h, want) in cases {
             let t = token(h.clone(), json!({}));
-            let e = Jws::parse(&t, ALLOWED, 1000).err().map(|e| e.to_string()).unwrap_or_default();
+            let e = Jws::parse(&t, ALLOWED, 1000)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(e.contains(want), "{h}: {e}");
         }
-        let t = token(json!({"alg":"PS256","kid":"k","jku":"https://evil"}), json!({"a":1}));
+        let t = token(
+            json!({"alg":"PS256","kid":"k","jku":"https://evil"}),
+            json!({"a":1}),
+        );
         let j = Jws::parse(&t, ALLOWED, 1000).expect("jku is ignored, not used");
         assert_eq!(j.kid, "k");
     }
@@ -256,8 +284,14 @@ mod tests {
         for t in ["", "a.b", "a.b.c.d", ".b.c", "a..c", "!!.??.x"] {
             assert!(Jws::parse(t, ALLOWED, 1000).is_err(), "{t}");
         }
-        let long = token(json!({"alg":"PS256","kid":"k"}), json!({"x": "y".repeat(100)}));
-        assert_eq!(Jws::parse(&long, ALLOWED, 50).err(), Some(JwtError::TooLarge(50)));
+        let long = token(
+            json!({"alg":"PS256","kid":"k"}),
+            json!({"x": "y".repeat(100)}),
+        );
+        assert_eq!(
+            Jws::parse(&long, ALLOWED, 50).err(),
+            Some(JwtError::TooLarge(50))
+        );
     }
 
     #[test]
@@ -271,15 +305,42 @@ mod tests {
         };
         let c = |v: Value| v.as_object().cloned().expect("object");
         assert!(check_times(&c(json!({"iat":1000,"exp":1100})), &rules(true)).is_ok());
-        assert!(check_times(&c(json!({"iat":1000,"exp":995})), &rules(true)).is_ok(), "within skew");
-        assert!(matches!(check_times(&c(json!({"iat":1000,"exp":900})), &rules(true)), Err(JwtError::Expired { .. })));
-        assert_eq!(check_times(&c(json!({"iat":1000})), &rules(true)), Err(JwtError::Missing("exp")));
+        assert!(
+            check_times(&c(json!({"iat":1000,"exp":995})), &rules(true)).is_ok(),
+            "within skew"
+        );
+        assert!(matches!(
+            check_times(&c(json!({"iat":1000,"exp":900})), &rules(true)),
+            Err(JwtError::Expired { .. })
+        ));
+        assert_eq!(
+            check_times(&c(json!({"iat":1000})), &rules(true)),
+            Err(JwtError::Missing("exp"))
+        );
         assert!(check_times(&c(json!({"iat":1000})), &rules(false)).is_ok());
-        assert!(matches!(check_times(&c(json!({"iat":"1000"})), &rules(false)), Err(JwtError::Claim("iat", _))));
-        assert!(matches!(check_times(&c(json!({"iat":1000,"exp":"2000"})), &rules(true)), Err(JwtError::Claim("exp", _))));
-        assert!(matches!(check_times(&c(json!({"iat":1000,"nbf":1100})), &rules(false)), Err(JwtError::NotYetValid { .. })));
-        assert!(matches!(check_times(&c(json!({"iat":1100})), &rules(false)), Err(JwtError::IssuedInFuture { .. })));
-        assert!(matches!(check_times(&c(json!({"iat":800})), &rules(false)), Err(JwtError::TooOld { .. })));
-        assert_eq!(check_times(&c(json!({})), &rules(false)), Err(JwtError::Missing("iat")));
+        assert!(matches!(
+            check_times(&c(json!({"iat":"1000"})), &rules(false)),
+            Err(JwtError::Claim("iat", _))
+        ));
+        assert!(matches!(
+            check_times(&c(json!({"iat":1000,"exp":"2000"})), &rules(true)),
+            Err(JwtError::Claim("exp", _))
+        ));
+        assert!(matches!(
+            check_times(&c(json!({"iat":1000,"nbf":1100})), &rules(false)),
+            Err(JwtError::NotYetValid { .. })
+        ));
+        assert!(matches!(
+            check_times(&c(json!({"iat":1100})), &rules(false)),
+            Err(JwtError::IssuedInFuture { .. })
+        ));
+        assert!(matches!(
+            check_times(&c(json!({"iat":800})), &rules(false)),
+            Err(JwtError::TooOld { .. })
+        ));
+        assert_eq!(
+            check_times(&c(json!({})), &rules(false)),
+            Err(JwtError::Missing("iat"))
+        );
     }
 }

@@ -53,14 +53,19 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
     let tls = tls::server_config(&cfg.tls).map_err(|e| match e {
         tls::TlsError::Material { key, problem } => setup(key, problem),
     })?;
-    let jwks = Arc::new(jwks::JwksCache::new(cfg.jwks.clone()).map_err(|e| setup("jwks.ca_bundle", e))?);
+    let jwks =
+        Arc::new(jwks::JwksCache::new(cfg.jwks.clone()).map_err(|e| setup("jwks.ca_bundle", e))?);
     let store: Arc<dyn store::RegistrationStore> = match &cfg.store {
         StoreConfig::Sqlite { path } => {
             Arc::new(store::sqlite::SqliteStore::open(path).map_err(|e| setup("store.path", e))?)
         }
     };
-    let replay: Arc<dyn replay::ReplayGuard> = Arc::new(replay::MemoryReplayGuard::new(1_000_000, cfg.profile.clock_skew));
-    let registrar = dcr::Registrar::new(cfg, jwks, store, replay).map_err(|e| setup("upstream", e))?;
+    let replay: Arc<dyn replay::ReplayGuard> = Arc::new(replay::MemoryReplayGuard::new(
+        1_000_000,
+        cfg.profile.clock_skew,
+    ));
+    let registrar =
+        dcr::Registrar::new(cfg, jwks, store, replay).map_err(|e| setup("upstream", e))?;
     Ok(Prepared {
         tls,
         state: Arc::new(server::AppState {

@@ -7,7 +7,10 @@ use clap::Parser;
 use dcr_proxy::config::{Config, EXIT_CONFIG, ProcessEnv};
 
 #[derive(Parser)]
-#[command(version, about = "Regulated Dynamic Client Registration (UK OB v3.1, AU CDR 1.13) in front of an RFC 7591 OAuth server")]
+#[command(
+    version,
+    about = "Regulated Dynamic Client Registration (UK OB v3.1, AU CDR 1.13) in front of an RFC 7591 OAuth server"
+)]
 struct Args {
     /// Path of the configuration file.
     #[arg(long, default_value = "proxy.toml")]
@@ -27,7 +30,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

@@ -146,7 +146,9 @@ impl HttpClient {
                 .collect()
                 .await
                 .map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
                         OutboundError::TooLarge(max_bytes)
                     } else {
                         OutboundError::Io(e.to_string())

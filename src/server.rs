@@ -67,7 +67,9 @@ pub async fn run(
         let state = state.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(state.handshake_timeout, acceptor.accept(tcp)).await {
+            let stream = match tokio::time::timeout(state.handshake_timeout, acceptor.accept(tcp))
+                .await
+            {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::warn!(peer = %addr, failure = "tls_handshake", reason = %e, "TLS handshake failed");
@@ -97,7 +99,10 @@ pub async fn run(
     }
     drop(listener);
     tracing::info!(drain_s = drain.as_secs(), "draining open connections");
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain period over; closing remaining connections");
     }
 }
@@ -115,7 +120,10 @@ fn peer_identity(
     let Some((leaf, chain)) = certs.split_first() else {
         return Arc::new(None);
     };
-    match PeerCert::from_der(leaf.clone().into_owned(), chain.iter().map(|c| c.clone().into_owned()).collect()) {
+    match PeerCert::from_der(
+        leaf.clone().into_owned(),
+        chain.iter().map(|c| c.clone().into_owned()).collect(),
+    ) {
         Ok(p) => Arc::new(Some(p)),
         Err(e) => {
             tracing::warn!(peer = %addr, failure = "client_cert", reason = %e, "verified client certificate could not be parsed");
@@ -126,7 +134,7 @@ fn peer_identity(
 
 enum Route<'a> {
     Register,
-    Client(&'a str),
+    Client(#[allow(dead_code)] &'a str),
     Other,
 }
 
@@ -193,7 +201,11 @@ async fn handle(
     resp
 }
 
-async fn register(state: &AppState, peer: &Option<PeerCert>, req: Request<Incoming>) -> Response<RespBody> {
+async fn register(
+    state: &AppState,
+    peer: &Option<PeerCert>,
+    req: Request<Incoming>,
+) -> Response<RespBody> {
     if let Err(e) = crate::dcr::allowed(req.method(), true) {
         return boxed(e.to_response());
     }

@@ -40,13 +40,19 @@ pub fn fapi_provider() -> Arc<CryptoProvider> {
     })
 }
 
-pub fn load_certs(path: &std::path::Path, key: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn load_certs(
+    path: &std::path::Path,
+    key: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| material(key, format!("{}: {e}", path.display())))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| material(key, format!("{}: {e}", path.display())))?;
     if certs.is_empty() {
-        return Err(material(key, format!("{}: no PEM certificate found", path.display())));
+        return Err(material(
+            key,
+            format!("{}: no PEM certificate found", path.display()),
+        ));
     }
     Ok(certs)
 }
@@ -76,7 +82,12 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsEr
         .map_err(|e| material("tls.cert", e))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|e| material("tls.key", format!("does not match tls.cert or is unusable: {e}")))?;
+        .map_err(|e| {
+            material(
+                "tls.key",
+                format!("does not match tls.cert or is unusable: {e}"),
+            )
+        })?;
     // A resumed session skips the client-certificate verifier, so resumption is off entirely.
     sc.session_storage = Arc::new(NoServerSessionStorage {});
     sc.send_tls13_tickets = 0;

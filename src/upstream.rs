@@ -94,8 +94,9 @@ impl Upstream {
     /// The client URI must point at the same origin as the registration endpoint: a record is not
     /// allowed to make us send a registration access token somewhere else.
     fn client_url(&self, client_uri: &str) -> Result<Url, UpstreamError> {
-        let url = Url::parse(client_uri)
-            .map_err(|_| UpstreamError::Failed("stored registration_client_uri is not a URL".into()))?;
+        let url = Url::parse(client_uri).map_err(|_| {
+            UpstreamError::Failed("stored registration_client_uri is not a URL".into())
+        })?;
         if url.origin() != self.registration_endpoint.origin() {
             return Err(UpstreamError::Failed(format!(
                 "registration_client_uri {} is not on the upstream's origin",
@@ -139,12 +140,16 @@ fn parse_client(body: &[u8], keep_uri: Option<&str>) -> Result<UpstreamClient, U
     let v: Value = serde_json::from_slice(body)
         .map_err(|_| UpstreamError::Failed("answer is not JSON".into()))?;
     let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-    let client_id = s("client_id").ok_or(UpstreamError::Failed("answer has no client_id".into()))?;
-    let rat = s("registration_access_token")
-        .ok_or(UpstreamError::Failed("answer has no registration_access_token".into()))?;
+    let client_id =
+        s("client_id").ok_or(UpstreamError::Failed("answer has no client_id".into()))?;
+    let rat = s("registration_access_token").ok_or(UpstreamError::Failed(
+        "answer has no registration_access_token".into(),
+    ))?;
     let uri = s("registration_client_uri")
         .or_else(|| keep_uri.map(str::to_string))
-        .ok_or(UpstreamError::Failed("answer has no registration_client_uri".into()))?;
+        .ok_or(UpstreamError::Failed(
+            "answer has no registration_client_uri".into(),
+        ))?;
     Ok(UpstreamClient {
         client_id,
         registration_access_token: Secret::new(rat),
@@ -158,7 +163,10 @@ fn parse_client(body: &[u8], keep_uri: Option<&str>) -> Result<UpstreamClient, U
 fn rejected(status: StatusCode, body: &[u8]) -> UpstreamError {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let code = v.get("error").and_then(Value::as_str).unwrap_or("rejected");
-    let desc = v.get("error_description").and_then(Value::as_str).unwrap_or("");
+    let desc = v
+        .get("error_description")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let text: String = format!("{code}: {desc}")
         .chars()
         .filter(|c| !c.is_control())
@@ -179,7 +187,10 @@ mod tests {
         let body = br#"{"error":"invalid_client_metadata","error_description":"redirect_uris must\nbe https","stack":"at x"}"#;
         match rejected(StatusCode::BAD_REQUEST, body) {
             UpstreamError::Rejected { description, .. } => {
-                assert_eq!(description, "invalid_client_metadata: redirect_uris mustbe https")
+                assert_eq!(
+                    description,
+                    "invalid_client_metadata: redirect_uris mustbe https"
+                )
             }
             other => panic!("{other:?}"),
         }

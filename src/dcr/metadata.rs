@@ -95,9 +95,10 @@ pub fn validate(
     let is_cdr = profile.kind() == ProfileKind::Cdr113;
 
     // redirect_uris: omitted → the SSA's list; each must be in the SSA's list and safe.
-    let redirect_uris = match c.list("redirect_uris").map_err(|_| {
-        bad_redirect("`redirect_uris` must be an array of strings")
-    })? {
+    let redirect_uris = match c
+        .list("redirect_uris")
+        .map_err(|_| bad_redirect("`redirect_uris` must be an array of strings"))?
+    {
         Some(list) if list.is_empty() => {
             return Err(bad_redirect("`redirect_uris` must not be empty"));
         }
@@ -135,7 +136,8 @@ pub fn validate(
         Ok(v)
     };
     let token_endpoint_auth_signing_alg = alg("token_endpoint_auth_signing_alg")?;
-    if token_endpoint_auth_method == "private_key_jwt" && token_endpoint_auth_signing_alg.is_none() {
+    if token_endpoint_auth_method == "private_key_jwt" && token_endpoint_auth_signing_alg.is_none()
+    {
         return Err(bad(
             "`token_endpoint_auth_signing_alg` is required with private_key_jwt",
         ));
@@ -177,7 +179,11 @@ pub fn validate(
         None if is_cdr => "web".to_string(),
         None => return Err(bad("`application_type` is required (web or mobile)")),
     };
-    let app_types = if is_cdr { vec!["web".to_string()] } else { to_strings(APPLICATION_TYPES_OB) };
+    let app_types = if is_cdr {
+        vec!["web".to_string()]
+    } else {
+        to_strings(APPLICATION_TYPES_OB)
+    };
     one_of("application_type", &application_type, &app_types)?;
 
     // Hybrid flow in CDR returns an encrypted id_token; the holder says which algorithms it supports.
@@ -190,8 +196,16 @@ pub fn validate(
         let e = id_token_encrypted_response_enc.as_deref().ok_or_else(|| {
             bad("`id_token_encrypted_response_enc` is required for the hybrid flow")
         })?;
-        one_of("id_token_encrypted_response_alg", a, &cfg.id_token_encryption_algs)?;
-        one_of("id_token_encrypted_response_enc", e, &cfg.id_token_encryption_encs)?;
+        one_of(
+            "id_token_encrypted_response_alg",
+            a,
+            &cfg.id_token_encryption_algs,
+        )?;
+        one_of(
+            "id_token_encrypted_response_enc",
+            e,
+            &cfg.id_token_encryption_encs,
+        )?;
     }
 
     if claims.contains_key("jwks") && claims.contains_key("jwks_uri") {
@@ -209,7 +223,10 @@ pub fn validate(
     let scope = scopes(&c, ssa, profile)?;
 
     // The DN binds the client to its certificate; OB v3.1 names it tls_client_auth_dn, v3.2+ tls_client_auth_subject_dn.
-    let dn = match (c.string("tls_client_auth_dn")?, c.string("tls_client_auth_subject_dn")?) {
+    let dn = match (
+        c.string("tls_client_auth_dn")?,
+        c.string("tls_client_auth_subject_dn")?,
+    ) {
         (Some(a), Some(b)) if a != b => {
             return Err(bad(
                 "`tls_client_auth_dn` and `tls_client_auth_subject_dn` disagree",
@@ -276,7 +293,9 @@ fn check_redirect_uri(uri: &str) -> Result<(), ProxyError> {
         )));
     }
     if u.fragment().is_some() {
-        return Err(bad_redirect(format!("redirect URI `{uri}` must not have a fragment")));
+        return Err(bad_redirect(format!(
+            "redirect URI `{uri}` must not have a fragment"
+        )));
     }
     Ok(())
 }
@@ -285,7 +304,11 @@ fn scopes(c: &Claims<'_>, ssa: &Ssa, profile: &Profile) -> Result<Vec<String>, P
     let cfg = &profile.cfg;
     if profile.kind() == ProfileKind::Cdr113 {
         // CDR: registered scope = SSA scope ∩ supported; the request's scope is not consulted.
-        let ssa_scope = ssa.claims.get("scope").and_then(Value::as_str).unwrap_or("");
+        let ssa_scope = ssa
+            .claims
+            .get("scope")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         return Ok(ssa_scope
             .split_whitespace()
             .filter(|s| cfg.allowed_scopes.iter().any(|a| a == s))
@@ -296,7 +319,11 @@ fn scopes(c: &Claims<'_>, ssa: &Ssa, profile: &Profile) -> Result<Vec<String>, P
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.split_whitespace().map(str::to_string).collect()),
         Some(Value::Array(_)) => c.list("scope")?,
-        Some(_) => return Err(bad("`scope` must be an array of strings or a space-separated string")),
+        Some(_) => {
+            return Err(bad(
+                "`scope` must be an array of strings or a space-separated string",
+            ));
+        }
     };
     match requested {
         None => Ok(cfg
@@ -343,22 +370,47 @@ impl ClientMetadata {
     pub fn to_upstream(&self, ssa: &Ssa, peer: &PeerCert, profile: &Profile) -> Value {
         let mut m = Map::new();
         m.insert("redirect_uris".into(), json!(self.redirect_uris));
-        m.insert("token_endpoint_auth_method".into(), json!(self.token_endpoint_auth_method));
+        m.insert(
+            "token_endpoint_auth_method".into(),
+            json!(self.token_endpoint_auth_method),
+        );
         m.insert("grant_types".into(), json!(self.grant_types));
         m.insert("response_types".into(), json!(self.response_types));
         // OIDC registration knows web and native; OB's "mobile" is a native app.
-        let app = if self.application_type == "mobile" { "native" } else { "web" };
+        let app = if self.application_type == "mobile" {
+            "native"
+        } else {
+            "web"
+        };
         m.insert("application_type".into(), json!(app));
         m.insert("scope".into(), json!(self.scope.join(" ")));
         m.insert("jwks_uri".into(), json!(ssa.jwks_uri.as_str()));
         m.insert("software_id".into(), json!(ssa.software_id));
-        m.insert("tls_client_certificate_bound_access_tokens".into(), json!(true));
+        m.insert(
+            "tls_client_certificate_bound_access_tokens".into(),
+            json!(true),
+        );
         let opt = [
-            ("token_endpoint_auth_signing_alg", &self.token_endpoint_auth_signing_alg),
-            ("id_token_signed_response_alg", &self.id_token_signed_response_alg),
-            ("request_object_signing_alg", &self.request_object_signing_alg),
-            ("id_token_encrypted_response_alg", &self.id_token_encrypted_response_alg),
-            ("id_token_encrypted_response_enc", &self.id_token_encrypted_response_enc),
+            (
+                "token_endpoint_auth_signing_alg",
+                &self.token_endpoint_auth_signing_alg,
+            ),
+            (
+                "id_token_signed_response_alg",
+                &self.id_token_signed_response_alg,
+            ),
+            (
+                "request_object_signing_alg",
+                &self.request_object_signing_alg,
+            ),
+            (
+                "id_token_encrypted_response_alg",
+                &self.id_token_encrypted_response_alg,
+            ),
+            (
+                "id_token_encrypted_response_enc",
+                &self.id_token_encrypted_response_enc,
+            ),
         ];
         for (k, v) in opt {
             if let Some(v) = v {
@@ -368,7 +420,10 @@ impl ClientMetadata {
         if self.token_endpoint_auth_method == "tls_client_auth" {
             // The upstream compares this with the certificate we forward, so give it the certificate's
             // own DN rather than the TPP's spelling (we have already proven the two equal).
-            m.insert("tls_client_auth_subject_dn".into(), json!(peer.subject_text));
+            m.insert(
+                "tls_client_auth_subject_dn".into(),
+                json!(peer.subject_text),
+            );
         }
         let names = match profile.kind() {
             ProfileKind::ObV31 => [
@@ -388,7 +443,10 @@ impl ClientMetadata {
         };
         for (ours, theirs) in names {
             let v = if ours == "client_name" {
-                ssa.claims.get(theirs).and_then(Value::as_str).map(str::to_string)
+                ssa.claims
+                    .get(theirs)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
             } else {
                 https_claim(ssa, theirs)
             };
@@ -408,7 +466,10 @@ impl ClientMetadata {
                 // top-level attribute". JWT housekeeping claims of the SSA are left out: they would
                 // be mistaken for the client's own.
                 for (k, v) in &ssa.claims {
-                    if !matches!(k.as_str(), "iss" | "sub" | "aud" | "exp" | "nbf" | "iat" | "jti") {
+                    if !matches!(
+                        k.as_str(),
+                        "iss" | "sub" | "aud" | "exp" | "nbf" | "iat" | "jti"
+                    ) {
                         m.insert(k.clone(), v.clone());
                     }
                 }
@@ -444,16 +505,34 @@ impl ClientMetadata {
         }
         m.insert("software_id".into(), json!(ssa.software_id));
         m.insert("redirect_uris".into(), json!(self.redirect_uris));
-        m.insert("token_endpoint_auth_method".into(), json!(self.token_endpoint_auth_method));
+        m.insert(
+            "token_endpoint_auth_method".into(),
+            json!(self.token_endpoint_auth_method),
+        );
         m.insert("grant_types".into(), json!(self.grant_types));
         m.insert("response_types".into(), json!(self.response_types));
         m.insert("application_type".into(), json!(self.application_type));
         let opt = [
-            ("token_endpoint_auth_signing_alg", &self.token_endpoint_auth_signing_alg),
-            ("id_token_signed_response_alg", &self.id_token_signed_response_alg),
-            ("request_object_signing_alg", &self.request_object_signing_alg),
-            ("id_token_encrypted_response_alg", &self.id_token_encrypted_response_alg),
-            ("id_token_encrypted_response_enc", &self.id_token_encrypted_response_enc),
+            (
+                "token_endpoint_auth_signing_alg",
+                &self.token_endpoint_auth_signing_alg,
+            ),
+            (
+                "id_token_signed_response_alg",
+                &self.id_token_signed_response_alg,
+            ),
+            (
+                "request_object_signing_alg",
+                &self.request_object_signing_alg,
+            ),
+            (
+                "id_token_encrypted_response_alg",
+                &self.id_token_encrypted_response_alg,
+            ),
+            (
+                "id_token_encrypted_response_enc",
+                &self.id_token_encrypted_response_enc,
+            ),
         ];
         for (k, v) in opt {
             if let Some(v) = v {
@@ -479,7 +558,10 @@ mod tests {
 
     #[test]
     fn redirect_uris_must_be_https_and_not_local() {
-        for ok in ["https://tpp.example.com/cb", "https://tpp.example.com:8443/a?b=c"] {
+        for ok in [
+            "https://tpp.example.com/cb",
+            "https://tpp.example.com:8443/a?b=c",
+        ] {
             assert!(check_redirect_uri(ok).is_ok(), "{ok}");
         }
         for bad in [

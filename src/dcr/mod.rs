@@ -152,12 +152,20 @@ impl Registrar {
                 "the request JWT has no `software_statement` claim",
             )
         })?;
-        let ssa = ssa::verify(ssa_raw, &self.anchors, &self.jwks, &self.profile, self.max_body).await?;
+        let ssa = ssa::verify(
+            ssa_raw,
+            &self.anchors,
+            &self.jwks,
+            &self.profile,
+            self.max_body,
+        )
+        .await?;
         audit.software_id = Some(ssa.software_id.clone());
         audit.org_id = ssa.org_id.clone();
 
         // 4. The request JWT: TPP's signature, claims, then the jti is spent.
-        let req = request::verify(jws, &ssa, &self.jwks, &self.profile, self.replay.as_ref()).await?;
+        let req =
+            request::verify(jws, &ssa, &self.jwks, &self.profile, self.replay.as_ref()).await?;
 
         // 5. The transport certificate must be one the directory lists for this software.
         if self.profile.cfg.require_transport_cert_in_ssa_jwks
@@ -209,7 +217,11 @@ impl Registrar {
             })?;
 
         // 8. Translate and create upstream.
-        let created = match self.upstream.create(&md.to_upstream(&ssa, peer, &self.profile)).await {
+        let created = match self
+            .upstream
+            .create(&md.to_upstream(&ssa, peer, &self.profile))
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 return Err(self.create_failed(rec.id, e).await);
@@ -237,7 +249,10 @@ impl Registrar {
             tracing::warn!(client_id = %created.client_id, error = %e, "store write failed after upstream create; deleting the upstream client");
             match self
                 .upstream
-                .delete(&created.registration_client_uri, &created.registration_access_token)
+                .delete(
+                    &created.registration_client_uri,
+                    &created.registration_access_token,
+                )
                 .await
             {
                 Ok(()) => {
@@ -259,7 +274,10 @@ impl Registrar {
     /// The upstream did not create a client (4xx), or we cannot know (5xx, timeout).
     async fn create_failed(&self, id: Uuid, e: UpstreamError) -> ProxyError {
         match e {
-            UpstreamError::Rejected { description, status } => {
+            UpstreamError::Rejected {
+                description,
+                status,
+            } => {
                 tracing::info!(status, upstream_error = %description, "upstream refused the registration");
                 let _ = self.store.abandon(id).await;
                 ProxyError::rejected(
@@ -304,7 +322,12 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ProxyError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         "application/jwt" | "application/jose" => Ok(()),
         _ => Err(ProxyError::UnsupportedMediaType(
@@ -316,7 +339,10 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ProxyError> {
 pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, ProxyError> {
     match Limited::new(body, max).collect().await {
         Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             Err(ProxyError::PayloadTooLarge(max))
         }
         Err(_) => Err(ProxyError::rejected(
@@ -337,7 +363,11 @@ pub fn allowed(method: &Method, collection: bool) -> Result<(), ProxyError> {
         Ok(())
     } else {
         Err(ProxyError::MethodNotAllowed {
-            allow: if collection { "POST" } else { "GET, PUT, DELETE" },
+            allow: if collection {
+                "POST"
+            } else {
+                "GET, PUT, DELETE"
+            },
         })
     }
 }

@@ -14,7 +14,10 @@ use std::sync::Arc;
 pub const MAX_LIFETIME_SECS: i64 = 3600;
 
 fn invalid(what: impl std::fmt::Display) -> ProxyError {
-    ProxyError::rejected(ErrorCode::InvalidClientMetadata, format!("request JWT {what}"))
+    ProxyError::rejected(
+        ErrorCode::InvalidClientMetadata,
+        format!("request JWT {what}"),
+    )
 }
 
 pub struct VerifiedRequest {
@@ -63,7 +66,9 @@ pub async fn verify(
         },
     )
     .map_err(invalid)?;
-    let exp = jwt::numeric(&jws.claims, "exp").map_err(invalid)?.unwrap_or(now);
+    let exp = jwt::numeric(&jws.claims, "exp")
+        .map_err(invalid)?
+        .unwrap_or(now);
     if exp - now > MAX_LIFETIME_SECS {
         return Err(invalid(format!(
             "`exp` is more than {MAX_LIFETIME_SECS} seconds in the future; request JWTs must be short-lived"
@@ -81,7 +86,7 @@ pub async fn verify(
             ssa.software_id
         )));
     }
-    let key = format!("{}:{}:{jti}", profile.name(), ssa.software_id);
+    let key = crate::replay::replay_key(profile.name(), &ssa.software_id, jti);
     let first = replay
         .check_and_record(&key, exp)
         .await
@@ -105,7 +110,11 @@ fn check_audience(aud: Option<&Value>, allowed: &[String]) -> Result<(), ProxyEr
             .filter_map(Value::as_str)
             .any(|a| allowed.iter().any(|x| x == a)),
         None => return Err(invalid("claim `aud` is required")),
-        Some(_) => return Err(invalid("claim `aud` must be a string or an array of strings")),
+        Some(_) => {
+            return Err(invalid(
+                "claim `aud` must be a string or an array of strings",
+            ));
+        }
     };
     if ok {
         Ok(())

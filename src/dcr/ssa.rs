@@ -37,12 +37,12 @@ pub async fn verify(
 ) -> Result<Ssa, ProxyError> {
     // Which anchor applies is decided by `iss`, so read it before anything else; until the
     // signature verifies it only selects, it is not believed.
-    let all_algs: Vec<_> = anchors.iter().flat_map(|a| a.algorithms.iter().copied()).collect();
+    let all_algs: Vec<_> = anchors
+        .iter()
+        .flat_map(|a| a.algorithms.iter().copied())
+        .collect();
     let jws = Jws::parse(raw, &all_algs, max_len).map_err(invalid)?;
-    let issuer = jws
-        .required_str("iss")
-        .map_err(invalid)?
-        .to_string();
+    let issuer = jws.required_str("iss").map_err(invalid)?.to_string();
     let Some(anchor) = anchors.iter().find(|a| a.issuer == issuer) else {
         return Err(ProxyError::rejected(
             ErrorCode::UnapprovedSoftwareStatement,
@@ -64,9 +64,9 @@ pub async fn verify(
         .key_for(&anchor.jwks_uri, &jws.kid, jws.alg)
         .await
         .map_err(|e| match e {
-            JwksError::Unavailable { .. } | JwksError::Invalid { .. } => ProxyError::UpstreamUnavailable(format!(
-                "trust anchor `{issuer}` JWKS: {e}"
-            )),
+            JwksError::Unavailable { .. } | JwksError::Invalid { .. } => {
+                ProxyError::UpstreamUnavailable(format!("trust anchor `{issuer}` JWKS: {e}"))
+            }
             other => invalid(format!("cannot be verified: {other}")),
         })?;
     jws.verify(&key).map_err(invalid)?;
@@ -92,8 +92,14 @@ pub async fn verify(
             _ => {}
         }
     }
-    let software_id = jws.required_str("software_id").map_err(invalid)?.to_string();
-    let org_id = jws.str_claim("org_id").map_err(invalid)?.map(str::to_string);
+    let software_id = jws
+        .required_str("software_id")
+        .map_err(invalid)?
+        .to_string();
+    let org_id = jws
+        .str_claim("org_id")
+        .map_err(invalid)?
+        .map(str::to_string);
     let jwks_uri = https_url(&jws.claims, profile.ssa.jwks_uri)?;
     let redirect_uris = string_list(&jws.claims, profile.ssa.redirect_uris)?;
     let roles = match jws.claims.get(profile.ssa.roles) {
@@ -120,7 +126,9 @@ fn https_url(claims: &Map<String, Value>, name: &'static str) -> Result<Url, Pro
         .ok_or_else(|| invalid(format!("has no `{name}` claim")))?;
     match Url::parse(s) {
         Ok(u) if u.scheme() == "https" && u.host().is_some() => Ok(u),
-        _ => Err(invalid(format!("claim `{name}` must be an absolute https URL"))),
+        _ => Err(invalid(format!(
+            "claim `{name}` must be an absolute https URL"
+        ))),
     }
 }
 
@@ -135,6 +143,8 @@ fn string_list(claims: &Map<String, Value>, name: &'static str) -> Result<Vec<St
                     .ok_or_else(|| invalid(format!("claim `{name}` must be an array of strings")))
             })
             .collect(),
-        Some(_) => Err(invalid(format!("claim `{name}` must be an array of strings"))),
+        Some(_) => Err(invalid(format!(
+            "claim `{name}` must be an array of strings"
+        ))),
     }
 }

@@ -4,6 +4,7 @@
 // Each test binary compiles this whole tree but uses only part of it.
 #![allow(dead_code)]
 
+pub mod claims;
 pub mod keys;
 pub mod pki;
 pub mod proxy;

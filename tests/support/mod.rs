@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod claims;
+pub mod client;
+pub mod jwks_server;
 pub mod keys;
 pub mod pki;
 pub mod proxy;

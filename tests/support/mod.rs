@@ -11,3 +11,4 @@ pub mod keys;
 pub mod pki;
 pub mod proxy;
 pub mod temp;
+pub mod upstream;

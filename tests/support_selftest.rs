@@ -128,6 +128,8 @@ fn eidas_custom_untrusted_and_expired_client_certificates() {
         "CN=tpp.example,organizationIdentifier=PSDGB-FCA-123456,O=TPP Ltd,C=GB"
     );
     assert_eq!(eidas.key_kind, KeyKind::P256);
+    assert_eq!(eidas.signing_key("tls").alg(), "ES256");
+    assert_eq!(eidas.tls_jwk("tls")["crv"], "P-256");
 
     let custom = pki.client(ClientCertSpec::custom([
         ("C", "AU"),

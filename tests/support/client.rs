@@ -30,6 +30,9 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// loopback that arrives within milliseconds.
 pub const POST_HANDSHAKE_GRACE: Duration = Duration::from_millis(300);
 
+/// A hung server fails the test instead of stalling the whole CI run.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The name the test servers' certificates are issued for; addresses given as a `SocketAddr` are verified as this.
 const SERVER_NAME: &str = "localhost";
 
@@ -217,9 +220,10 @@ impl TlsClient {
     ) -> io::Result<(Handshake, TlsStream<TcpStream>)> {
         let name = ServerName::try_from(host.to_owned())
             .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
-        let stream = TlsConnector::from(self.config.clone())
-            .connect(name, tcp)
-            .await?;
+        let connecting = TlsConnector::from(self.config.clone()).connect(name, tcp);
+        let stream = tokio::time::timeout(REQUEST_TIMEOUT, connecting)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
         Ok((Handshake::of(&stream), stream))
     }
 }
@@ -390,6 +394,23 @@ impl Sender {
     }
 
     async fn send(
+        &mut self,
+        method: &str,
+        authority: &str,
+        scheme: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Response, Error> {
+        tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.send_untimed(method, authority, scheme, path, headers, body),
+        )
+        .await
+        .map_err(|_| format!("no response within {REQUEST_TIMEOUT:?}"))?
+    }
+
+    async fn send_untimed(
         &mut self,
         method: &str,
         authority: &str,

@@ -1,0 +1,14 @@
+//! Shared fixtures for the integration tests: include with `mod support;` (or, from an example,
+//! `#[path = "../tests/support/mod.rs"] mod support;`).
+
+// Each test binary compiles this whole tree but uses only part of it.
+#![allow(dead_code)]
+
+pub mod claims;
+pub mod client;
+pub mod jwks_server;
+pub mod keys;
+pub mod pki;
+pub mod proxy;
+pub mod temp;
+pub mod upstream;

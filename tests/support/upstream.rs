@@ -1,0 +1,247 @@
+//! Runs the real OAuth upstream (oidc-provider, `tests/upstream/server.mjs`) as a child process for one test, with
+//! fresh secrets, and wraps its test-only routes.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_lc_rs::rand::{self, SecureRandom};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::client::http_request;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Enough of the upstream's log to explain a failed start without holding a whole chatty run in memory.
+const STDERR_KEEP: usize = 64 * 1024;
+
+/// Which header the upstream reads the client certificate from, i.e. which one the proxy must send.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CertHeader {
+    /// `Client-Cert: :<base64 DER>:`
+    #[default]
+    Rfc9440,
+    /// `ssl-client-cert` (URL-encoded PEM) with `ssl-client-verify: SUCCESS`.
+    Nginx,
+    /// `x-forwarded-client-cert` with `Cert="<URL-encoded PEM>"`.
+    Envoy,
+}
+
+impl CertHeader {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertHeader::Rfc9440 => "rfc9440",
+            CertHeader::Nginx => "nginx",
+            CertHeader::Envoy => "envoy",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct UpstreamOptions {
+    /// PEM the upstream trusts for its outbound HTTPS (`NODE_EXTRA_CA_CERTS`), e.g. the Pki CA for JWKS fetches.
+    pub ca_pem_path: PathBuf,
+    pub cert_header: CertHeader,
+}
+
+/// A running upstream; killed when dropped.
+pub struct Upstream {
+    /// `http://127.0.0.1:PORT`
+    pub issuer: String,
+    pub port: u16,
+    pub initial_access_token: String,
+    pub introspection_client_id: String,
+    pub introspection_secret: String,
+    stderr: Arc<Mutex<String>>,
+    _child: Child,
+}
+
+impl Upstream {
+    pub async fn start(options: UpstreamOptions) -> Self {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/upstream");
+        assert!(
+            dir.join("node_modules").is_dir(),
+            "{} is missing: run `npm ci --prefix tests/upstream` first",
+            dir.join("node_modules").display()
+        );
+        Self::start_script(&dir.join("server.mjs"), options).await
+    }
+
+    /// Starts another script that keeps the same contract (env in, one `listening` line out).
+    pub async fn start_script(script: &Path, options: UpstreamOptions) -> Self {
+        let initial_access_token = random_secret();
+        let introspection_client_id = format!("dcr-proxy-{}", &random_secret()[..8]);
+        let introspection_secret = random_secret();
+        let verbose = std::env::var_os("DCR_TEST_VERBOSE").is_some();
+
+        let node = std::env::var_os("NODE").unwrap_or_else(|| "node".into());
+        let mut child = Command::new(&node)
+            .arg(script)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("UPSTREAM_PORT", "0")
+            .env("INITIAL_ACCESS_TOKEN", &initial_access_token)
+            .env("INTROSPECTION_CLIENT_ID", &introspection_client_id)
+            .env("INTROSPECTION_CLIENT_SECRET", &introspection_secret)
+            .env("CLIENT_CERT_HEADER", options.cert_header.as_str())
+            .env("NODE_EXTRA_CA_CERTS", &options.ca_pem_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot run {node:?} {}: {err}", script.display()));
+
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr_task = tokio::spawn(collect_stderr(
+            child.stderr.take().expect("stderr is piped"),
+            stderr.clone(),
+            verbose,
+        ));
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
+
+        let ready = tokio::time::timeout(READY_TIMEOUT, async {
+            while let Some(line) = stdout.next_line().await.ok().flatten() {
+                let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if event["event"] == "listening" {
+                    return Some(event);
+                }
+            }
+            None
+        })
+        .await;
+        let event = match ready {
+            Ok(Some(event)) => event,
+            failure => {
+                let why = if failure.is_err() {
+                    format!("no listening line within {READY_TIMEOUT:?}")
+                } else {
+                    "it exited before listening".to_owned()
+                };
+                let _ = child.start_kill();
+                let _ = tokio::time::timeout(Duration::from_secs(2), stderr_task).await;
+                let log = stderr.lock().map(|s| s.clone()).unwrap_or_default();
+                panic!(
+                    "upstream {} failed to start: {why}; its stderr:\n{log}",
+                    script.display()
+                );
+            }
+        };
+
+        // Keep draining stdout: a full pipe would stall the child.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stdout.next_line().await {
+                if verbose {
+                    eprintln!("[upstream] {line}");
+                }
+            }
+        });
+
+        let port = event["port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or_else(|| panic!("listening line has no port: {event}"));
+        let issuer = event["issuer"]
+            .as_str()
+            .map_or_else(|| format!("http://127.0.0.1:{port}"), str::to_owned);
+        Self {
+            issuer,
+            port,
+            initial_access_token,
+            introspection_client_id,
+            introspection_secret,
+            stderr,
+            _child: child,
+        }
+    }
+
+    /// `issuer` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+
+    /// What the upstream logged so far (the last 64 KiB).
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Client ids registered at the upstream, the introspection client excepted.
+    pub async fn clients(&self) -> Vec<String> {
+        let body = self.admin("GET", "/__test/clients", "").await;
+        serde_json::from_value(body).expect("/__test/clients returns an array of client ids")
+    }
+
+    /// The last requests (up to 50) whose path starts with `path_prefix`: `{method, path, headers}`.
+    pub async fn requests(&self, path_prefix: &str) -> Vec<Value> {
+        let query: String = url::form_urlencoded::byte_serialize(path_prefix.as_bytes()).collect();
+        let body = self
+            .admin("GET", &format!("/__test/requests?path={query}"), "")
+            .await;
+        serde_json::from_value(body).expect("/__test/requests returns an array")
+    }
+
+    /// Configures a registration fault, e.g. `{"mode": "error_after_create", "status": 500, "count": 1}`;
+    /// returns the fault state the upstream reports.
+    pub async fn fault(&self, fault: Value) -> Value {
+        let body = serde_json::to_vec(&fault).expect("fault JSON serialises");
+        self.admin("POST", "/__fault/register", body).await
+    }
+
+    async fn admin(&self, method: &str, path: &str, body: impl Into<bytes::Bytes>) -> Value {
+        let response = http_request(
+            method,
+            &self.url(path),
+            &[
+                ("x-test-admin", &self.initial_access_token),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+        .await;
+        assert_eq!(
+            response.status,
+            200,
+            "{method} {path} at the upstream: {}",
+            response.text()
+        );
+        response.json()
+    }
+}
+
+fn random_secret() -> String {
+    let mut bytes = [0u8; 24];
+    rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system RNG works");
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+async fn collect_stderr(
+    stderr: tokio::process::ChildStderr,
+    keep: Arc<Mutex<String>>,
+    verbose: bool,
+) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if verbose {
+            eprintln!("[upstream] {line}");
+        }
+        let Ok(mut keep) = keep.lock() else {
+            return;
+        };
+        keep.push_str(&line);
+        keep.push('\n');
+        if keep.len() > STDERR_KEEP {
+            let mut cut = keep.len() - STDERR_KEEP;
+            while !keep.is_char_boundary(cut) {
+                cut += 1;
+            }
+            keep.drain(..cut);
+        }
+    }
+}

@@ -148,8 +148,12 @@ fn suitable(key: &Key, alg: Algorithm) -> Result<&DecodingKey, String> {
 struct Entry {
     keys: Arc<KeySet>,
     fetched_at: Instant,
-    /// Last time we went to the network for this URL, successful or not; bounds refetches on unknown kid.
+    /// Last time we went to the network for this URL, successful or not; a failing endpoint is
+    /// retried at most once per refetch_interval while a stale copy is served.
     attempted_at: Instant,
+    /// Last refetch forced by an unknown kid. The first unknown kid after a normal fetch refetches at
+    /// once (a key rotated just after our fetch must work); further ones wait refetch_interval.
+    refetched_at: Option<Instant>,
 }
 
 pub struct JwksCache {
@@ -225,12 +229,10 @@ impl JwksCache {
 
     async fn get_inner(&self, url: &Url, refresh: bool) -> Result<Arc<KeySet>, JwksError> {
         let now = Instant::now();
-        if let Some(e) = self.cache.get(url.as_str()).await {
-            let fresh = now.duration_since(e.fetched_at) < self.cfg.ttl;
-            let recently_tried = now.duration_since(e.attempted_at) < self.cfg.refetch_interval;
-            if (fresh && !refresh) || (refresh && recently_tried) {
-                return Ok(e.keys);
-            }
+        if let Some(e) = self.cache.get(url.as_str()).await
+            && !self.should_fetch(&e, refresh, now)
+        {
+            return Ok(e.keys);
         }
         let mut failure: Option<JwksError> = None;
         let result = self
@@ -242,19 +244,17 @@ impl JwksCache {
                     let current = current.map(|e| e.into_value());
                     let now = Instant::now();
                     // Another caller may have refreshed while we waited for the key lock.
-                    if let Some(e) = &current {
-                        let fresh = now.duration_since(e.fetched_at) < self.cfg.ttl;
-                        let recently_tried =
-                            now.duration_since(e.attempted_at) < self.cfg.refetch_interval;
-                        if (fresh && !refresh) || recently_tried {
-                            return Op::Nop;
-                        }
+                    if let Some(e) = &current
+                        && !self.should_fetch(e, refresh, now)
+                    {
+                        return Op::Nop;
                     }
                     match self.fetch(url).await {
                         Ok(keys) => Op::Put(Entry {
                             keys: Arc::new(keys),
                             fetched_at: now,
                             attempted_at: now,
+                            refetched_at: refresh.then_some(now),
                         }),
                         Err(err) => {
                             tracing::warn!(jwks_url = %redact_url(url), error = %err, "JWKS fetch failed");
@@ -262,6 +262,9 @@ impl JwksCache {
                             match current {
                                 Some(mut e) => {
                                     e.attempted_at = now;
+                                    if refresh {
+                                        e.refetched_at = Some(now);
+                                    }
                                     Op::Put(e)
                                 }
                                 None => Op::Nop,
@@ -288,6 +291,16 @@ impl JwksCache {
                 url: redact_url(url),
                 reason: "no usable copy".into(),
             })),
+        }
+    }
+
+    fn should_fetch(&self, e: &Entry, refresh: bool, now: Instant) -> bool {
+        let within = |t: Instant| now.duration_since(t) < self.cfg.refetch_interval;
+        if refresh {
+            !e.refetched_at.is_some_and(within)
+        } else {
+            let fresh = now.duration_since(e.fetched_at) < self.cfg.ttl;
+            !fresh && !within(e.attempted_at)
         }
     }
 

@@ -142,6 +142,10 @@ pub fn validate(
             "`token_endpoint_auth_signing_alg` is required with private_key_jwt",
         ));
     }
+    // Only private_key_jwt signs at the token endpoint; with tls_client_auth the value means nothing
+    // and RFC 7591 servers refuse it, so it is not registered (and not echoed).
+    let token_endpoint_auth_signing_alg =
+        token_endpoint_auth_signing_alg.filter(|_| token_endpoint_auth_method == "private_key_jwt");
     let id_token_signed_response_alg = alg("id_token_signed_response_alg")?;
     let request_object_signing_alg = alg("request_object_signing_alg")?;
     // v3.1's data dictionary makes both 1..1; CDR 1.13 requires request_object_signing_alg.

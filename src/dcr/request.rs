@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use crate::dcr::profile::Profile;
 use crate::dcr::ssa::Ssa;
 use crate::error::{ErrorCode, ProxyError};
-use crate::jwks::{JwksCache, KeySet};
+use crate::jwks::{JwksCache, JwksError, KeySet};
 use crate::jwt::{self, Jws, TimeRules};
 use crate::replay::ReplayGuard;
 use std::sync::Arc;
@@ -38,11 +38,16 @@ pub async fn verify(
     let (key, software_keys) = jwks
         .key_for(&ssa.jwks_uri, &jws.kid, jws.alg)
         .await
-        .map_err(|e| {
-            ProxyError::rejected(
+        .map_err(|e| match e {
+            // The TPP's key store is unreachable or broken: the software statement points nowhere usable.
+            JwksError::Unavailable { .. } | JwksError::Invalid { .. } => ProxyError::rejected(
                 ErrorCode::InvalidSoftwareStatement,
-                format!("the request JWT's key could not be taken from the software statement's JWKS: {e}"),
-            )
+                format!("the software statement's JWKS cannot be used: {e}"),
+            ),
+            // The key named by the request is not there or cannot verify it: the request is at fault.
+            JwksError::UnknownKid { .. } | JwksError::Unsuitable { .. } => invalid(format!(
+                "cannot be verified with the software statement's JWKS: {e}"
+            )),
         })?;
     jws.verify(&key).map_err(invalid)?;
 

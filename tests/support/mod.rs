@@ -12,3 +12,4 @@ pub mod pki;
 pub mod proxy;
 pub mod temp;
 pub mod upstream;
+pub mod world;

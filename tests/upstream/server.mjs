@@ -568,6 +568,8 @@ const configuration = {
     registration: {
       enabled: true,
       initialAccessToken: INITIAL_ACCESS_TOKEN,
+      // UUID client ids, as Keycloak issues them: OB v3.1 caps client_id at 36 characters.
+      idFactory: () => randomUUID(),
     },
     registrationManagement: {
       enabled: true,

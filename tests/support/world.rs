@@ -1,0 +1,288 @@
+//! A whole test world: PKI, an HTTPS JWKS server acting as the directory and the TPPs' key stores,
+//! the real oidc-provider upstream, and the proxy binary configured in front of it.
+
+use serde_json::{Value, json};
+
+use super::claims;
+use super::client::{Response, TlsClient};
+use super::jwks_server::JwksServer;
+use super::keys::{SigningKey, jwks};
+use super::pki::{ClientCert, ClientCertSpec, Pki, PkiFiles};
+use super::proxy::ProxyProcess;
+use super::temp::TempDir;
+use super::upstream::{CertHeader, Upstream, UpstreamOptions};
+
+pub const OB_AUD: &str = "0015800001041RHAAY";
+pub const CDR_HOLDER: &str = "https://holder.example.com";
+pub const IAT_ENV: &str = "DCR_UPSTREAM_INITIAL_ACCESS_TOKEN";
+pub const DIRECTORY_JWKS: &str = "/directory/openbanking.jwks";
+pub const REGISTER_JWKS: &str = "/cdr-register/v1/jwks";
+pub const REDIRECTS: &[&str] = &["https://tpp.example.com/cb", "https://tpp.example.com/cb2"];
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Profile {
+    Ob,
+    Cdr,
+}
+
+/// What a test may change about the proxy's configuration.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub profile: Profile,
+    /// Extra lines inside `[profile]`.
+    pub profile_extra: String,
+    /// Extra TOML appended at the end (more sections).
+    pub tail: String,
+    pub client_auth: &'static str,
+    pub cert_header: CertHeader,
+    /// Point the proxy at this upstream URL instead of the real one (e.g. a closed port).
+    pub upstream_override: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            profile: Profile::Ob,
+            profile_extra: String::new(),
+            tail: String::new(),
+            client_auth: "optional",
+            cert_header: CertHeader::Rfc9440,
+            upstream_override: None,
+        }
+    }
+}
+
+pub struct World {
+    pub pki: Pki,
+    pub dir: TempDir,
+    pub files: PkiFiles,
+    pub jwks: JwksServer,
+    pub upstream: Upstream,
+    pub directory_key: SigningKey,
+    pub register_key: SigningKey,
+    pub proxy: ProxyProcess,
+    pub options: Options,
+}
+
+/// A third party: its transport certificate, its signing key and its published software JWKS.
+pub struct Tpp {
+    pub software_id: String,
+    pub org_id: String,
+    pub cert: ClientCert,
+    pub key: SigningKey,
+    pub jwks_path: String,
+    pub jwks_url: String,
+    pub client: TlsClient,
+}
+
+pub fn base62(n: usize) -> String {
+    let alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .chain(uuid::Uuid::new_v4().as_bytes().iter())
+        .take(n)
+        .map(|b| alphabet[(*b as usize) % 62] as char)
+        .collect()
+}
+
+impl World {
+    pub async fn start(options: Options) -> World {
+        let pki = Pki::new();
+        let dir = TempDir::new();
+        let files = pki.write_to(&dir.join("pki"));
+        let jwks = JwksServer::start(&pki).await;
+        let directory_key = SigningKey::rsa("directory-1");
+        let register_key = SigningKey::rsa("register-1");
+        jwks.set(
+            DIRECTORY_JWKS,
+            jwks_doc(&[directory_key.public_jwk(Some("sig"))]),
+        );
+        jwks.set(
+            REGISTER_JWKS,
+            jwks_doc(&[register_key.public_jwk(Some("sig"))]),
+        );
+        let upstream = Upstream::start(UpstreamOptions {
+            ca_pem_path: files.ca.clone(),
+            cert_header: options.cert_header,
+        })
+        .await;
+        let toml = config_toml(&files, &dir, &jwks, &upstream, &options);
+        let proxy = ProxyProcess::start(
+            dir.path(),
+            &toml,
+            &[(IAT_ENV, upstream.initial_access_token.as_str())],
+        )
+        .await;
+        World {
+            pki,
+            dir,
+            files,
+            jwks,
+            upstream,
+            directory_key,
+            register_key,
+            proxy,
+            options,
+        }
+    }
+
+    pub async fn ob() -> World {
+        World::start(Options::default()).await
+    }
+
+    /// The config this world's proxy runs with, for tests that start a second proxy or check it.
+    pub fn config_toml(&self, options: &Options) -> String {
+        config_toml(&self.files, &self.dir, &self.jwks, &self.upstream, options)
+    }
+
+    /// A new TPP with an OB transport certificate whose software JWKS lists its signing key and the certificate.
+    pub fn tpp(&self) -> Tpp {
+        self.tpp_with(ClientCertSpec::ob(base62(18), base62(18)))
+    }
+
+    pub fn tpp_with(&self, spec: ClientCertSpec) -> Tpp {
+        let (software_id, org_id) = match &spec.subject {
+            super::pki::Subject::Ob {
+                software_id,
+                org_id,
+            } => (software_id.clone(), org_id.clone()),
+            _ => (base62(18), base62(18)),
+        };
+        let cert = self.pki.client(spec);
+        let key = SigningKey::rsa(&format!("sig-{}", base62(8)));
+        let jwks_path = format!("/software/{software_id}.jwks");
+        self.jwks.set(
+            &jwks_path,
+            jwks_doc(&[key.public_jwk(Some("sig")), cert.tls_jwk("tls-1")]),
+        );
+        let client = TlsClient::new(&self.pki.ca_pem(), Some(&cert));
+        Tpp {
+            jwks_url: self.jwks.url(&jwks_path),
+            software_id,
+            org_id,
+            cert,
+            key,
+            jwks_path,
+            client,
+        }
+    }
+
+    /// The OB Directory SSA claims for this TPP, merged with `extra` (null removes a claim).
+    pub fn ob_ssa_claims(&self, tpp: &Tpp, extra: Value) -> Value {
+        claims::merge(
+            claims::ob_ssa(
+                &tpp.software_id,
+                &tpp.org_id,
+                &tpp.jwks_url,
+                REDIRECTS,
+                &["AISP", "PISP"],
+            ),
+            extra,
+        )
+    }
+
+    pub fn ob_ssa(&self, tpp: &Tpp, extra: Value) -> String {
+        self.directory_key
+            .sign(json!({}), self.ob_ssa_claims(tpp, extra))
+    }
+
+    pub fn ob_request_claims(&self, tpp: &Tpp, ssa: &str, extra: Value) -> Value {
+        claims::ob_request(
+            &tpp.software_id,
+            OB_AUD,
+            ssa,
+            &tpp.cert.subject_rfc4514,
+            extra,
+        )
+    }
+
+    /// A complete, valid OB registration request JWT for `tpp`, with `extra` merged into its claims.
+    pub fn ob_request(&self, tpp: &Tpp, extra: Value) -> String {
+        let ssa = self.ob_ssa(tpp, json!({}));
+        tpp.key
+            .sign(json!({}), self.ob_request_claims(tpp, &ssa, extra))
+    }
+
+    pub async fn post_register(&self, client: &TlsClient, body: &str) -> Response {
+        client
+            .request(
+                "POST",
+                &self.proxy.url("/register"),
+                &[("content-type", "application/jwt")],
+                body.to_string(),
+            )
+            .await
+    }
+}
+
+pub fn jwks_doc(keys: &[Value]) -> Value {
+    jwks(keys)
+}
+
+fn config_toml(
+    files: &PkiFiles,
+    dir: &TempDir,
+    jwks: &JwksServer,
+    upstream: &Upstream,
+    o: &Options,
+) -> String {
+    let (kind, aud, anchor_issuer, anchor_path) = match o.profile {
+        Profile::Ob => ("ob-v3.1", OB_AUD, "OpenBanking Ltd", DIRECTORY_JWKS),
+        Profile::Cdr => ("cdr-1.13", CDR_HOLDER, "cdr-register", REGISTER_JWKS),
+    };
+    let upstream_url = o
+        .upstream_override
+        .clone()
+        .unwrap_or_else(|| upstream.issuer.clone());
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "https://localhost:8443"
+
+[tls]
+cert = "{cert}"
+key = "{key}"
+client_ca = "{ca}"
+client_auth = "{client_auth}"
+
+[upstream]
+base_url = "{upstream_url}"
+registration_endpoint = "/reg"
+initial_access_token_env = "{IAT_ENV}"
+connect_timeout = "1s"
+timeout = "5s"
+
+[jwks]
+ca_bundle = "{ca}"
+timeout = "3s"
+
+[profile]
+kind = "{kind}"
+audiences = ["{aud}"]
+{profile_extra}
+
+[[trust_anchors]]
+issuer = "{anchor_issuer}"
+jwks_uri = "{anchor_jwks}"
+
+[store]
+backend = "sqlite"
+path = "{db}"
+
+[log]
+format = "json"
+level = "info"
+{tail}
+"#,
+        cert = files.server_cert.display(),
+        key = files.server_key.display(),
+        ca = files.ca.display(),
+        client_auth = o.client_auth,
+        anchor_jwks = jwks.url(anchor_path),
+        db = dir.join("dcr.sqlite").display(),
+        profile_extra = o.profile_extra,
+        tail = o.tail,
+    )
+}

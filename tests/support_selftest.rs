@@ -568,6 +568,7 @@ async fn upstream_launcher_speaks_the_contract_with_a_stand_in() {
         UpstreamOptions {
             ca_pem_path: dir.join("ca.pem"),
             cert_header: CertHeader::Envoy,
+            port: 0,
         },
     )
     .await;
@@ -612,6 +613,7 @@ async fn upstream_launcher_reports_the_stderr_of_a_failed_start() {
         UpstreamOptions {
             ca_pem_path: dir.join("ca.pem"),
             cert_header: CertHeader::Rfc9440,
+            port: 0,
         },
     )
     .await;
@@ -631,6 +633,7 @@ async fn real_upstream_starts_and_answers_its_test_routes() {
     let upstream = Upstream::start(UpstreamOptions {
         ca_pem_path: files.ca,
         cert_header: CertHeader::Rfc9440,
+        port: 0,
     })
     .await;
     assert!(upstream.clients().await.is_empty());

@@ -45,6 +45,11 @@ pub struct JwksServer {
 
 impl JwksServer {
     pub async fn start(pki: &Pki) -> Self {
+        Self::start_on(pki, 0).await
+    }
+
+    /// On a fixed port (the local demo's proxy.toml names it); 0 picks a free one.
+    pub async fn start_on(pki: &Pki, port: u16) -> Self {
         let cert = CertificateDer::from(pki.server().cert_der.clone());
         let key = PrivateKeyDer::from_pem_slice(pki.server().key_pem.as_bytes())
             .expect("server key is valid PEM");
@@ -58,9 +63,9 @@ impl JwksServer {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = TlsAcceptor::from(Arc::new(config));
 
-        let v4 = TcpListener::bind("127.0.0.1:0")
+        let v4 = TcpListener::bind(("127.0.0.1", port))
             .await
-            .expect("bind 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
         let addr = v4.local_addr().expect("listener has an address");
         let state = State::default();
         let mut accept_loops = vec![tokio::spawn(accept_loop(

@@ -42,10 +42,18 @@ impl ProxyProcess {
     pub async fn try_start(dir: &Path, toml: &str, env: &[(&str, &str)]) -> Result<Self, String> {
         let config_path = dir.join("proxy.toml");
         std::fs::write(&config_path, toml).expect("write proxy.toml");
+        Self::try_start_config(config_path, env).await
+    }
+
+    /// Starts the proxy with an existing config file. Logs are forced to JSON so the address can be read.
+    pub async fn try_start_config(
+        config_path: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let mut cmd = Command::new(binary());
         cmd.arg("--config")
             .arg(&config_path)
-            .env_remove("DCR_LOG_FORMAT")
+            .env("DCR_LOG_FORMAT", "json")
             .env_remove("DCR_LOG_LEVEL")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -46,6 +46,8 @@ pub struct UpstreamOptions {
     /// PEM the upstream trusts for its outbound HTTPS (`NODE_EXTRA_CA_CERTS`), e.g. the Pki CA for JWKS fetches.
     pub ca_pem_path: PathBuf,
     pub cert_header: CertHeader,
+    /// Fixed port for the local demo; 0 (the tests' choice) picks a free one.
+    pub port: u16,
 }
 
 /// A running upstream; killed when dropped.
@@ -82,7 +84,7 @@ impl Upstream {
         let mut child = Command::new(&node)
             .arg(script)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("UPSTREAM_PORT", "0")
+            .env("UPSTREAM_PORT", options.port.to_string())
             .env("INITIAL_ACCESS_TOKEN", &initial_access_token)
             .env("INTROSPECTION_CLIENT_ID", &introspection_client_id)
             .env("INTROSPECTION_CLIENT_SECRET", &introspection_secret)

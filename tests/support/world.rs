@@ -105,6 +105,7 @@ impl World {
         let upstream = Upstream::start(UpstreamOptions {
             ca_pem_path: files.ca.clone(),
             cert_header: options.cert_header,
+            port: 0,
         })
         .await;
         let toml = config_toml(&files, &dir, &jwks, &upstream, &options);

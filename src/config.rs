@@ -403,7 +403,9 @@ pub const OB_AUTH_METHODS: &[&str] = &["private_key_jwt", "tls_client_auth"];
 pub const CDR_AUTH_METHODS: &[&str] = &["private_key_jwt"];
 pub const OB_SCOPES: &[&str] = &["openid", "accounts", "payments", "fundsconfirmations"];
 pub const OB_RESPONSE_TYPES: &[&str] = &["code", "code id_token"];
-pub const CDR_RESPONSE_TYPES: &[&str] = &["code id_token"];
+pub const CDR_RESPONSE_TYPES: &[&str] = &["code id_token", "code"];
+/// 1.13 data holders must support the hybrid flow; `code` (with JARM) is an operator opt-in.
+pub const CDR_DEFAULT_RESPONSE_TYPES: &[&str] = &["code id_token"];
 pub const CDR_SCOPES: &[&str] = &[
     "openid",
     "profile",
@@ -838,11 +840,16 @@ impl Validator<'_> {
                 );
             }
         }
+        let rt_default = if is_ob {
+            OB_RESPONSE_TYPES
+        } else {
+            CDR_DEFAULT_RESPONSE_TYPES
+        };
         let response_types = self.subset(
             "profile.response_types",
             p.response_types,
             rt_allowed,
-            rt_allowed,
+            rt_default,
         );
         let id_token_encryption_algs = self.subset(
             "profile.id_token_encryption_algs",

@@ -86,11 +86,17 @@ async fn a_stale_copy_is_served_while_the_endpoint_fails_and_only_for_a_bounded_
     tokio::time::sleep(Duration::from_millis(400)).await;
     // Past ttl, within stale_for: the endpoint fails, the old copy still verifies.
     assert!(cache.key_for(&u, "k1", Algorithm::PS256).await.is_ok());
-    assert!(f.server.fetch_count("/keys.jwks") >= 2, "it did try the endpoint again");
+    assert!(
+        f.server.fetch_count("/keys.jwks") >= 2,
+        "it did try the endpoint again"
+    );
     tokio::time::sleep(Duration::from_millis(900)).await;
     // Past ttl + stale_for: nothing usable is left.
     let err = cache.key_for(&u, "k1", Algorithm::PS256).await.err();
-    assert!(matches!(err, Some(JwksError::Unavailable { .. })), "{err:?}");
+    assert!(
+        matches!(err, Some(JwksError::Unavailable { .. })),
+        "{err:?}"
+    );
     // The endpoint recovers: keys come back.
     f.server.set_status("/keys.jwks", 200);
     assert!(cache.key_for(&u, "k1", Algorithm::PS256).await.is_ok());
@@ -103,35 +109,62 @@ async fn oversized_slow_and_wrong_answers_are_refused() {
 
     let big = format!(r#"{{"keys":[],"pad":"{}"}}"#, "x".repeat(100 * 1024));
     f.server.set_raw("/big.jwks", big, "application/json");
-    let err = cache.get(&url(&f, "/big.jwks")).await.err().map(|e| e.to_string());
-    assert!(err.as_deref().unwrap_or("").contains("larger than"), "{err:?}");
+    let err = cache
+        .get(&url(&f, "/big.jwks"))
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        err.as_deref().unwrap_or("").contains("larger than"),
+        "{err:?}"
+    );
 
-    f.server.set("/slow.jwks", jwks(&[f.key.public_jwk(Some("sig"))]));
+    f.server
+        .set("/slow.jwks", jwks(&[f.key.public_jwk(Some("sig"))]));
     f.server.set_delay("/slow.jwks", Duration::from_secs(3));
     let started = std::time::Instant::now();
     let err = cache.get(&url(&f, "/slow.jwks")).await.err();
-    assert!(matches!(err, Some(JwksError::Unavailable { .. })), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(2), "bounded by jwks.timeout");
+    assert!(
+        matches!(err, Some(JwksError::Unavailable { .. })),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "bounded by jwks.timeout"
+    );
 
-    f.server.set_raw("/html.jwks", "<html>hello</html>", "text/html");
+    f.server
+        .set_raw("/html.jwks", "<html>hello</html>", "text/html");
     assert!(matches!(
         cache.get(&url(&f, "/html.jwks")).await.err(),
         Some(JwksError::Invalid { .. })
     ));
 
     // A key of the wrong type for the algorithm is unsuitable, not silently used.
-    let err = cache.key_for(&url(&f, "/keys.jwks"), "k1", Algorithm::ES256).await.err();
+    let err = cache
+        .key_for(&url(&f, "/keys.jwks"), "k1", Algorithm::ES256)
+        .await
+        .err();
     assert!(matches!(err, Some(JwksError::Unsuitable { .. })), "{err:?}");
 
     // Same-origin redirects are followed; another origin is not.
-    f.server.redirect("/moved.jwks", &f.server.url("/keys.jwks"));
+    f.server
+        .redirect("/moved.jwks", &f.server.url("/keys.jwks"));
     assert!(cache.get(&url(&f, "/moved.jwks")).await.is_ok());
     let other = format!("https://127.0.0.1:{}/keys.jwks", f.server.port());
     f.server.redirect("/away.jwks", &other);
-    let err = cache.get(&url(&f, "/away.jwks")).await.err().map(|e| e.to_string());
-    assert!(err.as_deref().unwrap_or("").contains("another origin"), "{err:?}");
+    let err = cache
+        .get(&url(&f, "/away.jwks"))
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        err.as_deref().unwrap_or("").contains("another origin"),
+        "{err:?}"
+    );
 
     // Plain http is never fetched.
-    let http = url::Url::parse(&format!("http://localhost:{}/keys.jwks", f.server.port())).expect("url");
+    let http =
+        url::Url::parse(&format!("http://localhost:{}/keys.jwks", f.server.port())).expect("url");
     assert!(cache.get(&http).await.is_err());
 }

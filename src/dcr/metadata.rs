@@ -27,6 +27,8 @@ pub struct ClientMetadata {
     pub request_object_signing_alg: Option<String>,
     pub id_token_encrypted_response_alg: Option<String>,
     pub id_token_encrypted_response_enc: Option<String>,
+    /// CDR with `code` (JARM): how authorisation responses are signed.
+    pub authorization_signed_response_alg: Option<String>,
     pub scope: Vec<String>,
     /// As the TPP wrote it (echoed back); the upstream gets the certificate's own rendering.
     pub tls_client_auth_dn: Option<String>,
@@ -212,6 +214,16 @@ pub fn validate(
         )?;
     }
 
+    let authorization_signed_response_alg = alg("authorization_signed_response_alg")?;
+    if is_cdr
+        && response_types.iter().any(|r| r == "code")
+        && authorization_signed_response_alg.is_none()
+    {
+        return Err(bad(
+            "`authorization_signed_response_alg` is required with response type `code` (JARM)",
+        ));
+    }
+
     if claims.contains_key("jwks") && claims.contains_key("jwks_uri") {
         return Err(bad("send either `jwks` or `jwks_uri`, not both"));
     }
@@ -267,6 +279,7 @@ pub fn validate(
         request_object_signing_alg,
         id_token_encrypted_response_alg,
         id_token_encrypted_response_enc,
+        authorization_signed_response_alg,
         scope,
         tls_client_auth_dn: dn,
     })
@@ -370,6 +383,41 @@ fn https_claim(ssa: &Ssa, name: &str) -> Option<String> {
 }
 
 impl ClientMetadata {
+    /// The optional algorithm fields, identical in the upstream request and in our answer.
+    fn insert_optional(&self, m: &mut Map<String, Value>) {
+        let fields = [
+            (
+                "token_endpoint_auth_signing_alg",
+                &self.token_endpoint_auth_signing_alg,
+            ),
+            (
+                "id_token_signed_response_alg",
+                &self.id_token_signed_response_alg,
+            ),
+            (
+                "request_object_signing_alg",
+                &self.request_object_signing_alg,
+            ),
+            (
+                "id_token_encrypted_response_alg",
+                &self.id_token_encrypted_response_alg,
+            ),
+            (
+                "id_token_encrypted_response_enc",
+                &self.id_token_encrypted_response_enc,
+            ),
+            (
+                "authorization_signed_response_alg",
+                &self.authorization_signed_response_alg,
+            ),
+        ];
+        for (k, v) in fields {
+            if let Some(v) = v {
+                m.insert(k.into(), json!(v));
+            }
+        }
+    }
+
     /// The plain RFC 7591 request for the upstream. Never carries the SSA.
     pub fn to_upstream(&self, ssa: &Ssa, peer: &PeerCert, profile: &Profile) -> Value {
         let mut m = Map::new();
@@ -394,33 +442,7 @@ impl ClientMetadata {
             "tls_client_certificate_bound_access_tokens".into(),
             json!(true),
         );
-        let opt = [
-            (
-                "token_endpoint_auth_signing_alg",
-                &self.token_endpoint_auth_signing_alg,
-            ),
-            (
-                "id_token_signed_response_alg",
-                &self.id_token_signed_response_alg,
-            ),
-            (
-                "request_object_signing_alg",
-                &self.request_object_signing_alg,
-            ),
-            (
-                "id_token_encrypted_response_alg",
-                &self.id_token_encrypted_response_alg,
-            ),
-            (
-                "id_token_encrypted_response_enc",
-                &self.id_token_encrypted_response_enc,
-            ),
-        ];
-        for (k, v) in opt {
-            if let Some(v) = v {
-                m.insert(k.into(), json!(v));
-            }
-        }
+        self.insert_optional(&mut m);
         if self.token_endpoint_auth_method == "tls_client_auth" {
             // The upstream compares this with the certificate we forward, so give it the certificate's
             // own DN rather than the TPP's spelling (we have already proven the two equal).
@@ -516,33 +538,7 @@ impl ClientMetadata {
         m.insert("grant_types".into(), json!(self.grant_types));
         m.insert("response_types".into(), json!(self.response_types));
         m.insert("application_type".into(), json!(self.application_type));
-        let opt = [
-            (
-                "token_endpoint_auth_signing_alg",
-                &self.token_endpoint_auth_signing_alg,
-            ),
-            (
-                "id_token_signed_response_alg",
-                &self.id_token_signed_response_alg,
-            ),
-            (
-                "request_object_signing_alg",
-                &self.request_object_signing_alg,
-            ),
-            (
-                "id_token_encrypted_response_alg",
-                &self.id_token_encrypted_response_alg,
-            ),
-            (
-                "id_token_encrypted_response_enc",
-                &self.id_token_encrypted_response_enc,
-            ),
-        ];
-        for (k, v) in opt {
-            if let Some(v) = v {
-                m.insert(k.into(), json!(v));
-            }
-        }
+        self.insert_optional(&mut m);
         Value::Object(m)
     }
 }

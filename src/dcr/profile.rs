@@ -12,6 +12,8 @@ pub struct SsaShape {
     /// Claims that must be present (besides `iss`, checked first); wrong or missing → invalid_software_statement.
     pub required: &'static [&'static str],
     pub requires_exp: bool,
+    /// Claims that, when present, must be absolute https URLs.
+    pub https_claims: &'static [&'static str],
 }
 
 const OB_SSA: SsaShape = SsaShape {
@@ -26,6 +28,13 @@ const OB_SSA: SsaShape = SsaShape {
         "software_roles",
     ],
     requires_exp: false,
+    https_claims: &[
+        "software_jwks_endpoint",
+        "software_client_uri",
+        "software_logo_uri",
+        "software_policy_uri",
+        "software_tos_uri",
+    ],
 };
 
 const CDR_SSA: SsaShape = SsaShape {
@@ -51,6 +60,16 @@ const CDR_SSA: SsaShape = SsaShape {
         "scope",
     ],
     requires_exp: true,
+    https_claims: &[
+        "jwks_uri",
+        "client_uri",
+        "logo_uri",
+        "tos_uri",
+        "policy_uri",
+        "revocation_uri",
+        "recipient_base_uri",
+        "sector_identifier_uri",
+    ],
 };
 
 pub struct Profile {

@@ -92,6 +92,11 @@ pub async fn verify(
             _ => {}
         }
     }
+    for name in profile.ssa.https_claims {
+        if jws.claims.contains_key(*name) {
+            https_url(&jws.claims, name)?;
+        }
+    }
     let software_id = jws
         .required_str("software_id")
         .map_err(invalid)?

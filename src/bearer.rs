@@ -150,6 +150,8 @@ enum Refusal {
     Unavailable(String),
 }
 
+// One per process, built at start: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     Introspection {
         http: HttpClient,
@@ -525,12 +527,14 @@ fn cache_lifetime(ttl: Duration, exp: Option<i64>, now: SystemTime) -> Duration 
     let Some(exp) = exp else {
         return ttl;
     };
-    let left = u64::try_from(exp)
-        .ok()
-        .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
-        .and_then(|at| at.duration_since(now).ok())
-        .unwrap_or(Duration::ZERO);
-    ttl.min(left)
+    let Ok(secs) = u64::try_from(exp) else {
+        return Duration::ZERO;
+    };
+    match UNIX_EPOCH.checked_add(Duration::from_secs(secs)) {
+        Some(at) => ttl.min(at.duration_since(now).unwrap_or(Duration::ZERO)),
+        // Beyond what the clock can represent: the TTL alone bounds it.
+        None => ttl,
+    }
 }
 
 /// RFC 6749 §2.3.1: id and secret are form-urlencoded before they become the Basic user and password, so a `:`
@@ -883,4 +887,780 @@ pub fn www_authenticate(e: &BearerError, realm: Option<&str>) -> HeaderValue {
         format!("Bearer {}", params.join(", "))
     };
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::collections::HashMap;
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use http::{Request, Response};
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Incoming;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use serde_json::json;
+    use tokio::task::{JoinHandle, JoinSet};
+
+    const CLIENT: &str = "client-1";
+    const X5T: &str = "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2";
+
+    fn hv(s: &str) -> HeaderValue {
+        HeaderValue::from_str(s).expect("test header value")
+    }
+
+    #[test]
+    fn authorization_headers_parse_as_rfc_6750_says() {
+        let ok = |h: &str, want: &str| {
+            assert_eq!(
+                parse_authorization(Some(&hv(h)), 16).ok(),
+                Some(want),
+                "{h:?}"
+            );
+        };
+        ok("Bearer abc", "abc");
+        ok("bearer abc", "abc");
+        ok("BEARER abc", "abc");
+        ok("Bearer   abc", "abc");
+        ok("Bearer a-b.c_d~e+f/g==", "a-b.c_d~e+f/g==");
+        ok("Bearer 0123456789abcdef", "0123456789abcdef");
+        for bad in [
+            "Bearer",
+            "Bearer ",
+            "Bearerabc",
+            "Bearer\tabc",
+            "Basic YTpi",
+            "Bearer abc def",
+            "Bearer abc,",
+            "Bearer a=b",
+            "Bearer ==",
+            "Bearer a\tb",
+            "Bearer \"abc\"",
+            "Bearer 0123456789abcdefX",
+            "DPoP abc",
+        ] {
+            assert!(
+                matches!(
+                    parse_authorization(Some(&hv(bad)), 16),
+                    Err(BearerError::Malformed(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        let binary = HeaderValue::from_bytes(b"Bearer ab\xffc").expect("obs-text is a valid value");
+        assert!(matches!(
+            parse_authorization(Some(&binary), 16),
+            Err(BearerError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_authorization(None, 16),
+            Err(BearerError::Missing)
+        ));
+        assert_eq!(token_of(Some(&hv("bearer  xyz=="))), Some("xyz=="));
+        assert_eq!(token_of(Some(&hv("Basic xyz"))), None);
+        assert_eq!(token_of(None), None);
+    }
+
+    #[test]
+    fn challenges_render_per_rfc_6750() {
+        let cases: Vec<(BearerError, Option<&str>, &str)> = vec![
+            (BearerError::Missing, None, "Bearer"),
+            (BearerError::Missing, Some("dcr"), r#"Bearer realm="dcr""#),
+            (
+                BearerError::Inactive,
+                None,
+                r#"Bearer error="invalid_token", error_description="the access token is invalid, expired or revoked""#,
+            ),
+            (
+                BearerError::InsufficientScope("cdr:registration".into()),
+                None,
+                r#"Bearer error="insufficient_scope", scope="cdr:registration""#,
+            ),
+            (
+                BearerError::WrongClient,
+                Some("a\"b\\c"),
+                r#"Bearer realm="a\"b\\c", error="invalid_token", error_description="the access token was not issued to this client""#,
+            ),
+            (
+                BearerError::CertificateMismatch,
+                None,
+                r#"Bearer error="invalid_token", error_description="the access token is not bound to the client certificate of this connection""#,
+            ),
+            (
+                BearerError::Malformed("say \"hi\" \\ é\r\n".into()),
+                None,
+                r#"Bearer error="invalid_token", error_description="say 'hi' / ???""#,
+            ),
+            (
+                BearerError::Unavailable("http://idp/x down".into()),
+                None,
+                "Bearer",
+            ),
+        ];
+        for (e, realm, want) in cases {
+            assert_eq!(www_authenticate(&e, realm), want, "{e:?}");
+        }
+        assert_eq!(BearerError::InsufficientScope("x".into()).status(), 403);
+        assert_eq!(BearerError::Unavailable(String::new()).status(), 503);
+        assert_eq!(BearerError::WrongClient.status(), 401);
+    }
+
+    #[test]
+    fn cache_lifetime_is_the_ttl_cut_short_by_exp() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let ttl = Duration::from_secs(60);
+        let cases = [
+            (None, ttl),
+            (Some(2_000_000), ttl),
+            (Some(1_000_010), Duration::from_secs(10)),
+            (Some(1_000_000), Duration::ZERO),
+            (Some(999_000), Duration::ZERO),
+            (Some(-5), Duration::ZERO),
+            (Some(i64::MAX), ttl),
+        ];
+        for (exp, want) in cases {
+            assert_eq!(cache_lifetime(ttl, exp, now), want, "{exp:?}");
+        }
+        assert_eq!(
+            cache_lifetime(Duration::ZERO, None, now),
+            Duration::ZERO,
+            "a zero TTL disables caching"
+        );
+    }
+
+    #[test]
+    fn introspection_answers_are_read_strictly() {
+        let now = 1_000;
+        let parse = |v: Value| parse_introspection(v.as_object().expect("object"), now);
+        let info = parse(
+            json!({"active": true, "client_id": "c", "scope": "a  cdr:registration",
+            "exp": 2000, "token_type": "Bearer", "cnf": {"x5t#S256": X5T}}),
+        )
+        .expect("active");
+        assert_eq!(info.client_id, "c");
+        assert_eq!(info.scopes, ["a", "cdr:registration"]);
+        assert_eq!(info.cnf_x5t_s256.as_deref(), Some(X5T));
+        assert_eq!(info.exp, Some(2000));
+        assert!(
+            parse(json!({"active": true, "client_id": "c", "token_type": "access_token"})).is_ok()
+        );
+        for inactive in [
+            json!({"active": false, "client_id": "c"}),
+            json!({"active": "true", "client_id": "c"}),
+            json!({"active": 1, "client_id": "c"}),
+            json!({"client_id": "c"}),
+            json!({"active": true}),
+            json!({"active": true, "client_id": ""}),
+            json!({"active": true, "client_id": "c", "token_type": "refresh_token"}),
+            json!({"active": true, "client_id": "c", "token_type": "DPoP"}),
+            json!({"active": true, "client_id": "c", "exp": 1000}),
+            json!({"active": true, "client_id": "c", "exp": "2000"}),
+            json!({"active": true, "client_id": "c", "scope": ["a"]}),
+            json!({"active": true, "client_id": "c", "cnf": {"jkt": "abc"}}),
+            json!({"active": true, "client_id": "c", "cnf": {"x5t#S256": 5}}),
+            json!({"active": true, "client_id": "c", "cnf": "x"}),
+        ] {
+            assert!(
+                matches!(parse(inactive.clone()), Err(Refusal::Inactive(_))),
+                "{inactive}"
+            );
+        }
+    }
+
+    /// One request as the double saw it.
+    #[derive(Clone, Debug)]
+    struct Seen {
+        path: String,
+        authorization: Option<String>,
+        content_type: Option<String>,
+        accept: Option<String>,
+        body: String,
+    }
+
+    #[derive(Default)]
+    struct FakeState {
+        answers: HashMap<String, Value>,
+        status: Option<u16>,
+        delay: Option<Duration>,
+        seen: Vec<Seen>,
+    }
+
+    /// A test double of an RFC 7662 introspection endpoint (`/introspect`) and RFC 7009 revocation endpoint
+    /// (`/revoke`); the lead's end-to-end tests use the real oidc-provider instead.
+    struct FakeIntrospection {
+        addr: SocketAddr,
+        state: Arc<Mutex<FakeState>>,
+        task: JoinHandle<()>,
+    }
+
+    impl Drop for FakeIntrospection {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    impl FakeIntrospection {
+        fn answer(&self, token: &str, v: Value) {
+            self.lock().answers.insert(token.into(), v);
+        }
+        fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
+            self.state.lock().expect("fake state lock")
+        }
+        fn seen(&self) -> Vec<Seen> {
+            self.lock().seen.clone()
+        }
+        fn url(&self, path: &str) -> Url {
+            Url::parse(&format!("http://{}{path}", self.addr)).expect("url")
+        }
+    }
+
+    async fn fake_introspection_endpoint() -> FakeIntrospection {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let state = Arc::new(Mutex::new(FakeState::default()));
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| fake_answer(st.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        FakeIntrospection { addr, state, task }
+    }
+
+    async fn fake_answer(
+        st: Arc<Mutex<FakeState>>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let body = String::from_utf8_lossy(&body).into_owned();
+        let token = url::form_urlencoded::parse(body.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let header = |n: &str| {
+            parts
+                .headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let path = parts.uri.path().to_string();
+        let (status, delay, answer) = {
+            let mut s = st.lock().expect("fake state lock");
+            s.seen.push(Seen {
+                path: path.clone(),
+                authorization: header("authorization"),
+                content_type: header("content-type"),
+                accept: header("accept"),
+                body,
+            });
+            if path == "/revoke" {
+                s.answers.remove(&token);
+                (200, None, json!({}))
+            } else {
+                let answer = s
+                    .answers
+                    .get(&token)
+                    .cloned()
+                    .unwrap_or_else(|| json!({"active": false}));
+                (s.status.unwrap_or(200), s.delay, answer)
+            }
+        };
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        let mut resp = Response::new(Full::new(Bytes::from(answer.to_string())));
+        *resp.status_mut() = StatusCode::from_u16(status).expect("status");
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(resp)
+    }
+
+    /// A CA bundle of our own, so the tests do not depend on the machine having system roots.
+    fn ca_bundle() -> PathBuf {
+        static PATH: OnceLock<PathBuf> = OnceLock::new();
+        PATH.get_or_init(|| {
+            let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+                .expect("rcgen certificate");
+            let path = std::env::temp_dir().join(format!(
+                "dcr-proxy-bearer-test-ca-{}.pem",
+                std::process::id()
+            ));
+            std::fs::write(&path, cert.cert.pem()).expect("write CA bundle");
+            path
+        })
+        .clone()
+    }
+
+    fn config(fake: &FakeIntrospection) -> BearerConfig {
+        BearerConfig {
+            mode: BearerMode::Introspection {
+                endpoint: fake.url("/introspect"),
+                client_id: "dcr proxy:1".into(),
+                client_secret: Secret::new("s3cr+t/ w:x&é"),
+            },
+            revocation_endpoint: Some(fake.url("/revoke")),
+            required_scope: Some("cdr:registration".into()),
+            require_certificate_binding: false,
+            cache_ttl: Duration::from_secs(60),
+            max_token_len: 8192,
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(2),
+            ca_bundle: Some(ca_bundle()),
+        }
+    }
+
+    fn active(client_id: &str, scope: &str) -> Value {
+        json!({"active": true, "client_id": client_id, "scope": scope,
+               "exp": jwt::now() + 600, "token_type": "Bearer"})
+    }
+
+    fn bearer(token: &str) -> HeaderValue {
+        hv(&format!("Bearer {token}"))
+    }
+
+    #[tokio::test]
+    async fn an_active_token_of_the_client_with_the_scope_is_accepted() {
+        let fake = fake_introspection_endpoint().await;
+        fake.answer("tok1", active(CLIENT, "openid cdr:registration"));
+        let v = BearerValidator::new(config(&fake)).expect("validator");
+        let info = v
+            .authorize(Some(&bearer("tok1")), CLIENT, None)
+            .await
+            .expect("accepted");
+        assert_eq!(info.client_id, CLIENT);
+        assert_eq!(info.scopes, ["openid", "cdr:registration"]);
+        assert_eq!(v.introspections(), 1);
+    }
+
+    #[tokio::test]
+    async fn introspection_is_a_form_post_with_form_encoded_basic_credentials() {
+        let fake = fake_introspection_endpoint().await;
+        let token = "tok.en-_~+/==";
+        fake.answer(token, active(CLIENT, "cdr:registration"));
+        let v = BearerValidator::new(config(&fake)).expect("validator");
+        v.authorize(Some(&bearer(token)), CLIENT, None)
+            .await
+            .expect("accepted");
+        let seen = fake.seen();
+        assert_eq!(seen.len(), 1);
+        let s = &seen[0];
+        assert_eq!(s.path, "/introspect");
+        // RFC 6749 §2.3.1: each part form-urlencoded (space as +), then joined by ':' and base64-encoded.
+        let pair = "dcr+proxy%3A1:s3cr%2Bt%2F+w%3Ax%26%C3%A9";
+        assert_eq!(
+            s.authorization.as_deref(),
+            Some(format!("Basic {}", STANDARD.encode(pair)).as_str())
+        );
+        assert_eq!(
+            s.body,
+            "token=tok.en-_%7E%2B%2F%3D%3D&token_type_hint=access_token"
+        );
+        assert_eq!(
+            s.content_type.as_deref(),
+            Some("application/x-www-form-urlencoded")
+        );
+        assert_eq!(s.accept.as_deref(), Some("application/json"));
+    }
+
+    #[tokio::test]
+    async fn inactive_unknown_refresh_and_expired_tokens_are_inactive() {
+        let fake = fake_introspection_endpoint().await;
+        fake.answer("off", json!({"active": false}));
+        fake.answer(
+            "refresh",
+            json!({"active": true, "client_id": CLIENT, "scope": "cdr:registration", "token_type": "refresh_token"}),
+        );
+        fake.answer(
+            "old",
+            json!({"active": true, "client_id": CLIENT, "scope": "cdr:registration", "exp": jwt::now() - 1}),
+        );
+        let v = BearerValidator::new(config(&fake)).expect("validator");
+        for t in ["off", "unknown", "refresh", "old"] {
+            assert!(
+                matches!(
+                    v.authorize(Some(&bearer(t)), CLIENT, None).await,
+                    Err(BearerError::Inactive)
+                ),
+                "{t}"
+            );
+        }
+        // Refusals are not cached: each one asked again.
+        assert!(
+            v.authorize(Some(&bearer("off")), CLIENT, None)
+                .await
+                .is_err()
+        );
+        assert_eq!(v.introspections(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_token_of_another_client_is_wrong_client_and_can_be_revoked() {
+        let fake = fake_introspection_endpoint().await;
+        let token = "other+client/token=";
+        fake.answer(token, active("client-2", "cdr:registration"));
+        let v = BearerValidator::new(config(&fake)).expect("validator");
+        let header = bearer(token);
+        assert!(matches!(
+            v.authorize(Some(&header), CLIENT, None).await,
+            Err(BearerError::WrongClient)
+        ));
+        let t = token_of(Some(&header)).expect("well-formed");
+        v.revoke(t).await;
+        let seen = fake.seen();
+        let revocation = seen.last().expect("a revocation request");
+        assert_eq!(revocation.path, "/revoke");
+        assert_eq!(
+            revocation.body,
+            "token=other%2Bclient%2Ftoken%3D&token_type_hint=access_token"
+        );
+        assert_eq!(revocation.authorization, seen[0].authorization);
+        assert_eq!(
+            revocation.content_type.as_deref(),
+            Some("application/x-www-form-urlencoded")
+        );
+        // Revocation also drops our cached copy, so the next use asks again and learns it is gone.
+        assert!(matches!(
+            v.authorize(Some(&header), "client-2", None).await,
+            Err(BearerError::Inactive)
+        ));
+        assert_eq!(v.introspections(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_token_without_the_required_scope_is_insufficient_scope() {
+        let fake = fake_introspection_endpoint().await;
+        fake.answer("narrow", active(CLIENT, "openid cdr:registrationX"));
+        fake.answer("none", json!({"active": true, "client_id": CLIENT}));
+        let v = BearerValidator::new(config(&fake)).expect("validator");
+        for t in ["narrow", "none"] {
+            match v.authorize(Some(&bearer(t)), CLIENT, None).await {
+                Err(BearerError::InsufficientScope(s)) => assert_eq!(s, "cdr:registration"),
+                other => panic!("{t}: {other:?}"),
+            }
+        }
+        let mut cfg = config(&fake);
+        cfg.required_scope = None;
+        let v = BearerValidator::new(cfg).expect("validator");
+        assert!(
+            v.authorize(Some(&bearer("none")), CLIENT, None)
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn certificate_binding_is_checked_before_scope() {
+        let fake = fake_introspection_endpoint().await;
+        let bound = |scope: &str, x5t: &str| {
+            json!({"active": true, "client_id": CLIENT, "scope": scope, "exp": jwt::now() + 600,
+                   "cnf": {"x5t#S256": x5t}})
+        };
+        fake.answer("bound", bound("cdr:registration", X5T));
+        fake.answer("bound-narrow", bound("openid", X5T));
+        fake.answer("unbound", active(CLIENT, "cdr:registration"));
+        let other = "AAAK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2";
+        let mut cfg = config(&fake);
+        cfg.require_certificate_binding = true;
+        let v = BearerValidator::new(cfg).expect("validator");
+        let run = |t: &'static str, x5t: Option<&'static str>| {
+            let v = &v;
+            async move { v.authorize(Some(&bearer(t)), CLIENT, x5t).await }
+        };
+        assert!(run("bound", Some(X5T)).await.is_ok());
+        assert!(matches!(
+            run("bound", Some(other)).await,
+            Err(BearerError::CertificateMismatch)
+        ));
+        assert!(matches!(
+            run("bound", None).await,
+            Err(BearerError::CertificateMismatch)
+        ));
+        assert!(matches!(
+            run("unbound", Some(X5T)).await,
+            Err(BearerError::CertificateMismatch)
+        ));
+        // Without the certificate nothing is learnt about the scope; with it, the scope is checked.
+        assert!(matches!(
+            run("bound-narrow", Some(other)).await,
+            Err(BearerError::CertificateMismatch)
+        ));
+        assert!(matches!(
+            run("bound-narrow", Some(X5T)).await,
+            Err(BearerError::InsufficientScope(_))
+        ));
+
+        let mut cfg = config(&fake);
+        cfg.require_certificate_binding = false;
+        let v = BearerValidator::new(cfg).expect("validator");
+        assert!(
+            v.authorize(Some(&bearer("unbound")), CLIENT, None)
+                .await
+                .is_ok()
+        );
+        assert!(
+            matches!(
+                v.authorize(Some(&bearer("bound")), CLIENT, Some(other))
+                    .await,
+                Err(BearerError::CertificateMismatch)
+            ),
+            "a bound token is held to its certificate even where binding is optional"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_is_still_checked_for_client_binding_and_scope() {
+        let fake = fake_introspection_endpoint().await;
+        fake.answer(
+            "tok",
+            json!({"active": true, "client_id": CLIENT, "scope": "cdr:registration",
+                   "exp": jwt::now() + 600, "cnf": {"x5t#S256": X5T}}),
+        );
+        let v = BearerValidator::new(config(&fake)).expect("validator");
+        let h = bearer("tok");
+        assert!(v.authorize(Some(&h), CLIENT, Some(X5T)).await.is_ok());
+        assert!(v.authorize(Some(&h), CLIENT, Some(X5T)).await.is_ok());
+        assert!(matches!(
+            v.authorize(Some(&h), "client-2", Some(X5T)).await,
+            Err(BearerError::WrongClient)
+        ));
+        assert!(matches!(
+            v.authorize(Some(&h), CLIENT, None).await,
+            Err(BearerError::CertificateMismatch)
+        ));
+        assert_eq!(v.introspections(), 1, "one network call, then the cache");
+        assert!(
+            v.cache.get(&token_key("tok")).await.is_some(),
+            "the cache is keyed by the token's hash"
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_uses_of_one_token_share_one_introspection() {
+        let fake = fake_introspection_endpoint().await;
+        fake.answer("tok", active(CLIENT, "cdr:registration"));
+        fake.lock().delay = Some(Duration::from_millis(200));
+        let v = Arc::new(BearerValidator::new(config(&fake)).expect("validator"));
+        let mut set = JoinSet::new();
+        for _ in 0..8 {
+            let v = v.clone();
+            set.spawn(async move {
+                v.authorize(Some(&bearer("tok")), CLIENT, None)
+                    .await
+                    .is_ok()
+            });
+        }
+        while let Some(ok) = set.join_next().await {
+            assert!(ok.expect("task"));
+        }
+        assert_eq!(v.introspections(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_is_not_served_past_the_ttl_or_its_exp() {
+        let fake = fake_introspection_endpoint().await;
+        fake.answer("long", active(CLIENT, "cdr:registration"));
+        let mut cfg = config(&fake);
+        cfg.cache_ttl = Duration::from_millis(300);
+        let v = BearerValidator::new(cfg).expect("validator");
+        assert!(
+            v.authorize(Some(&bearer("long")), CLIENT, None)
+                .await
+                .is_ok()
+        );
+        assert!(
+            v.authorize(Some(&bearer("long")), CLIENT, None)
+                .await
+                .is_ok()
+        );
+        assert_eq!(v.introspections(), 1);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            v.authorize(Some(&bearer("long")), CLIENT, None)
+                .await
+                .is_ok()
+        );
+        assert_eq!(
+            v.introspections(),
+            2,
+            "past the TTL the endpoint is asked again"
+        );
+
+        let exp = jwt::now() + 2;
+        fake.answer(
+            "short",
+            json!({"active": true, "client_id": CLIENT, "scope": "cdr:registration", "exp": exp}),
+        );
+        let mut cfg = config(&fake);
+        cfg.cache_ttl = Duration::from_secs(60);
+        let v = BearerValidator::new(cfg).expect("validator");
+        assert!(
+            v.authorize(Some(&bearer("short")), CLIENT, None)
+                .await
+                .is_ok()
+        );
+        assert!(v.cache.get(&token_key("short")).await.is_some());
+        let past_exp = (UNIX_EPOCH + Duration::from_secs(exp as u64) + Duration::from_millis(100))
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        tokio::time::sleep(past_exp).await;
+        assert!(
+            v.cache.get(&token_key("short")).await.is_none(),
+            "the entry died with the token's exp, not the 60 s TTL"
+        );
+        assert!(matches!(
+            v.authorize(Some(&bearer("short")), CLIENT, None).await,
+            Err(BearerError::Inactive)
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_is_down_slow_or_failing_is_unavailable() {
+        let fake = fake_introspection_endpoint().await;
+        fake.answer("tok", active(CLIENT, "cdr:registration"));
+
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        let mut cfg = config(&fake);
+        if let BearerMode::Introspection { endpoint, .. } = &mut cfg.mode {
+            *endpoint = Url::parse(&format!("http://{closed}/introspect")).expect("url");
+        }
+        let v = BearerValidator::new(cfg).expect("validator");
+        assert!(matches!(
+            v.authorize(Some(&bearer("tok")), CLIENT, None).await,
+            Err(BearerError::Unavailable(_))
+        ));
+
+        for status in [500, 401, 302] {
+            fake.lock().status = Some(status);
+            let v = BearerValidator::new(config(&fake)).expect("validator");
+            match v.authorize(Some(&bearer("tok")), CLIENT, None).await {
+                Err(BearerError::Unavailable(why)) => {
+                    assert!(why.contains(&status.to_string()), "{why}")
+                }
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+        fake.lock().status = None;
+
+        fake.lock().delay = Some(Duration::from_secs(2));
+        let mut cfg = config(&fake);
+        cfg.timeout = Duration::from_millis(200);
+        let v = BearerValidator::new(cfg).expect("validator");
+        let started = Instant::now();
+        assert!(matches!(
+            v.authorize(Some(&bearer("tok")), CLIENT, None).await,
+            Err(BearerError::Unavailable(_))
+        ));
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn malformed_and_missing_headers_never_reach_the_endpoint() {
+        let fake = fake_introspection_endpoint().await;
+        let mut cfg = config(&fake);
+        cfg.max_token_len = 10;
+        let v = BearerValidator::new(cfg).expect("validator");
+        assert!(matches!(
+            v.authorize(None, CLIENT, None).await,
+            Err(BearerError::Missing)
+        ));
+        for h in ["Basic abc", "Bearer a b", "Bearer 12345678901"] {
+            assert!(
+                matches!(
+                    v.authorize(Some(&hv(h)), CLIENT, None).await,
+                    Err(BearerError::Malformed(_))
+                ),
+                "{h}"
+            );
+        }
+        assert_eq!(v.introspections(), 0);
+        assert!(fake.seen().is_empty());
+    }
+
+    #[tokio::test]
+    async fn secrets_stay_out_of_debug_output() {
+        let fake = fake_introspection_endpoint().await;
+        fake.answer("tok-secret-value", active("client-2", "cdr:registration"));
+        let cfg = config(&fake);
+        let v = BearerValidator::new(cfg.clone()).expect("validator");
+        let e = v
+            .authorize(Some(&bearer("tok-secret-value")), CLIENT, None)
+            .await
+            .expect_err("wrong client");
+        let printed = format!("{cfg:?} {v:?} {e:?} {e}");
+        assert!(!printed.contains("s3cr"), "{printed}");
+        assert!(!printed.contains("tok-secret-value"), "{printed}");
+    }
+
+    #[test]
+    fn configurations_that_cannot_work_are_refused() {
+        let jwt = |algorithms: Vec<Algorithm>, jwks: &str| BearerConfig {
+            mode: BearerMode::Jwt {
+                jwks_uri: Url::parse(jwks).expect("url"),
+                issuer: "https://idp.example".into(),
+                audience: None,
+                algorithms,
+            },
+            revocation_endpoint: None,
+            required_scope: None,
+            require_certificate_binding: true,
+            cache_ttl: Duration::from_secs(60),
+            max_token_len: 8192,
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            ca_bundle: Some(ca_bundle()),
+        };
+        let https = "https://idp.example/jwks";
+        assert!(BearerValidator::new(jwt(vec![Algorithm::PS256], https)).is_ok());
+        assert!(BearerValidator::new(jwt(vec![], https)).is_err());
+        assert!(
+            BearerValidator::new(jwt(vec![Algorithm::PS256, Algorithm::HS256], https)).is_err()
+        );
+        assert!(
+            BearerValidator::new(jwt(vec![Algorithm::PS256], "http://idp.example/jwks")).is_err()
+        );
+        let mut with_revocation = jwt(vec![Algorithm::PS256], https);
+        with_revocation.revocation_endpoint =
+            Some(Url::parse("https://idp.example/revoke").expect("url"));
+        assert!(BearerValidator::new(with_revocation).is_err());
+        let mut two_scopes = jwt(vec![Algorithm::PS256], https);
+        two_scopes.required_scope = Some("a b".into());
+        assert!(BearerValidator::new(two_scopes).is_err());
+        let mut no_len = jwt(vec![Algorithm::PS256], https);
+        no_len.max_token_len = 0;
+        assert!(BearerValidator::new(no_len).is_err());
+        let intro = |endpoint: &str, secret: &str| BearerConfig {
+            mode: BearerMode::Introspection {
+                endpoint: Url::parse(endpoint).expect("url"),
+                client_id: "c".into(),
+                client_secret: Secret::new(secret),
+            },
+            ..jwt(vec![Algorithm::PS256], https)
+        };
+        assert!(BearerValidator::new(intro("https://idp.example/introspect", "s")).is_ok());
+        assert!(BearerValidator::new(intro("https://idp.example/introspect", "")).is_err());
+        assert!(BearerValidator::new(intro("ftp://idp.example/introspect", "s")).is_err());
+    }
 }

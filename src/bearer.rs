@@ -25,7 +25,8 @@ use crate::secret::{Secret, ct_eq};
 const MAX_INTROSPECTION_BYTES: usize = 64 * 1024;
 /// Distinct live tokens remembered at once; a management API sees few clients, so this is generous.
 const CACHE_CAPACITY: u64 = 10_000;
-/// Leeway for `exp`/`nbf`/`iat` of locally verified JWTs, for clock drift between us and the IdP.
+/// Leeway for `nbf`/`iat` of locally verified JWTs, for clock drift between us and the IdP. `exp` gets none in
+/// effect: `authorize` re-checks it exactly on every call, cached or not, as it does for introspected tokens.
 const JWT_CLOCK_SKEW: i64 = 30;
 /// The IdP's signing keys rotate rarely; an unknown `kid` forces a refetch anyway (rate-limited).
 const IDP_JWKS_TTL: Duration = Duration::from_secs(300);

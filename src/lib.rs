@@ -1,6 +1,7 @@
 //! dcr-proxy: regulated Dynamic Client Registration (UK OB v3.1, AU CDR 1.13) in front of a plain
 //! RFC 7591/7592 OAuth server. The data path: accept → TLS → route → verify → translate → upstream → rewrite.
 
+pub mod bearer;
 pub mod config;
 pub mod dcr;
 pub mod error;

@@ -15,7 +15,7 @@ use support::keys::{SigningKey, jwks};
 use support::pki::{ClientCertSpec, Pki};
 use support::proxy::ProxyProcess;
 use support::upstream::{CertHeader, Upstream, UpstreamOptions};
-use support::world::{DIRECTORY_JWKS, IAT_ENV, OB_AUD, REDIRECTS, base62};
+use support::world::{DIRECTORY_JWKS, OB_AUD, REDIRECTS, base62};
 
 const JWKS_PORT: u16 = 8444;
 const UPSTREAM_PORT: u16 = 9080;
@@ -61,13 +61,14 @@ async fn main() {
         ca_pem_path: files.ca.clone(),
         cert_header: CertHeader::Rfc9440,
         port: UPSTREAM_PORT,
+        introspection_client_id: Some("dcr-proxy".into()),
     })
     .await;
 
     step("starting dcr-proxy with ./proxy.toml");
     let proxy = match ProxyProcess::try_start_config(
         root.join("proxy.toml"),
-        &[(IAT_ENV, upstream.initial_access_token.as_str())],
+        &support::world::proxy_env(&upstream),
     )
     .await
     {

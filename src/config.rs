@@ -76,6 +76,8 @@ pub struct Config {
     pub trust_anchors: Vec<TrustAnchor>,
     pub store: StoreConfig,
     pub log: LogConfig,
+    /// GET/PUT/DELETE /register/{ClientId}; None when the bank does not offer management.
+    pub management: Option<crate::bearer::BearerConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -213,6 +215,37 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     log: RawLog,
+    management: Option<RawManagement>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManagement {
+    #[serde(default = "d_token_validation")]
+    token_validation: String,
+    introspection_endpoint: Option<String>,
+    client_id: Option<String>,
+    client_secret_env: Option<String>,
+    revocation_endpoint: Option<String>,
+    jwks_uri: Option<String>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    algorithms: Option<Vec<String>>,
+    required_scope: Option<String>,
+    require_certificate_binding: Option<bool>,
+    #[serde(default = "d_token_cache")]
+    cache_ttl: String,
+    #[serde(default = "d_connect_timeout")]
+    connect_timeout: String,
+    #[serde(default = "d_jwks_timeout")]
+    timeout: String,
+}
+
+fn d_token_validation() -> String {
+    "introspection".into()
+}
+fn d_token_cache() -> String {
+    "60s".into()
 }
 
 #[derive(Deserialize)]
@@ -635,6 +668,122 @@ impl Validator<'_> {
         out
     }
 
+    fn management(
+        &mut self,
+        m: RawManagement,
+        kind: ProfileKind,
+        upstream: Option<&Url>,
+        ca_bundle: Option<PathBuf>,
+    ) -> Option<crate::bearer::BearerConfig> {
+        use crate::bearer::{BearerConfig, BearerMode};
+        let is_cdr = kind == ProfileKind::Cdr113;
+        let relative = |v: &mut Self, key: &str, s: &str| -> Option<Url> {
+            match upstream.map(|u| u.join(s)) {
+                Some(Ok(u)) if matches!(u.scheme(), "http" | "https") => Some(u),
+                Some(_) => {
+                    v.problem(key, format!("`{s}` is not a path or URL"));
+                    None
+                }
+                None => None,
+            }
+        };
+        let revocation_endpoint = m
+            .revocation_endpoint
+            .as_deref()
+            .and_then(|s| relative(self, "management.revocation_endpoint", s));
+        let mode = match m.token_validation.as_str() {
+            "introspection" => {
+                let endpoint = match m.introspection_endpoint.as_deref() {
+                    Some(s) => relative(self, "management.introspection_endpoint", s),
+                    None => {
+                        self.problem(
+                            "management.introspection_endpoint",
+                            "required for introspection",
+                        );
+                        None
+                    }
+                };
+                let client_id = m.client_id.clone().unwrap_or_default();
+                if client_id.is_empty() {
+                    self.problem("management.client_id", "required for introspection");
+                }
+                let secret = match m.client_secret_env.as_deref() {
+                    Some(var) => match self.env.var(var) {
+                        Some(v) if !v.is_empty() => Some(crate::secret::Secret::new(v)),
+                        _ => {
+                            self.problem(
+                                "management.client_secret_env",
+                                format!("environment variable {var} is not set or empty"),
+                            );
+                            None
+                        }
+                    },
+                    None => {
+                        self.problem("management.client_secret_env", "required for introspection");
+                        None
+                    }
+                };
+                BearerMode::Introspection {
+                    endpoint: endpoint?,
+                    client_id,
+                    client_secret: secret?,
+                }
+            }
+            "jwt" => {
+                let jwks_uri = match m.jwks_uri.as_deref() {
+                    Some(s) => self.url("management.jwks_uri", s, &["https"]),
+                    None => {
+                        self.problem("management.jwks_uri", "required for jwt validation");
+                        None
+                    }
+                };
+                let issuer = m.issuer.clone().unwrap_or_default();
+                if issuer.is_empty() {
+                    self.problem("management.issuer", "required for jwt validation");
+                }
+                if revocation_endpoint.is_some() {
+                    self.problem(
+                        "management.revocation_endpoint",
+                        "needs introspection credentials; not available with jwt validation",
+                    );
+                }
+                let algorithms = self.algorithms(
+                    "management.algorithms",
+                    m.algorithms.clone(),
+                    &["PS256", "ES256", "RS256"],
+                );
+                BearerMode::Jwt {
+                    jwks_uri: jwks_uri?,
+                    issuer,
+                    audience: m.audience.clone(),
+                    algorithms,
+                }
+            }
+            other => {
+                self.problem(
+                    "management.token_validation",
+                    format!("`{other}` must be \"introspection\" or \"jwt\""),
+                );
+                return None;
+            }
+        };
+        let required_scope = m
+            .required_scope
+            .or_else(|| is_cdr.then(|| "cdr:registration".to_string()))
+            .filter(|s| !s.is_empty());
+        Some(BearerConfig {
+            mode,
+            revocation_endpoint,
+            required_scope,
+            require_certificate_binding: m.require_certificate_binding.unwrap_or(is_cdr),
+            cache_ttl: self.duration("management.cache_ttl", &m.cache_ttl, true),
+            max_token_len: 8192,
+            connect_timeout: self.duration("management.connect_timeout", &m.connect_timeout, false),
+            timeout: self.duration("management.timeout", &m.timeout, false),
+            ca_bundle,
+        })
+    }
+
     fn build(&mut self, raw: RawConfig) -> Option<Config> {
         // [server]
         let listen = match raw.server.listen.parse::<SocketAddr>() {
@@ -963,7 +1112,12 @@ impl Validator<'_> {
             );
         }
 
+        let management = raw
+            .management
+            .and_then(|m| self.management(m, kind, base_url.as_ref(), up_ca.clone()));
+
         Some(Config {
+            management,
             server: ServerConfig {
                 listen: listen?,
                 public_url: public_url?,

@@ -61,6 +61,20 @@ pub enum ProxyError {
     PayloadTooLarge(usize),
     #[error("content type {0:?} is not accepted")]
     UnsupportedMediaType(String),
+    /// RFC 6750: 401 (or 403 for insufficient_scope) with a WWW-Authenticate challenge.
+    #[error("{label}: {description}")]
+    Bearer {
+        status: StatusCode,
+        challenge: HeaderValue,
+        error: &'static str,
+        description: String,
+        label: &'static str,
+    },
+    /// Another change to the same registration is in flight (or awaiting reconciliation).
+    #[error("registration busy")]
+    Busy,
+    #[error("token validation unavailable: {0}")]
+    TokenValidationUnavailable(String),
     #[error("no route")]
     NotFound,
     #[error("method not allowed")]
@@ -90,7 +104,10 @@ impl ProxyError {
             | ProxyError::PayloadTooLarge(_)
             | ProxyError::UnsupportedMediaType(_)
             | ProxyError::NotFound
+            | ProxyError::Bearer { .. }
             | ProxyError::MethodNotAllowed { .. } => Side::Client,
+            ProxyError::TokenValidationUnavailable(_) => Side::Upstream,
+            ProxyError::Busy => Side::Internal,
             ProxyError::UpstreamUnavailable(_) | ProxyError::UpstreamTimeout => Side::Upstream,
             ProxyError::StoreUnavailable(_) | ProxyError::Internal(_) => Side::Internal,
         }
@@ -104,6 +121,9 @@ impl ProxyError {
             ProxyError::PayloadTooLarge(_) => "payload_too_large",
             ProxyError::UnsupportedMediaType(_) => "unsupported_media_type",
             ProxyError::NotFound => "not_found",
+            ProxyError::Bearer { label, .. } => label,
+            ProxyError::Busy => "busy",
+            ProxyError::TokenValidationUnavailable(_) => "token_validation_unavailable",
             ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
             ProxyError::UpstreamUnavailable(_) => "upstream_unavailable",
             ProxyError::UpstreamTimeout => "upstream_timeout",
@@ -136,6 +156,22 @@ impl ProxyError {
                 ),
             ),
             ProxyError::NotFound => (StatusCode::NOT_FOUND, "invalid_request", "no such endpoint".into()),
+            ProxyError::Bearer {
+                status,
+                error,
+                description,
+                ..
+            } => (*status, *error, description.clone()),
+            ProxyError::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "another change to this registration is in progress; try again shortly".into(),
+            ),
+            ProxyError::TokenValidationUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the access token cannot be checked right now; try again later".into(),
+            ),
             ProxyError::MethodNotAllowed { allow } => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "invalid_request",
@@ -171,9 +207,15 @@ impl ProxyError {
                 resp.headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            ProxyError::StoreUnavailable(_) => {
+            ProxyError::StoreUnavailable(_)
+            | ProxyError::Busy
+            | ProxyError::TokenValidationUnavailable(_) => {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            ProxyError::Bearer { challenge, .. } => {
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge.clone());
             }
             _ => {}
         }

@@ -134,7 +134,7 @@ fn peer_identity(
 
 enum Route<'a> {
     Register,
-    Client(#[allow(dead_code)] &'a str),
+    Client(&'a str),
     Other,
 }
 
@@ -170,19 +170,13 @@ async fn handle(
     let span = tracing::info_span!("request", request_id = %request_id, interaction_id = %fapi_id, method = %req.method(), peer = %addr);
     let mut resp = async {
         let started = std::time::Instant::now();
-        let method = req.method().clone();
         let path = req.uri().path().to_string();
         let (route_name, resp) = match route(&path) {
             Route::Register => ("register", register(&state, &peer, req).await),
-            Route::Client(_) => (
-                "register_client",
-                boxed(
-                    crate::dcr::allowed(&method, false)
-                        .err()
-                        .unwrap_or(ProxyError::NotFound)
-                        .to_response(),
-                ),
-            ),
+            Route::Client(id) => {
+                let id = id.to_string();
+                ("register_client", manage(&state, &peer, &id, req).await)
+            }
             Route::Other => ("other", boxed(ProxyError::NotFound.to_response())),
         };
         tracing::info!(
@@ -214,6 +208,26 @@ async fn register(
     let work = state
         .registrar
         .handle_register(&parts.headers, body, peer.as_ref());
+    match tokio::time::timeout(state.request_timeout, work).await {
+        Ok(r) => boxed(r),
+        Err(_) => boxed(ProxyError::UpstreamTimeout.to_response()),
+    }
+}
+
+async fn manage(
+    state: &AppState,
+    peer: &Option<PeerCert>,
+    client_id: &str,
+    req: Request<Incoming>,
+) -> Response<RespBody> {
+    let (parts, body) = req.into_parts();
+    let work = state.registrar.handle_client(
+        &parts.method,
+        client_id,
+        &parts.headers,
+        body,
+        peer.as_ref(),
+    );
     match tokio::time::timeout(state.request_timeout, work).await {
         Ok(r) => boxed(r),
         Err(_) => boxed(ProxyError::UpstreamTimeout.to_response()),

@@ -72,8 +72,59 @@ impl Upstream {
             )
             .await?;
         match reply.0 {
-            StatusCode::CREATED | StatusCode::OK => parse_client(&reply.1, None),
+            StatusCode::CREATED | StatusCode::OK => parse_client(&reply.1, None, None),
             s if s.is_client_error() => Err(rejected(s, &reply.1)),
+            s => Err(UpstreamError::Failed(format!("HTTP {}", s.as_u16()))),
+        }
+    }
+
+    /// RFC 7592 read with the stored registration access token. 401/404: the client is gone.
+    pub async fn read(&self, client_uri: &str, rat: &Secret) -> Result<Value, UpstreamError> {
+        let url = self.client_url(client_uri)?;
+        let auth = format!("Bearer {}", rat.expose());
+        let (status, body) = self.call(Method::GET, &url, &auth, None).await?;
+        match status {
+            StatusCode::OK => serde_json::from_slice(&body)
+                .map_err(|_| UpstreamError::Failed("answer is not JSON".into())),
+            StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => {
+                Err(UpstreamError::Gone(status.as_u16()))
+            }
+            s if s.is_client_error() => Err(rejected(s, &body)),
+            s => Err(UpstreamError::Failed(format!("HTTP {}", s.as_u16()))),
+        }
+    }
+
+    /// RFC 7592 full replacement. Keycloak and oidc-provider rotate the registration access token here;
+    /// a server that does not keeps the old one, which we then keep too.
+    pub async fn replace(
+        &self,
+        client_uri: &str,
+        rat: &Secret,
+        metadata: &Value,
+    ) -> Result<UpstreamClient, UpstreamError> {
+        let url = self.client_url(client_uri)?;
+        let auth = format!("Bearer {}", rat.expose());
+        let (status, body) = self
+            .call(
+                Method::PUT,
+                &url,
+                &auth,
+                Some(Bytes::from(metadata.to_string())),
+            )
+            .await?;
+        match status {
+            StatusCode::OK => {
+                let mut c = parse_client(&body, Some(client_uri), Some(rat))?;
+                // The upstream must not move the client somewhere else.
+                if self.client_url(&c.registration_client_uri).is_err() {
+                    c.registration_client_uri = client_uri.to_string();
+                }
+                Ok(c)
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => {
+                Err(UpstreamError::Gone(status.as_u16()))
+            }
+            s if s.is_client_error() => Err(rejected(s, &body)),
             s => Err(UpstreamError::Failed(format!("HTTP {}", s.as_u16()))),
         }
     }
@@ -136,15 +187,22 @@ impl Upstream {
     }
 }
 
-fn parse_client(body: &[u8], keep_uri: Option<&str>) -> Result<UpstreamClient, UpstreamError> {
+fn parse_client(
+    body: &[u8],
+    keep_uri: Option<&str>,
+    keep_rat: Option<&Secret>,
+) -> Result<UpstreamClient, UpstreamError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|_| UpstreamError::Failed("answer is not JSON".into()))?;
     let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     let client_id =
         s("client_id").ok_or(UpstreamError::Failed("answer has no client_id".into()))?;
-    let rat = s("registration_access_token").ok_or(UpstreamError::Failed(
-        "answer has no registration_access_token".into(),
-    ))?;
+    let rat = s("registration_access_token")
+        .map(Secret::new)
+        .or_else(|| keep_rat.cloned())
+        .ok_or(UpstreamError::Failed(
+            "answer has no registration_access_token".into(),
+        ))?;
     let uri = s("registration_client_uri")
         .or_else(|| keep_uri.map(str::to_string))
         .ok_or(UpstreamError::Failed(
@@ -152,7 +210,7 @@ fn parse_client(body: &[u8], keep_uri: Option<&str>) -> Result<UpstreamClient, U
         ))?;
     Ok(UpstreamClient {
         client_id,
-        registration_access_token: Secret::new(rat),
+        registration_access_token: rat,
         registration_client_uri: uri,
         client_id_issued_at: v.get("client_id_issued_at").and_then(Value::as_i64),
         metadata: v,

@@ -109,6 +109,8 @@ async fn introspects_and_revokes_real_upstream_tokens() {
     let upstream = Upstream::start(UpstreamOptions {
         ca_pem_path: files.ca.clone(),
         cert_header: CertHeader::Rfc9440,
+        port: 0,
+        introspection_client_id: None,
     })
     .await;
     let jwks_server = JwksServer::start(&pki).await;
@@ -194,6 +196,8 @@ async fn a_certificate_bound_token_needs_its_certificate() {
     let upstream = Upstream::start(UpstreamOptions {
         ca_pem_path: files.ca.clone(),
         cert_header: CertHeader::Rfc9440,
+        port: 0,
+        introspection_client_id: None,
     })
     .await;
     let tpp = pki.client(ClientCertSpec::ob(

@@ -569,6 +569,7 @@ async fn upstream_launcher_speaks_the_contract_with_a_stand_in() {
             ca_pem_path: dir.join("ca.pem"),
             cert_header: CertHeader::Envoy,
             port: 0,
+            introspection_client_id: None,
         },
     )
     .await;
@@ -614,6 +615,7 @@ async fn upstream_launcher_reports_the_stderr_of_a_failed_start() {
             ca_pem_path: dir.join("ca.pem"),
             cert_header: CertHeader::Rfc9440,
             port: 0,
+            introspection_client_id: None,
         },
     )
     .await;
@@ -634,6 +636,7 @@ async fn real_upstream_starts_and_answers_its_test_routes() {
         ca_pem_path: files.ca,
         cert_header: CertHeader::Rfc9440,
         port: 0,
+        introspection_client_id: None,
     })
     .await;
     assert!(upstream.clients().await.is_empty());

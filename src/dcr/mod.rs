@@ -1,6 +1,7 @@
 //! The registration API: one ordered checklist per operation. `handle` logs and maps once;
 //! `*_inner` functions use `?` and read top to bottom like the profile's rules.
 
+pub mod manage;
 pub mod metadata;
 pub mod profile;
 pub mod request;
@@ -34,6 +35,15 @@ pub struct Registrar {
     pub replay: Arc<dyn ReplayGuard>,
     pub upstream: Upstream,
     pub max_body: usize,
+    /// Management tokens; None when [management] is not configured.
+    pub bearer: Option<crate::bearer::BearerValidator>,
+}
+
+/// A request JWT that passed every check, with the metadata to register.
+pub struct Verified {
+    pub ssa: ssa::Ssa,
+    pub md: metadata::ClientMetadata,
+    pub rendered: Value,
 }
 
 /// Facts about one request, carried into logs and the audit event.
@@ -59,6 +69,11 @@ impl Registrar {
             replay,
             upstream: Upstream::new(&cfg.upstream)?,
             max_body: cfg.server.max_body_bytes,
+            bearer: cfg
+                .management
+                .clone()
+                .map(crate::bearer::BearerValidator::new)
+                .transpose()?,
         })
     }
 
@@ -71,47 +86,52 @@ impl Registrar {
     ) -> Response<Full<Bytes>> {
         let mut audit = Audit::default();
         let result = self.register_inner(headers, body, peer, &mut audit).await;
+        self.finish("register", &audit, peer, result)
+    }
+
+    /// The one audit event per decision, then the HTTP mapping.
+    pub(crate) fn finish(
+        &self,
+        operation: &'static str,
+        audit: &Audit,
+        peer: Option<&PeerCert>,
+        result: Result<Response<Full<Bytes>>, ProxyError>,
+    ) -> Response<Full<Bytes>> {
         let thumbprint = peer.map(|p| p.thumbprint_s256.as_str()).unwrap_or("");
+        let software_id = audit.software_id.as_deref().unwrap_or("");
+        let org_id = audit.org_id.as_deref().unwrap_or("");
+        let client_id = audit.client_id.as_deref().unwrap_or("");
+        let profile = self.profile.name();
         match result {
             Ok(resp) => {
                 tracing::info!(
                     target: "audit",
-                    operation = "register",
-                    profile = self.profile.name(),
-                    software_id = audit.software_id.as_deref().unwrap_or(""),
-                    org_id = audit.org_id.as_deref().unwrap_or(""),
-                    client_id = audit.client_id.as_deref().unwrap_or(""),
-                    outcome = "created",
+                    operation, profile, software_id, org_id, client_id,
+                    outcome = "success",
+                    status = resp.status().as_u16(),
                     cert_thumbprint = thumbprint,
                     "registration decision"
                 );
                 resp
             }
             Err(e) => {
-                let level_warn = e.side() != crate::error::Side::Client;
                 let description = e.to_string();
-                if level_warn {
-                    tracing::warn!(
+                if e.side() == crate::error::Side::Client {
+                    tracing::info!(
                         target: "audit",
-                        operation = "register",
-                        profile = self.profile.name(),
-                        software_id = audit.software_id.as_deref().unwrap_or(""),
-                        org_id = audit.org_id.as_deref().unwrap_or(""),
-                        outcome = "failed",
-                        side = e.side().as_str(),
+                        operation, profile, software_id, org_id, client_id,
+                        outcome = "rejected",
                         error_code = e.code(),
                         error = %description,
                         cert_thumbprint = thumbprint,
                         "registration decision"
                     );
                 } else {
-                    tracing::info!(
+                    tracing::warn!(
                         target: "audit",
-                        operation = "register",
-                        profile = self.profile.name(),
-                        software_id = audit.software_id.as_deref().unwrap_or(""),
-                        org_id = audit.org_id.as_deref().unwrap_or(""),
-                        outcome = "rejected",
+                        operation, profile, software_id, org_id, client_id,
+                        outcome = "failed",
+                        side = e.side().as_str(),
                         error_code = e.code(),
                         error = %description,
                         cert_thumbprint = thumbprint,
@@ -123,15 +143,14 @@ impl Registrar {
         }
     }
 
-    async fn register_inner(
+    /// Steps shared by POST and PUT: the body, the SSA, the request JWT, the certificate and the metadata.
+    pub(crate) async fn verify(
         &self,
         headers: &HeaderMap,
         body: Incoming,
-        peer: Option<&PeerCert>,
+        peer: &PeerCert,
         audit: &mut Audit,
-    ) -> Result<Response<Full<Bytes>>, ProxyError> {
-        // 1. Only a caller with a verified transport certificate may register.
-        let peer = peer.ok_or(ProxyError::NoClientCertificate)?;
+    ) -> Result<Verified, ProxyError> {
         // 2. The body is a signed JWT, within the size cap.
         check_content_type(headers)?;
         let body = read_body(body, self.max_body).await?;
@@ -183,6 +202,19 @@ impl Registrar {
         // 6. Metadata rules, including the DN binding to the presented certificate.
         let md = metadata::validate(&req.claims, &ssa, peer, &self.profile)?;
         let rendered = md.render(&ssa, &self.profile);
+        Ok(Verified { ssa, md, rendered })
+    }
+
+    async fn register_inner(
+        &self,
+        headers: &HeaderMap,
+        body: Incoming,
+        peer: Option<&PeerCert>,
+        audit: &mut Audit,
+    ) -> Result<Response<Full<Bytes>>, ProxyError> {
+        // Only a caller with a verified transport certificate may register.
+        let peer = peer.ok_or(ProxyError::NoClientCertificate)?;
+        let Verified { ssa, md, rendered } = self.verify(headers, body, peer, audit).await?;
 
         // 7. Reserve the record before the upstream acts, so a crash leaves a trace to reconcile
         //    and the software_id uniqueness is decided by the store, not by check-then-act.

@@ -48,6 +48,8 @@ pub struct UpstreamOptions {
     pub cert_header: CertHeader,
     /// Fixed port for the local demo; 0 (the tests' choice) picks a free one.
     pub port: u16,
+    /// Fixed introspection client id (the demo's proxy.toml names it); None picks a random one.
+    pub introspection_client_id: Option<String>,
 }
 
 /// A running upstream; killed when dropped.
@@ -76,7 +78,10 @@ impl Upstream {
     /// Starts another script that keeps the same contract (env in, one `listening` line out).
     pub async fn start_script(script: &Path, options: UpstreamOptions) -> Self {
         let initial_access_token = random_secret();
-        let introspection_client_id = format!("dcr-proxy-{}", &random_secret()[..8]);
+        let introspection_client_id = options
+            .introspection_client_id
+            .clone()
+            .unwrap_or_else(|| format!("dcr-proxy-{}", &random_secret()[..8]));
         let introspection_secret = random_secret();
         let verbose = std::env::var_os("DCR_TEST_VERBOSE").is_some();
 

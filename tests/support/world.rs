@@ -15,6 +15,7 @@ use super::upstream::{CertHeader, Upstream, UpstreamOptions};
 pub const OB_AUD: &str = "0015800001041RHAAY";
 pub const CDR_HOLDER: &str = "https://holder.example.com";
 pub const IAT_ENV: &str = "DCR_UPSTREAM_INITIAL_ACCESS_TOKEN";
+pub const INTROSPECTION_ENV: &str = "DCR_INTROSPECTION_CLIENT_SECRET";
 pub const DIRECTORY_JWKS: &str = "/directory/openbanking.jwks";
 pub const REGISTER_JWKS: &str = "/cdr-register/v1/jwks";
 pub const REDIRECTS: &[&str] = &["https://tpp.example.com/cb", "https://tpp.example.com/cb2"];
@@ -37,6 +38,8 @@ pub struct Options {
     pub cert_header: CertHeader,
     /// Point the proxy at this upstream URL instead of the real one (e.g. a closed port).
     pub upstream_override: Option<String>,
+    /// Extra lines inside `[management]`.
+    pub management_extra: String,
 }
 
 impl Default for Options {
@@ -48,6 +51,7 @@ impl Default for Options {
             client_auth: "optional",
             cert_header: CertHeader::Rfc9440,
             upstream_override: None,
+            management_extra: String::new(),
         }
     }
 }
@@ -106,15 +110,11 @@ impl World {
             ca_pem_path: files.ca.clone(),
             cert_header: options.cert_header,
             port: 0,
+            introspection_client_id: None,
         })
         .await;
         let toml = config_toml(&files, &dir, &jwks, &upstream, &options);
-        let proxy = ProxyProcess::start(
-            dir.path(),
-            &toml,
-            &[(IAT_ENV, upstream.initial_access_token.as_str())],
-        )
-        .await;
+        let proxy = ProxyProcess::start(dir.path(), &toml, &proxy_env(&upstream)).await;
         World {
             pki,
             dir,
@@ -205,6 +205,100 @@ impl World {
             .sign(json!({}), self.ob_request_claims(tpp, &ssa, extra))
     }
 
+    /// A client_credentials token from the upstream's token endpoint with tls_client_auth, the certificate
+    /// passed the way the upstream reads it (RFC 9440 header), as a proxy in front of it would.
+    pub async fn token_tls(&self, client_id: &str, cert: &ClientCert, scope: &str) -> Response {
+        self.token_tls_ttl(client_id, cert, scope, None).await
+    }
+
+    /// As `token_tls`, asking the test upstream for a token that expires after `ttl` seconds.
+    pub async fn token_tls_ttl(
+        &self,
+        client_id: &str,
+        cert: &ClientCert,
+        scope: &str,
+        ttl: Option<u32>,
+    ) -> Response {
+        let ttl = ttl.map(|t| t.to_string()).unwrap_or_default();
+        let header = format!(":{}:", base64_std(&cert.cert_der));
+        let body = format!(
+            "grant_type=client_credentials&client_id={}&scope={}",
+            urlencode(client_id),
+            urlencode(scope)
+        );
+        super::client::http_request(
+            "POST",
+            &self.upstream.url("/token"),
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("client-cert", &header),
+                ("x-test-token-ttl", &ttl),
+            ],
+            body,
+        )
+        .await
+    }
+
+    /// A client_credentials token with private_key_jwt (a PS256 client assertion signed by `key`).
+    pub async fn token_private_key_jwt(
+        &self,
+        client_id: &str,
+        key: &SigningKey,
+        cert: &ClientCert,
+        scope: &str,
+    ) -> Response {
+        let header = format!(":{}:", base64_std(&cert.cert_der));
+        let now = claims::now();
+        let assertion = key.sign(
+            json!({}),
+            json!({"iss": client_id, "sub": client_id, "aud": self.upstream.issuer, "iat": now,
+                   "exp": now + 60, "jti": claims::jti()}),
+        );
+        let body = format!(
+            "grant_type=client_credentials&scope={}&client_assertion_type={}&client_assertion={}",
+            urlencode(scope),
+            urlencode("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+            assertion
+        );
+        super::client::http_request(
+            "POST",
+            &self.upstream.url("/token"),
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("client-cert", &header),
+            ],
+            body,
+        )
+        .await
+    }
+
+    /// Calls /register/{client_id} with a bearer token over the TPP's mTLS connection.
+    pub async fn manage(
+        &self,
+        client: &TlsClient,
+        method: &str,
+        client_id: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> Response {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        if let Some(a) = &auth {
+            headers.push(("authorization", a));
+        }
+        if !body.is_empty() {
+            headers.push(("content-type", "application/jwt"));
+        }
+        client
+            .request(
+                method,
+                &self.proxy.url(&format!("/register/{client_id}")),
+                &headers,
+                body.to_string(),
+            )
+            .await
+    }
+
     pub async fn post_register(&self, client: &TlsClient, body: &str) -> Response {
         client
             .request(
@@ -215,6 +309,14 @@ impl World {
             )
             .await
     }
+}
+
+/// The environment the proxy needs for this upstream: its initial access token and introspection secret.
+pub fn proxy_env(upstream: &Upstream) -> Vec<(&'static str, &str)> {
+    vec![
+        (IAT_ENV, upstream.initial_access_token.as_str()),
+        (INTROSPECTION_ENV, upstream.introspection_secret.as_str()),
+    ]
 }
 
 pub fn jwks_doc(keys: &[Value]) -> Value {
@@ -275,8 +377,17 @@ path = "{db}"
 [log]
 format = "json"
 level = "info"
+
+[management]
+introspection_endpoint = "/token/introspection"
+revocation_endpoint = "/token/revocation"
+client_id = "{introspection_client}"
+client_secret_env = "{INTROSPECTION_ENV}"
+{management_extra}
 {tail}
 "#,
+        introspection_client = upstream.introspection_client_id,
+        management_extra = o.management_extra,
         cert = files.server_cert.display(),
         key = files.server_key.display(),
         ca = files.ca.display(),
@@ -286,4 +397,20 @@ level = "info"
         profile_extra = o.profile_extra,
         tail = o.tail,
     )
+}
+
+pub fn base64_std(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -606,7 +606,11 @@ const configuration = {
   ttl: {
     AccessToken: 600,
     AuthorizationCode: 60,
-    ClientCredentials: 600,
+    // Tests that need a token which expires in seconds ask for it with `x-test-token-ttl` (test hook).
+    ClientCredentials(ctx) {
+      const asked = Number(ctx?.get?.('x-test-token-ttl'));
+      return Number.isInteger(asked) && asked > 0 && asked <= 600 ? asked : 600;
+    },
     IdToken: 600,
     Interaction: 600,
     RefreshToken: 86400,

@@ -5,6 +5,7 @@ pub mod bearer;
 pub mod config;
 pub mod dcr;
 pub mod error;
+pub mod forward;
 pub mod identity;
 pub mod jwks;
 pub mod jwt;

@@ -78,6 +78,8 @@ pub struct Config {
     pub log: LogConfig,
     /// GET/PUT/DELETE /register/{ClientId}; None when the bank does not offer management.
     pub management: Option<crate::bearer::BearerConfig>,
+    /// Everything that is not a registration route goes to the IdP.
+    pub forward: crate::forward::ForwardConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +218,44 @@ struct RawConfig {
     #[serde(default)]
     log: RawLog,
     management: Option<RawManagement>,
+    #[serde(default)]
+    forward: RawForward,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForward {
+    #[serde(default = "d_cert_header")]
+    cert_header: String,
+    #[serde(default)]
+    extra_deny_paths: Vec<String>,
+    #[serde(default = "d_connect_timeout")]
+    connect_timeout: String,
+    #[serde(default = "d_request_timeout")]
+    response_timeout: String,
+    #[serde(default = "d_discovery_ttl")]
+    discovery_ttl: String,
+    mtls_endpoint_aliases: Option<toml::Table>,
+}
+
+impl Default for RawForward {
+    fn default() -> Self {
+        RawForward {
+            cert_header: d_cert_header(),
+            extra_deny_paths: Vec::new(),
+            connect_timeout: d_connect_timeout(),
+            response_timeout: d_request_timeout(),
+            discovery_ttl: d_discovery_ttl(),
+            mtls_endpoint_aliases: None,
+        }
+    }
+}
+
+fn d_cert_header() -> String {
+    "rfc9440".into()
+}
+fn d_discovery_ttl() -> String {
+    "60s".into()
 }
 
 #[derive(Deserialize)]
@@ -784,6 +824,63 @@ impl Validator<'_> {
         })
     }
 
+    fn forward(
+        &mut self,
+        f: RawForward,
+        base: Option<&Url>,
+        registration: Option<&Url>,
+        public_url: Option<&Url>,
+        ca_bundle: Option<PathBuf>,
+    ) -> Option<crate::forward::ForwardConfig> {
+        use crate::forward::{CertHeaderFormat, ForwardConfig};
+        let cert_header = match f.cert_header.as_str() {
+            "rfc9440" => CertHeaderFormat::Rfc9440,
+            "nginx" => CertHeaderFormat::Nginx,
+            "envoy" => CertHeaderFormat::Envoy,
+            other => {
+                self.problem(
+                    "forward.cert_header",
+                    format!("`{other}` must be \"rfc9440\", \"nginx\" or \"envoy\""),
+                );
+                CertHeaderFormat::Rfc9440
+            }
+        };
+        let mut deny_paths = ForwardConfig::default_deny_paths();
+        // The upstream's own registration endpoint is never reachable around our checks, whatever it is called.
+        if let (Some(base), Some(reg)) = (base, registration)
+            && reg.origin() == base.origin()
+            && let Some(rest) = reg.path().strip_prefix(base.path().trim_end_matches('/'))
+            && rest.len() > 1
+        {
+            deny_paths.push(format!("{}/**", rest.trim_end_matches('/')));
+        }
+        deny_paths.extend(f.extra_deny_paths);
+        let mtls_endpoint_aliases = match f.mtls_endpoint_aliases {
+            None => None,
+            Some(t) => match serde_json::to_value(t) {
+                Ok(serde_json::Value::Object(m)) => Some(m),
+                _ => {
+                    self.problem(
+                        "forward.mtls_endpoint_aliases",
+                        "must be a table of endpoint URLs",
+                    );
+                    None
+                }
+            },
+        };
+        Some(ForwardConfig {
+            upstream_base: base?.clone(),
+            public_url: public_url?.clone(),
+            cert_header,
+            deny_paths,
+            connect_timeout: self.duration("forward.connect_timeout", &f.connect_timeout, false),
+            response_timeout: self.duration("forward.response_timeout", &f.response_timeout, false),
+            discovery_ttl: self.duration("forward.discovery_ttl", &f.discovery_ttl, true),
+            mtls_endpoint_aliases,
+            ca_bundle,
+        })
+    }
+
     fn build(&mut self, raw: RawConfig) -> Option<Config> {
         // [server]
         let listen = match raw.server.listen.parse::<SocketAddr>() {
@@ -1112,11 +1209,19 @@ impl Validator<'_> {
             );
         }
 
+        let forward = self.forward(
+            raw.forward,
+            base_url.as_ref(),
+            registration_endpoint.as_ref(),
+            public_url.as_ref(),
+            up_ca.clone(),
+        );
         let management = raw
             .management
             .and_then(|m| self.management(m, kind, base_url.as_ref(), up_ca.clone()));
 
         Some(Config {
+            forward: forward?,
             management,
             server: ServerConfig {
                 listen: listen?,

@@ -68,10 +68,13 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
     ));
     let registrar =
         dcr::Registrar::new(cfg, jwks, store, replay).map_err(|e| setup("upstream", e))?;
+    let forwarder =
+        forward::Forwarder::new(cfg.forward.clone()).map_err(|e| setup("forward", e))?;
     Ok(Prepared {
         tls,
         state: Arc::new(server::AppState {
             registrar,
+            forwarder,
             handshake_timeout: cfg.server.handshake_timeout,
             request_timeout: cfg.server.request_timeout,
         }),

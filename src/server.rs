@@ -34,6 +34,7 @@ pub fn boxed(r: Response<http_body_util::Full<Bytes>>) -> Response<RespBody> {
 /// Shared by every connection.
 pub struct AppState {
     pub registrar: Registrar,
+    pub forwarder: crate::forward::Forwarder,
     pub handshake_timeout: Duration,
     pub request_timeout: Duration,
 }
@@ -177,7 +178,13 @@ async fn handle(
                 let id = id.to_string();
                 ("register_client", manage(&state, &peer, &id, req).await)
             }
-            Route::Other => ("other", boxed(ProxyError::NotFound.to_response())),
+            Route::Other => (
+                "forward",
+                state
+                    .forwarder
+                    .forward(req, peer.as_ref().as_ref(), addr)
+                    .await,
+            ),
         };
         tracing::info!(
             route = route_name,

@@ -522,7 +522,10 @@ async fn a_stored_registration_survives_a_restart_of_the_proxy() {
 #[tokio::test]
 async fn check_config_accepts_the_world_config_and_names_bad_keys() {
     let w = World::ob().await;
-    let env = [(support::world::IAT_ENV, "x")];
+    let env = [
+        (support::world::IAT_ENV, "x"),
+        (support::world::INTROSPECTION_ENV, "y"),
+    ];
     let (code, out) = support::proxy::check_config(&w.proxy.config_path, &env);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(": OK"), "{out}");
@@ -542,6 +545,10 @@ async fn check_config_accepts_the_world_config_and_names_bad_keys() {
     let (code, out) = support::proxy::check_config(&w.proxy.config_path, &[]);
     assert_eq!(code, 78, "{out}");
     assert!(out.contains("upstream.initial_access_token_env"), "{out}");
+    assert!(
+        out.contains("management.client_secret_env"),
+        "every problem at once: {out}"
+    );
 
     let broken_key = std::fs::read_to_string(&w.proxy.config_path)
         .expect("read")

@@ -378,6 +378,10 @@ path = "{db}"
 format = "json"
 level = "info"
 
+[forward]
+cert_header = "{cert_header}"
+response_timeout = "3s"
+
 [management]
 introspection_endpoint = "/token/introspection"
 revocation_endpoint = "/token/revocation"
@@ -387,6 +391,7 @@ client_secret_env = "{INTROSPECTION_ENV}"
 {tail}
 "#,
         introspection_client = upstream.introspection_client_id,
+        cert_header = o.cert_header.as_str(),
         management_extra = o.management_extra,
         cert = files.server_cert.display(),
         key = files.server_key.display(),

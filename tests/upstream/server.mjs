@@ -478,6 +478,23 @@ async function handleTestRoute(req, res, url) {
       sendJson(res, 200, requestLog.filter((r) => r.path.startsWith(prefix)).slice(-50));
       return;
     }
+    case 'GET /__test/blob': {
+      // N MiB streamed in 64 KiB chunks with backpressure: lets tests check the proxy streams.
+      const mib = Math.min(Number(url.searchParams.get('mb') ?? '1') || 1, 512);
+      const chunk = Buffer.alloc(64 * 1024, 0x61);
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(mib * 1024 * 1024) });
+      for (let i = 0; i < mib * 16; i += 1) {
+        if (!res.write(chunk)) await new Promise((r) => res.once('drain', r));
+      }
+      res.end();
+      return;
+    }
+    case 'GET /__test/slow': {
+      const ms = Math.min(Number(url.searchParams.get('ms') ?? '1000') || 0, 60000);
+      await new Promise((r) => setTimeout(r, ms));
+      sendJson(res, 200, { slept_ms: ms });
+      return;
+    }
     case 'GET /__fault/register':
       sendJson(res, 200, faultState());
       return;

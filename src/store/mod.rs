@@ -71,6 +71,7 @@
 //! same contract with the same partial unique indexes. Uniqueness must always
 //! be enforced by the database itself, never by a read followed by a write.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;

@@ -9,6 +9,8 @@ pub mod client;
 pub mod jwks_server;
 pub mod keys;
 pub mod pki;
+pub mod postgres;
 pub mod proxy;
+pub mod store_conformance;
 pub mod temp;
 pub mod upstream;

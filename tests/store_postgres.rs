@@ -218,6 +218,53 @@ async fn purge_removes_only_expired_keys() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_checks_purge_now_and_then_by_themselves() {
+    let (store, db) = fresh_store().await;
+    for i in 0..3 {
+        assert!(
+            store
+                .check_and_record(&format!("old-{i}"), 1)
+                .await
+                .unwrap()
+        );
+    }
+    let admin = PgServer::shared().await.admin(&db).await;
+    admin
+        .execute("UPDATE dcr_replay SET expires_at = 1", &[])
+        .await
+        .unwrap();
+    let exp = conformance::from_now(600);
+    for i in 0..1024 {
+        store
+            .check_and_record(&format!("new-{i}"), exp)
+            .await
+            .unwrap();
+    }
+    let begun = Instant::now();
+    loop {
+        let old: i64 = admin
+            .query_one("SELECT count(*) FROM dcr_replay WHERE expires_at = 1", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if old == 0 {
+            break;
+        }
+        assert!(
+            begun.elapsed() < Duration::from_secs(10),
+            "expired keys were never purged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left: i64 = admin
+        .query_one("SELECT count(*) FROM dcr_replay", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 1024);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_startups_migrate_once() {
     let server = PgServer::shared().await;

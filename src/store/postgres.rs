@@ -135,10 +135,11 @@ const COLUMNS: &str = "id, client_id, profile, software_id, org_id, state, pendi
      software_statement, metadata, registration_access_token, registration_client_uri, \
      cert_subject_dn, cert_thumbprint_s256, created_at, updated_at, attempts";
 
-/// Rows that GET may see. The leading `state <> 'gone'` is implied by the
-/// rest but spelled out so the planner can match the client_id index.
-const VISIBLE: &str = "state <> 'gone' AND \
-     (state = 'active' OR (state = 'pending' AND pending_op IN ('replace', 'delete')))";
+/// Rows that GET may see: Active ones, and ones with a management change in
+/// flight. PostgreSQL proves this implies the client_id index's predicate,
+/// so lookups by client_id use that index.
+const VISIBLE: &str =
+    "(state = 'active' OR (state = 'pending' AND pending_op IN ('replace', 'delete')))";
 
 /// Rows that still stand for a client the upstream has (or may have).
 const LIVE: &str = "state <> 'gone'";

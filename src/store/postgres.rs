@@ -389,9 +389,9 @@ impl PostgresStore {
 }
 
 fn config_error(msg: impl Into<String>) -> StoreError {
-    // Configuration mistakes surface at start-up, where the caller reports
-    // them against the store settings; retrying does not fix them, but the
-    // process never gets far enough for the distinction to matter.
+    // StoreError has no variant for settings. These come only from
+    // `connect`, at start-up, where the caller reports them against the store
+    // settings and stops, so no retry logic ever sees them.
     StoreError::Unavailable(msg.into())
 }
 

@@ -67,10 +67,14 @@
 //! # Backends
 //!
 //! The trait speaks only of records and states, never of SQL: the embedded
-//! default is [`sqlite::SqliteStore`]; a PostgreSQL backend can implement the
-//! same contract with the same partial unique indexes. Uniqueness must always
-//! be enforced by the database itself, never by a read followed by a write.
+//! default is [`sqlite::SqliteStore`]; [`postgres::PostgresStore`] implements
+//! the same contract with the same partial unique indexes for deployments with
+//! several replicas, and doubles as their shared replay cache. Uniqueness must
+//! always be enforced by the database itself, never by a read followed by a
+//! write. The behaviour both owe is tested once, against the trait, in
+//! `tests/support/store_conformance.rs`.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;

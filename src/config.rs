@@ -174,6 +174,8 @@ pub struct ProfileConfig {
     pub require_transport_cert_in_ssa_jwks: bool,
     pub dn_match: DnMatchRule,
     pub unique_software_id: bool,
+    /// CDR: consult the Register's software product status (off when None).
+    pub software_product_status: Option<crate::dcr::status::StatusConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -381,6 +383,11 @@ struct RawProfile {
     #[serde(default)]
     dn_match_attributes: Vec<String>,
     unique_software_id: Option<bool>,
+    software_product_status_uri: Option<String>,
+    #[serde(default = "d_jwks_ttl")]
+    software_product_status_ttl: String,
+    #[serde(default = "d_jwks_stale")]
+    software_product_status_max_stale: String,
 }
 
 #[derive(Deserialize)]
@@ -1135,6 +1142,32 @@ impl Validator<'_> {
             }
         };
 
+        let software_product_status = match p.software_product_status_uri.as_deref() {
+            None => None,
+            Some(_) if is_ob => {
+                self.problem(
+                    "profile.software_product_status_uri",
+                    "the CDR Register status check applies to the cdr-1.13 profile only",
+                );
+                None
+            }
+            Some(u) => self
+                .url("profile.software_product_status_uri", u, &["https"])
+                .map(|url| crate::dcr::status::StatusConfig {
+                    url,
+                    ttl: self.duration(
+                        "profile.software_product_status_ttl",
+                        &p.software_product_status_ttl,
+                        false,
+                    ),
+                    max_stale: self.duration(
+                        "profile.software_product_status_max_stale",
+                        &p.software_product_status_max_stale,
+                        true,
+                    ),
+                }),
+        };
+
         // [[trust_anchors]]
         let mut trust_anchors = Vec::new();
         let mut seen = BTreeSet::new();
@@ -1264,6 +1297,7 @@ impl Validator<'_> {
                     .unwrap_or(is_ob),
                 dn_match,
                 unique_software_id: p.unique_software_id.unwrap_or(!is_ob),
+                software_product_status,
             },
             trust_anchors,
             store: store?,

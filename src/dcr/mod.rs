@@ -6,6 +6,7 @@ pub mod metadata;
 pub mod profile;
 pub mod request;
 pub mod ssa;
+pub mod status;
 
 use std::sync::Arc;
 
@@ -37,6 +38,8 @@ pub struct Registrar {
     pub max_body: usize,
     /// Management tokens; None when [management] is not configured.
     pub bearer: Option<crate::bearer::BearerValidator>,
+    /// CDR Register software product status; None when not configured.
+    pub status: Option<status::StatusChecker>,
 }
 
 /// A request JWT that passed every check, with the metadata to register.
@@ -69,6 +72,18 @@ impl Registrar {
             replay,
             upstream: Upstream::new(&cfg.upstream)?,
             max_body: cfg.server.max_body_bytes,
+            status: match &cfg.profile.software_product_status {
+                Some(s) => Some(status::StatusChecker::new(
+                    s.clone(),
+                    crate::outbound::HttpClient::new(
+                        cfg.jwks.ca_bundle.as_deref(),
+                        cfg.jwks.connect_timeout,
+                        cfg.jwks.timeout,
+                        true,
+                    )?,
+                )),
+                None => None,
+            },
             bearer: cfg
                 .management
                 .clone()
@@ -181,6 +196,29 @@ impl Registrar {
         .await?;
         audit.software_id = Some(ssa.software_id.clone());
         audit.org_id = ssa.org_id.clone();
+
+        // CDR: a product the Register no longer lists as ACTIVE may not register (when configured).
+        if let Some(checker) = &self.status {
+            match checker.status(&ssa.software_id).await {
+                Ok(Some(s)) if s == "ACTIVE" => {}
+                Ok(other) => {
+                    return Err(ProxyError::rejected(
+                        ErrorCode::UnapprovedSoftwareStatement,
+                        format!(
+                            "the CDR Register lists software product {} as {}",
+                            ssa.software_id,
+                            other.as_deref().unwrap_or("unknown")
+                        ),
+                    ));
+                }
+                // Fail closed: without the Register's word we cannot approve the product.
+                Err(e) => {
+                    return Err(ProxyError::UpstreamUnavailable(format!(
+                        "software product status: {e}"
+                    )));
+                }
+            }
+        }
 
         // 4. The request JWT: TPP's signature, claims, then the jti is spent.
         let req =

@@ -299,6 +299,35 @@ impl World {
             .await
     }
 
+    /// A CDR data recipient: any transport certificate from the CA, and a signing key in its JWKS.
+    pub fn adr(&self) -> Tpp {
+        self.tpp_with(ClientCertSpec::custom([
+            ("C", "AU"),
+            ("O", "Data Recipient Pty Ltd"),
+            ("CN", format!("adr-{}", base62(10)).as_str()),
+        ]))
+    }
+
+    pub fn cdr_ssa_claims(&self, adr: &Tpp, extra: Value) -> Value {
+        claims::merge(
+            claims::cdr_ssa(&adr.software_id, &adr.org_id, &adr.jwks_url, REDIRECTS),
+            extra,
+        )
+    }
+
+    pub fn cdr_ssa(&self, adr: &Tpp, extra: Value) -> String {
+        self.register_key
+            .sign(json!({}), self.cdr_ssa_claims(adr, extra))
+    }
+
+    pub fn cdr_request(&self, adr: &Tpp, extra: Value) -> String {
+        let ssa = self.cdr_ssa(adr, json!({}));
+        adr.key.sign(
+            json!({}),
+            claims::cdr_request(&adr.software_id, CDR_HOLDER, &ssa, extra),
+        )
+    }
+
     pub async fn post_register(&self, client: &TlsClient, body: &str) -> Response {
         client
             .request(

@@ -1,6 +1,8 @@
 //! The local demo behind `./demo.sh`: generates certificates under .local/, serves a directory JWKS and a TPP's
 //! software JWKS on https://localhost:8444, starts the bundled oidc-provider upstream on 127.0.0.1:9080 and the
 //! proxy with the repository's proxy.toml, then registers one OB TPP over mutual TLS and prints the answer.
+//! It then fetches a client-credentials token through the proxy and reads the registration back.
+//! `--cdr` does the same for the Australian CDR profile (deploy/examples/proxy-cdr.toml).
 //! It keeps everything running until Ctrl-C (or exits at once with `--once`).
 
 #[path = "../tests/support/mod.rs"]
@@ -15,7 +17,7 @@ use support::keys::{SigningKey, jwks};
 use support::pki::{ClientCertSpec, Pki};
 use support::proxy::ProxyProcess;
 use support::upstream::{CertHeader, Upstream, UpstreamOptions};
-use support::world::{DIRECTORY_JWKS, OB_AUD, REDIRECTS, base62};
+use support::world::{DIRECTORY_JWKS, OB_AUD, REDIRECTS, REGISTER_JWKS, base62};
 
 const JWKS_PORT: u16 = 8444;
 const UPSTREAM_PORT: u16 = 9080;
@@ -23,27 +25,44 @@ const UPSTREAM_PORT: u16 = 9080;
 #[tokio::main]
 async fn main() {
     let once = std::env::args().any(|a| a == "--once");
+    let cdr = std::env::args().any(|a| a == "--cdr");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let local = root.join(".local");
     // A fresh world each run: the upstream keeps clients in memory, so old records would point nowhere.
     let _ = std::fs::remove_dir_all(&local);
     std::fs::create_dir_all(&local).expect("create .local");
 
-    step("generating a local CA, the proxy's server certificate and a TPP transport certificate");
+    step(
+        "generating a local CA, the proxy's server certificate and a third party's transport certificate",
+    );
     let pki = Pki::new();
     let files = pki.write_to(&local.join("pki"));
     let software_id = base62(18);
     let org_id = base62(18);
-    let tpp_cert = pki.client(ClientCertSpec::ob(software_id.clone(), org_id.clone()));
+    let spec = if cdr {
+        ClientCertSpec::custom([
+            ("C", "AU"),
+            ("O", "Data Recipient Pty Ltd"),
+            ("CN", "adr-demo"),
+        ])
+    } else {
+        ClientCertSpec::ob(software_id.clone(), org_id.clone())
+    };
+    let tpp_cert = pki.client(spec);
     std::fs::write(local.join("pki/tpp.pem"), &tpp_cert.cert_pem).expect("write tpp.pem");
     std::fs::write(local.join("pki/tpp-key.pem"), &tpp_cert.key_pem).expect("write tpp-key.pem");
 
+    let (issuer_name, issuer_path) = if cdr {
+        ("the CDR Register", REGISTER_JWKS)
+    } else {
+        ("the OB Directory", DIRECTORY_JWKS)
+    };
     step(&format!(
-        "serving the directory and the TPP's software JWKS on https://localhost:{JWKS_PORT}"
+        "serving {issuer_name}'s and the third party's JWKS on https://localhost:{JWKS_PORT}"
     ));
     let jwks_server = JwksServer::start_on(&pki, JWKS_PORT).await;
-    let directory = SigningKey::rsa("directory-1");
-    jwks_server.set(DIRECTORY_JWKS, jwks(&[directory.public_jwk(Some("sig"))]));
+    let issuer_key = SigningKey::rsa("issuer-1");
+    jwks_server.set(issuer_path, jwks(&[issuer_key.public_jwk(Some("sig"))]));
     let tpp_key = SigningKey::rsa("tpp-sig-1");
     let software_jwks = format!("/software/{software_id}.jwks");
     jwks_server.set(
@@ -53,6 +72,7 @@ async fn main() {
             tpp_cert.tls_jwk("tpp-tls-1"),
         ]),
     );
+    let software_jwks_url = jwks_server.url(&software_jwks);
 
     step(&format!(
         "starting the bundled oidc-provider upstream on 127.0.0.1:{UPSTREAM_PORT}"
@@ -65,44 +85,56 @@ async fn main() {
     })
     .await;
 
-    step("starting dcr-proxy with ./proxy.toml");
-    let proxy = match ProxyProcess::try_start_config(
-        root.join("proxy.toml"),
-        &support::world::proxy_env(&upstream),
-    )
-    .await
-    {
-        Ok(p) => p,
-        Err(logs) => {
-            eprintln!("dcr-proxy did not start:\n{logs}");
-            std::process::exit(1);
-        }
+    let config = if cdr {
+        root.join("deploy/examples/proxy-cdr.toml")
+    } else {
+        root.join("proxy.toml")
     };
+    step(&format!("starting dcr-proxy with {}", config.display()));
+    let proxy =
+        match ProxyProcess::try_start_config(config, &support::world::proxy_env(&upstream)).await {
+            Ok(p) => p,
+            Err(logs) => {
+                eprintln!("dcr-proxy did not start:\n{logs}");
+                std::process::exit(1);
+            }
+        };
     println!("   listening on {}", proxy.addr);
 
     step(
-        "registering a TPP: SSA signed by the local directory, request JWT signed by the TPP, over mTLS",
+        "registering: software statement signed by the issuer, request JWT signed by the third party, over mTLS",
     );
-    let ssa = directory.sign(
-        json!({}),
-        support::claims::ob_ssa(
-            &software_id,
-            &org_id,
-            &jwks_server.url(&software_jwks),
-            REDIRECTS,
-            &["AISP", "PISP"],
-        ),
-    );
-    let request = tpp_key.sign(
-        json!({}),
-        support::claims::ob_request(
-            &software_id,
-            OB_AUD,
-            &ssa,
-            &tpp_cert.subject_rfc4514,
+    let request = if cdr {
+        let ssa = issuer_key.sign(
             json!({}),
-        ),
-    );
+            support::claims::cdr_ssa(&software_id, &org_id, &software_jwks_url, REDIRECTS),
+        );
+        tpp_key.sign(
+            json!({}),
+            support::claims::cdr_request(&software_id, "https://localhost:8443", &ssa, json!({})),
+        )
+    } else {
+        let ssa = issuer_key.sign(
+            json!({}),
+            support::claims::ob_ssa(
+                &software_id,
+                &org_id,
+                &software_jwks_url,
+                REDIRECTS,
+                &["AISP", "PISP"],
+            ),
+        );
+        tpp_key.sign(
+            json!({}),
+            support::claims::ob_request(
+                &software_id,
+                OB_AUD,
+                &ssa,
+                &tpp_cert.subject_rfc4514,
+                json!({}),
+            ),
+        )
+    };
     let client = TlsClient::new(&pki.ca_pem(), Some(&tpp_cert));
     let resp = client
         .request(
@@ -128,8 +160,54 @@ async fn main() {
         );
         std::process::exit(1);
     }
+    let client_id = body["client_id"].as_str().unwrap_or_default().to_string();
+
+    step(
+        "client credentials at /token through the proxy (certificate forwarded to the IdP), then GET /register/{id}",
+    );
+    let form = if cdr {
+        let now = support::claims::now();
+        let assertion = tpp_key.sign(
+            json!({}),
+            json!({"iss": client_id, "sub": client_id, "aud": upstream.issuer, "iat": now, "exp": now + 60,
+                   "jti": support::claims::jti()}),
+        );
+        format!(
+            "grant_type=client_credentials&scope=cdr:registration&client_assertion_type={}&client_assertion={assertion}",
+            support::world::urlencode("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        )
+    } else {
+        format!("grant_type=client_credentials&client_id={client_id}&scope=accounts")
+    };
+    let resp = client
+        .request(
+            "POST",
+            &proxy.url("/token"),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            form,
+        )
+        .await;
+    println!("   POST /token -> HTTP {}", resp.status);
+    let token = resp.json()["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let auth = format!("Bearer {token}");
+    let resp = client
+        .request(
+            "GET",
+            &proxy.url(&format!("/register/{client_id}")),
+            &[("authorization", &auth)],
+            "",
+        )
+        .await;
+    println!("   GET /register/{client_id} -> HTTP {}", resp.status);
+    if resp.status != 200 {
+        eprintln!("{}\nproxy log:\n{}", resp.text(), proxy.logs().join("\n"));
+        std::process::exit(1);
+    }
     println!(
-        "\n   upstream now has clients: {:?}\n   the record is in .local/dcr.sqlite; TPP certificate and key: .local/pki/tpp.pem, tpp-key.pem",
+        "\n   upstream clients: {:?}\n   the record is in .local/dcr.sqlite; the third party's certificate and key: .local/pki/tpp.pem, tpp-key.pem",
         upstream.clients().await
     );
     if once {

@@ -85,6 +85,10 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// The plaintext admin listener (/live, /ready, /metrics); None disables it.
+    pub admin_listen: Option<SocketAddr>,
+    pub drain_timeout: Duration,
+    pub reload_interval: Duration,
     pub public_url: Url,
     pub handshake_timeout: Duration,
     pub request_timeout: Duration,
@@ -188,6 +192,7 @@ pub struct TrustAnchor {
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
     Sqlite { path: PathBuf },
+    Postgres(crate::store::postgres::PostgresConfig),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +227,8 @@ struct RawConfig {
     management: Option<RawManagement>,
     #[serde(default)]
     forward: RawForward,
+    #[serde(default)]
+    admin: RawAdmin,
 }
 
 #[derive(Deserialize)]
@@ -294,6 +301,10 @@ fn d_token_cache() -> String {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: String,
+    #[serde(default = "d_drain")]
+    drain_timeout: String,
+    #[serde(default = "d_reload")]
+    reload_interval: String,
     public_url: String,
     #[serde(default = "d_handshake")]
     handshake_timeout: String,
@@ -403,6 +414,24 @@ struct RawAnchor {
 struct RawStore {
     backend: String,
     path: Option<String>,
+    url: Option<String>,
+    password_env: Option<String>,
+    #[serde(default = "d_pool_size")]
+    pool_size: usize,
+    #[serde(default = "d_connect_timeout")]
+    connect_timeout: String,
+    #[serde(default = "d_jwks_timeout")]
+    statement_timeout: String,
+    #[serde(default = "d_pg_tls")]
+    tls: String,
+    ca_bundle: Option<String>,
+}
+
+fn d_pool_size() -> usize {
+    8
+}
+fn d_pg_tls() -> String {
+    "disable".into()
 }
 
 #[derive(Deserialize)]
@@ -421,6 +450,38 @@ impl Default for RawLog {
             level: d_log_level(),
         }
     }
+}
+
+fn d_drain() -> String {
+    "20s".into()
+}
+fn d_reload() -> String {
+    "10s".into()
+}
+fn d_admin_listen() -> String {
+    "127.0.0.1:9901".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default = "d_admin_listen")]
+    listen: String,
+    #[serde(default = "d_true")]
+    enabled: bool,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: d_admin_listen(),
+            enabled: true,
+        }
+    }
+}
+
+fn d_true() -> bool {
+    true
 }
 
 fn d_handshake() -> String {
@@ -888,6 +949,78 @@ impl Validator<'_> {
         })
     }
 
+    fn postgres(&mut self, s: RawStore) -> Option<StoreConfig> {
+        use crate::store::postgres::{PgTls, PostgresConfig};
+        let url = match s.url {
+            Some(u) => match Url::parse(&u) {
+                Ok(parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") => {
+                    if parsed.password().is_some() {
+                        self.problem(
+                            "store.url",
+                            "must not carry a password; name its variable in store.password_env",
+                        );
+                    }
+                    Some(u)
+                }
+                _ => {
+                    self.problem(
+                        "store.url",
+                        "must be a postgres://user@host:port/database URL",
+                    );
+                    None
+                }
+            },
+            None => {
+                self.problem("store.url", "required for the postgres backend");
+                None
+            }
+        };
+        let password = match s.password_env.as_deref() {
+            None => None,
+            Some(var) => match self.env.var(var) {
+                Some(v) if !v.is_empty() => Some(crate::secret::Secret::new(v)),
+                _ => {
+                    self.problem(
+                        "store.password_env",
+                        format!("environment variable {var} is not set or empty"),
+                    );
+                    None
+                }
+            },
+        };
+        if s.pool_size == 0 || s.pool_size > 256 {
+            self.problem("store.pool_size", "must be between 1 and 256");
+        }
+        let tls = match s.tls.as_str() {
+            "disable" => PgTls::Disable,
+            "require" => PgTls::Require {
+                ca_bundle: s
+                    .ca_bundle
+                    .as_deref()
+                    .map(|p| self.file("store.ca_bundle", p)),
+            },
+            other => {
+                self.problem(
+                    "store.tls",
+                    format!("`{other}` must be \"disable\" or \"require\""),
+                );
+                PgTls::Disable
+            }
+        };
+        Some(StoreConfig::Postgres(PostgresConfig {
+            url: url?,
+            password,
+            pool_size: s.pool_size,
+            connect_timeout: self.duration("store.connect_timeout", &s.connect_timeout, false),
+            statement_timeout: self.duration(
+                "store.statement_timeout",
+                &s.statement_timeout,
+                false,
+            ),
+            tls,
+        }))
+    }
+
     fn build(&mut self, raw: RawConfig) -> Option<Config> {
         // [server]
         let listen = match raw.server.listen.parse::<SocketAddr>() {
@@ -909,6 +1042,23 @@ impl Validator<'_> {
             &raw.server.handshake_timeout,
             false,
         );
+        let drain_timeout = self.duration("server.drain_timeout", &raw.server.drain_timeout, true);
+        let reload_interval =
+            self.duration("server.reload_interval", &raw.server.reload_interval, false);
+        let admin_listen = if raw.admin.enabled {
+            match raw.admin.listen.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.problem(
+                        "admin.listen",
+                        format!("`{}` is not an address like 0.0.0.0:9901", raw.admin.listen),
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let request_timeout =
             self.duration("server.request_timeout", &raw.server.request_timeout, false);
         if raw.server.max_body_bytes < 1024 || raw.server.max_body_bytes > 16 * 1024 * 1024 {
@@ -1211,8 +1361,12 @@ impl Validator<'_> {
                     None
                 }
             },
+            "postgres" => self.postgres(raw.store),
             other => {
-                self.problem("store.backend", format!("`{other}` must be \"sqlite\""));
+                self.problem(
+                    "store.backend",
+                    format!("`{other}` must be \"sqlite\" or \"postgres\""),
+                );
                 None
             }
         };
@@ -1258,6 +1412,9 @@ impl Validator<'_> {
             management,
             server: ServerConfig {
                 listen: listen?,
+                admin_listen,
+                drain_timeout,
+                reload_interval,
                 public_url: public_url?,
                 handshake_timeout,
                 request_timeout,

@@ -202,6 +202,7 @@ impl ProxyError {
             status,
             &json!({"error": code, "error_description": description}),
         );
+        resp.extensions_mut().insert(ErrorLabel(self.code()));
         match self {
             ProxyError::MethodNotAllowed { allow } => {
                 resp.headers_mut()
@@ -222,6 +223,10 @@ impl ProxyError {
         resp
     }
 }
+
+/// Carried in response extensions so the request metric can label the error without re-parsing.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorLabel(pub &'static str);
 
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));

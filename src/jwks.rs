@@ -232,6 +232,7 @@ impl JwksCache {
         if let Some(e) = self.cache.get(url.as_str()).await
             && !self.should_fetch(&e, refresh, now)
         {
+            crate::metrics::METRICS.jwks_cache_hits.inc();
             return Ok(e.keys);
         }
         let mut failure: Option<JwksError> = None;
@@ -306,9 +307,11 @@ impl JwksCache {
 
     async fn fetch(&self, url: &Url) -> Result<KeySet, JwksError> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::METRICS.jwks_fetches.inc();
         let r = self.fetch_once(url).await;
         if r.is_err() {
             self.failures.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::METRICS.jwks_fetch_failures.inc();
         }
         r
     }

@@ -1,6 +1,7 @@
 //! dcr-proxy: regulated Dynamic Client Registration (UK OB v3.1, AU CDR 1.13) in front of a plain
 //! RFC 7591/7592 OAuth server. The data path: accept → TLS → route → verify → translate → upstream → rewrite.
 
+pub mod admin;
 pub mod bearer;
 pub mod config;
 pub mod dcr;
@@ -9,6 +10,7 @@ pub mod forward;
 pub mod identity;
 pub mod jwks;
 pub mod jwt;
+pub mod metrics;
 pub mod outbound;
 pub mod replay;
 pub mod secret;
@@ -19,12 +21,14 @@ pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use config::{Config, StoreConfig};
+use config::{Config, ProcessEnv, StoreConfig, TlsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -47,82 +51,278 @@ fn setup(key: &'static str, problem: impl ToString) -> StartError {
 /// Everything built from the configuration, before any socket is opened. `--check-config` stops here.
 pub struct Prepared {
     tls: Arc<rustls::ServerConfig>,
+    tls_cfg: TlsConfig,
     state: Arc<server::AppState>,
+    readiness: Arc<admin::Readiness>,
     listen: SocketAddr,
+    admin_listen: Option<SocketAddr>,
+    drain: Duration,
+    reload_interval: Duration,
+    background: Vec<BackgroundTask>,
 }
 
-pub fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
+type BackgroundTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+pub async fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
     let tls = tls::server_config(&cfg.tls).map_err(|e| match e {
         tls::TlsError::Material { key, problem } => setup(key, problem),
     })?;
     let jwks =
         Arc::new(jwks::JwksCache::new(cfg.jwks.clone()).map_err(|e| setup("jwks.ca_bundle", e))?);
-    let store: Arc<dyn store::RegistrationStore> = match &cfg.store {
-        StoreConfig::Sqlite { path } => {
-            Arc::new(store::sqlite::SqliteStore::open(path).map_err(|e| setup("store.path", e))?)
+    let mut background: Vec<BackgroundTask> = Vec::new();
+    let (store, replay): (
+        Arc<dyn store::RegistrationStore>,
+        Arc<dyn replay::ReplayGuard>,
+    ) = match &cfg.store {
+        StoreConfig::Sqlite { path } => (
+            Arc::new(store::sqlite::SqliteStore::open(path).map_err(|e| setup("store.path", e))?),
+            Arc::new(replay::MemoryReplayGuard::new(
+                1_000_000,
+                cfg.profile.clock_skew,
+            )),
+        ),
+        StoreConfig::Postgres(pg) => {
+            // One database for every replica: records, software_id uniqueness and the replay cache.
+            let s = store::postgres::PostgresStore::connect(pg)
+                .await
+                .map_err(|e| setup("store.url", e))?
+                .with_replay_skew(cfg.profile.clock_skew);
+            let purger = s.clone();
+            background.push(Box::pin(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = purger.purge_expired().await {
+                        tracing::warn!(error = %e, "purging expired replay entries failed");
+                    }
+                }
+            }));
+            let s = Arc::new(s);
+            (s.clone(), s)
         }
     };
-    let replay: Arc<dyn replay::ReplayGuard> = Arc::new(replay::MemoryReplayGuard::new(
-        1_000_000,
-        cfg.profile.clock_skew,
-    ));
     let registrar =
-        dcr::Registrar::new(cfg, jwks, store, replay).map_err(|e| setup("upstream", e))?;
+        dcr::Registrar::new(cfg, jwks, store.clone(), replay).map_err(|e| setup("upstream", e))?;
     let forwarder =
         forward::Forwarder::new(cfg.forward.clone()).map_err(|e| setup("forward", e))?;
+    let probe_http = outbound::HttpClient::new(
+        cfg.upstream.ca_bundle.as_deref(),
+        cfg.upstream.connect_timeout,
+        Duration::from_secs(2),
+        false,
+    )
+    .map_err(|e| setup("upstream.ca_bundle", e))?;
+    let readiness = Arc::new(admin::Readiness::new(
+        store,
+        &cfg.upstream.base_url,
+        probe_http,
+    ));
     Ok(Prepared {
         tls,
+        tls_cfg: cfg.tls.clone(),
         state: Arc::new(server::AppState {
             registrar,
             forwarder,
             handshake_timeout: cfg.server.handshake_timeout,
             request_timeout: cfg.server.request_timeout,
         }),
+        readiness,
         listen: cfg.server.listen,
+        admin_listen: cfg.server.admin_listen,
+        drain: cfg.server.drain_timeout,
+        reload_interval: cfg.server.reload_interval,
+        background,
     })
 }
 
-/// A running proxy. Tests bind port 0 and read the address back.
+/// A running proxy. Tests bind port 0 and read the addresses back.
 pub struct Running {
     pub data_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    server_task: tokio::task::JoinHandle<()>,
+    readiness: Arc<admin::Readiness>,
+    reloader: Arc<Reloader>,
 }
 
 impl Running {
     /// Stops accepting, lets in-flight requests finish within the drain period, then returns.
     pub async fn shutdown(self) {
+        // Readiness goes first so a load balancer stops sending before the listener closes.
+        self.readiness.draining.store(true, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        let _ = self.server_task.await;
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+
+    /// SIGHUP: reload TLS material and trust anchors now.
+    pub fn reload(&self) {
+        self.reloader.reload_tls(true);
+        self.reloader.reload_config(true);
     }
 }
 
-pub async fn serve(cfg: &Config) -> Result<Running, StartError> {
-    let p = prepare(cfg)?;
-    start(p, Duration::from_secs(20)).await
+/// Watches the TLS files and the config file; applies what changed, keeps the old on any error.
+struct Reloader {
+    tls_cfg: TlsConfig,
+    tls_tx: watch::Sender<Arc<rustls::ServerConfig>>,
+    config_path: Option<PathBuf>,
+    state: Arc<server::AppState>,
+    /// Fingerprints of the TLS files and of the config file last applied (or attempted).
+    seen: std::sync::Mutex<Seen>,
 }
 
-pub async fn start(p: Prepared, drain: Duration) -> Result<Running, StartError> {
-    let listener = tokio::net::TcpListener::bind(p.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: p.listen,
-            source,
-        })?;
-    let data_addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: p.listen,
-        source,
-    })?;
-    let (_tls_tx, tls_rx) = watch::channel(p.tls);
+type Fingerprint = Option<[u8; 32]>;
+type Seen = (Fingerprint, Fingerprint);
+
+fn fingerprint(paths: &[&Path]) -> Fingerprint {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for p in paths {
+        ctx.update(&std::fs::read(p).ok()?);
+        ctx.update(&[0]);
+    }
+    ctx.finish().as_ref().try_into().ok()
+}
+
+impl Reloader {
+    /// Records the material we start with, so the first poll does not "reload" it.
+    fn prime(&self) {
+        let tls = fingerprint(&[
+            self.tls_cfg.cert.as_path(),
+            self.tls_cfg.key.as_path(),
+            self.tls_cfg.client_ca.as_path(),
+        ]);
+        let cfg = self.config_path.as_deref().and_then(|p| fingerprint(&[p]));
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = (tls, cfg);
+    }
+
+    fn reload_tls(&self, force: bool) {
+        let files = [
+            self.tls_cfg.cert.as_path(),
+            self.tls_cfg.key.as_path(),
+            self.tls_cfg.client_ca.as_path(),
+        ];
+        let Some(now) = fingerprint(&files) else {
+            if force {
+                tracing::error!(
+                    "TLS reload: a certificate, key or CA file cannot be read; keeping the current ones"
+                );
+            }
+            return;
+        };
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if !force && seen.0 == Some(now) {
+                return;
+            }
+            seen.0 = Some(now);
+        }
+        match tls::server_config(&self.tls_cfg) {
+            Ok(cfg) => {
+                let _ = self.tls_tx.send(cfg);
+                tracing::info!(
+                    "TLS material reloaded; new handshakes use it, open connections keep theirs"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TLS reload failed; keeping the current certificate, key and CA bundle")
+            }
+        }
+    }
+
+    fn reload_config(&self, force: bool) {
+        let Some(path) = &self.config_path else {
+            return;
+        };
+        let Some(now) = fingerprint(&[path.as_path()]) else {
+            return;
+        };
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if !force && seen.1 == Some(now) {
+                return;
+            }
+            seen.1 = Some(now);
+        }
+        match Config::load(path, &ProcessEnv) {
+            Ok(cfg) => {
+                self.state.registrar.set_trust_anchors(cfg.trust_anchors);
+                tracing::info!(
+                    "configuration re-read: trust anchors applied; other changed settings take effect on restart"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "configuration reload failed; keeping the current trust anchors")
+            }
+        }
+    }
+}
+
+/// Builds and starts everything. `config_path` enables reloading trust anchors when the file changes.
+pub async fn serve(cfg: &Config, config_path: Option<&Path>) -> Result<Running, StartError> {
+    let p = prepare(cfg).await?;
+    start(p, config_path).await
+}
+
+pub async fn start(p: Prepared, config_path: Option<&Path>) -> Result<Running, StartError> {
+    let bind = |addr: SocketAddr| async move {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let a = l
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        Ok::<_, StartError>((l, a))
+    };
+    let (listener, data_addr) = bind(p.listen).await?;
+    let admin = match p.admin_listen {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let admin_addr = admin.as_ref().map(|(_, a)| *a);
+    let (tls_tx, tls_rx) = watch::channel(p.tls);
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        // Keep the sender alive for the life of the server so receivers never see it closed.
-        let _tls_tx = _tls_tx;
-        server::run(listener, tls_rx, p.state, shutdown_rx, drain).await;
+    let reloader = Arc::new(Reloader {
+        tls_cfg: p.tls_cfg,
+        tls_tx,
+        config_path: config_path.map(Path::to_path_buf),
+        state: p.state.clone(),
+        seen: std::sync::Mutex::new((None, None)),
     });
+    reloader.prime();
+    let mut tasks = Vec::new();
+    for t in p.background {
+        tasks.push(tokio::spawn(t));
+    }
+    if let Some((l, _)) = admin {
+        tasks.push(tokio::spawn(admin::run(
+            l,
+            p.readiness.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
+    let poll = reloader.clone();
+    let interval = p.reload_interval;
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            poll.reload_tls(false);
+            poll.reload_config(false);
+        }
+    }));
+    let server_task = tokio::spawn(server::run(listener, tls_rx, p.state, shutdown_rx, p.drain));
     Ok(Running {
         data_addr,
+        admin_addr,
         shutdown,
-        task,
+        tasks,
+        server_task,
+        readiness: p.readiness,
+        reloader,
     })
 }

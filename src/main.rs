@@ -42,7 +42,7 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         // Building everything but the sockets proves the files, keys and URLs are usable.
-        let checked = rt.block_on(async { dcr_proxy::prepare(&cfg).map(|_| ()) });
+        let checked = rt.block_on(async { dcr_proxy::prepare(&cfg).await.map(|_| ()) });
         return match checked {
             Ok(()) => {
                 println!("{file}: OK");
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
     }
     dcr_proxy::telemetry::init(cfg.log.format, &cfg.log.level);
     rt.block_on(async move {
-        let running = match dcr_proxy::serve(&cfg).await {
+        let running = match dcr_proxy::serve(&cfg, Some(&args.config)).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "start-up failed");
@@ -64,34 +64,51 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG as u8);
             }
         };
-        tracing::info!(addr = %running.data_addr, profile = cfg.profile.kind.as_str(), version = env!("CARGO_PKG_VERSION"), "listening");
-        wait_for_signal().await;
-        tracing::info!("shutting down");
+        tracing::info!(
+            addr = %running.data_addr,
+            admin_addr = %running.admin_addr.map(|a| a.to_string()).unwrap_or_default(),
+            profile = cfg.profile.kind.as_str(),
+            version = env!("CARGO_PKG_VERSION"),
+            "listening"
+        );
+        wait_for_termination(&running).await;
+        tracing::info!(
+            drain_s = cfg.server.drain_timeout.as_secs(),
+            "shutting down"
+        );
         running.shutdown().await;
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Returns on SIGTERM or SIGINT; SIGHUP reloads certificates and trust anchors and keeps serving.
+async fn wait_for_termination(running: &dcr_proxy::Running) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
+        let (Ok(mut term), Ok(mut hup), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading certificates and trust anchors");
+                    running.reload();
                 }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        let _ = running;
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

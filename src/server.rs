@@ -23,6 +23,9 @@ use uuid::Uuid;
 use crate::dcr::Registrar;
 use crate::error::ProxyError;
 use crate::identity::PeerCert;
+use crate::metrics::{
+    METRICS, ReasonLabels, RequestLabels, RouteLabels, handshake_reason, method_label,
+};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type RespBody = BoxBody<Bytes, BoxError>;
@@ -73,10 +76,19 @@ pub async fn run(
             {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    tracing::warn!(peer = %addr, failure = "tls_handshake", reason = %e, "TLS handshake failed");
+                    let reason = handshake_reason(&e);
+                    METRICS
+                        .handshake_failures
+                        .get_or_create(&ReasonLabels { reason })
+                        .inc();
+                    tracing::warn!(peer = %addr, failure = "tls_handshake", reason, detail = %e, "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
+                    METRICS
+                        .handshake_failures
+                        .get_or_create(&ReasonLabels { reason: "timeout" })
+                        .inc();
                     tracing::warn!(peer = %addr, failure = "tls_handshake", reason = "timeout", "TLS handshake timed out");
                     return;
                 }
@@ -172,23 +184,51 @@ async fn handle(
     let mut resp = async {
         let started = std::time::Instant::now();
         let path = req.uri().path().to_string();
+        let method = req.method().clone();
         let (route_name, resp) = match route(&path) {
             Route::Register => ("register", register(&state, &peer, req).await),
             Route::Client(id) => {
                 let id = id.to_string();
                 ("register_client", manage(&state, &peer, &id, req).await)
             }
-            Route::Other => (
-                "forward",
-                state
+            Route::Other => {
+                let upstream_started = std::time::Instant::now();
+                let resp = state
                     .forwarder
                     .forward(req, peer.as_ref().as_ref(), addr)
-                    .await,
-            ),
+                    .await;
+                METRICS.observe_upstream("forward", upstream_started.elapsed());
+                ("forward", resp)
+            }
         };
+        let status = resp.status().as_u16();
+        let error_code = resp
+            .extensions()
+            .get::<crate::error::ErrorLabel>()
+            .map(|l| l.0)
+            .unwrap_or("none");
+        let outcome = match status {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        METRICS
+            .requests
+            .get_or_create(&RequestLabels {
+                route: route_name,
+                method: method_label(&method),
+                outcome,
+                error_code,
+            })
+            .inc();
+        METRICS
+            .request_duration
+            .get_or_create(&RouteLabels { route: route_name })
+            .observe(started.elapsed().as_secs_f64());
         tracing::info!(
             route = route_name,
-            status = resp.status().as_u16(),
+            status,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "request"
         );

@@ -164,6 +164,13 @@ impl Upstream {
         auth: &str,
         body: Option<Bytes>,
     ) -> Result<(StatusCode, Bytes), UpstreamError> {
+        let operation = match method {
+            Method::POST => "create",
+            Method::GET => "read",
+            Method::PUT => "replace",
+            _ => "delete",
+        };
+        let started = std::time::Instant::now();
         let reply = self
             .http
             .send(
@@ -182,7 +189,9 @@ impl Upstream {
                 OutboundError::Timeout(_) => UpstreamError::Timeout,
                 OutboundError::Connect(m) => UpstreamError::Unavailable(m),
                 other => UpstreamError::Failed(other.to_string()),
-            })?;
+            });
+        crate::metrics::METRICS.observe_upstream(operation, started.elapsed());
+        let reply = reply?;
         Ok((reply.status, reply.body))
     }
 }

@@ -17,9 +17,16 @@ fn demo_binary() -> PathBuf {
 #[test]
 fn the_demo_registers_and_manages_a_client_for_both_profiles() {
     let demo = demo_binary();
-    assert!(demo.exists(), "{} is built by cargo test (examples are)", demo.display());
+    assert!(
+        demo.exists(),
+        "{} is built by cargo test (examples are)",
+        demo.display()
+    );
     for args in [vec!["--once"], vec!["--once", "--cdr"]] {
-        let out = Command::new(&demo).args(&args).output().expect("run the demo");
+        let out = Command::new(&demo)
+            .args(&args)
+            .output()
+            .expect("run the demo");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{args:?}\n{stdout}\n{stderr}");

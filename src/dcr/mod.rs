@@ -30,7 +30,8 @@ use profile::Profile;
 /// Everything a registration needs, built once at start-up and shared by all connections.
 pub struct Registrar {
     pub profile: Profile,
-    pub anchors: Vec<TrustAnchor>,
+    /// Swapped whole on reload (SIGHUP or a changed config file); a request keeps the set it started with.
+    anchors: std::sync::RwLock<Arc<Vec<TrustAnchor>>>,
     pub jwks: Arc<JwksCache>,
     pub store: Arc<dyn RegistrationStore>,
     pub replay: Arc<dyn ReplayGuard>,
@@ -66,7 +67,7 @@ impl Registrar {
     ) -> Result<Self, String> {
         Ok(Registrar {
             profile: Profile::new(cfg.profile.clone()),
-            anchors: cfg.trust_anchors.clone(),
+            anchors: std::sync::RwLock::new(Arc::new(cfg.trust_anchors.clone())),
             jwks,
             store,
             replay,
@@ -90,6 +91,20 @@ impl Registrar {
                 .map(crate::bearer::BearerValidator::new)
                 .transpose()?,
         })
+    }
+
+    pub fn trust_anchors(&self) -> Arc<Vec<TrustAnchor>> {
+        self.anchors
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub fn set_trust_anchors(&self, anchors: Vec<TrustAnchor>) {
+        *self
+            .anchors
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(anchors);
     }
 
     /// POST /register. Logs one audit event per decision and maps the outcome to HTTP.
@@ -117,6 +132,20 @@ impl Registrar {
         let org_id = audit.org_id.as_deref().unwrap_or("");
         let client_id = audit.client_id.as_deref().unwrap_or("");
         let profile = self.profile.name();
+        let (outcome, error_code) = match &result {
+            Ok(_) => ("success", "none"),
+            Err(e) if e.side() == crate::error::Side::Client => ("rejected", e.code()),
+            Err(e) => ("failed", e.code()),
+        };
+        crate::metrics::METRICS
+            .decisions
+            .get_or_create(&crate::metrics::DecisionLabels {
+                operation,
+                profile,
+                outcome,
+                error_code,
+            })
+            .inc();
         match result {
             Ok(resp) => {
                 tracing::info!(
@@ -188,7 +217,7 @@ impl Registrar {
         })?;
         let ssa = ssa::verify(
             ssa_raw,
-            &self.anchors,
+            &self.trust_anchors(),
             &self.jwks,
             &self.profile,
             self.max_body,
@@ -373,6 +402,7 @@ impl Registrar {
 }
 
 pub fn store_error(e: StoreError) -> ProxyError {
+    crate::metrics::METRICS.store_errors.inc();
     match e {
         StoreError::Unavailable(m) => ProxyError::StoreUnavailable(m),
         other => ProxyError::Internal(other.to_string()),

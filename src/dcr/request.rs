@@ -97,6 +97,7 @@ pub async fn verify(
         .await
         .map_err(|e| ProxyError::StoreUnavailable(e.to_string()))?;
     if !first {
+        crate::metrics::METRICS.replay_rejections.inc();
         return Err(invalid(format!(
             "replayed jti: `{jti}` was already used; sign a new request JWT with a fresh jti"
         )));

@@ -25,6 +25,8 @@ pub fn binary() -> PathBuf {
 
 pub struct ProxyProcess {
     pub addr: SocketAddr,
+    /// The plaintext admin listener, when the config enables it.
+    pub admin: Option<SocketAddr>,
     pub config_path: PathBuf,
     logs: Arc<Mutex<Vec<String>>>,
     child: Child,
@@ -107,8 +109,10 @@ impl ProxyProcess {
             {
                 // Keep draining output in the background so the child never blocks on a full pipe.
                 tokio::spawn(async move { while rx.recv().await.is_some() {} });
+                let admin = v["admin_addr"].as_str().and_then(|a| a.parse().ok());
                 return Ok(ProxyProcess {
                     addr,
+                    admin,
                     config_path,
                     logs,
                     child,
@@ -130,13 +134,32 @@ impl ProxyProcess {
         self.child.id()
     }
 
-    /// Sends SIGTERM and waits for the exit status.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
+    /// Sends a signal by name (`TERM`, `HUP`, `KILL`) without waiting.
+    pub fn signal(&self, name: &str) {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
+                .args([&format!("-{name}"), &pid.to_string()])
                 .status();
         }
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("dcr-proxy exits")
+            .expect("wait for dcr-proxy")
+    }
+
+    /// GET on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> super::client::Response {
+        let admin = self.admin.expect("the admin listener is enabled");
+        super::client::http_request("GET", &format!("http://{admin}{path}"), &[], "").await
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
         tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("dcr-proxy exits after SIGTERM")

@@ -372,6 +372,11 @@ fn config_toml(
 [server]
 listen = "127.0.0.1:0"
 public_url = "https://localhost:8443"
+reload_interval = "200ms"
+drain_timeout = "5s"
+
+[admin]
+listen = "127.0.0.1:0"
 
 [tls]
 cert = "{cert}"

@@ -40,6 +40,8 @@ pub struct Options {
     pub upstream_override: Option<String>,
     /// Extra lines inside `[management]`.
     pub management_extra: String,
+    /// The body of `[store]`, replacing the default sqlite file in the world's temp dir.
+    pub store: Option<String>,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             cert_header: CertHeader::Rfc9440,
             upstream_override: None,
             management_extra: String::new(),
+            store: None,
         }
     }
 }
@@ -135,6 +138,14 @@ impl World {
     /// The config this world's proxy runs with, for tests that start a second proxy or check it.
     pub fn config_toml(&self, options: &Options) -> String {
         config_toml(&self.files, &self.dir, &self.jwks, &self.upstream, options)
+    }
+
+    /// Another proxy process with this world's configuration (its own ports): a second replica.
+    pub async fn replica(&self, options: &Options) -> (TempDir, ProxyProcess) {
+        let dir = TempDir::new();
+        let toml = self.config_toml(options);
+        let proxy = ProxyProcess::start(dir.path(), &toml, &proxy_env(&self.upstream)).await;
+        (dir, proxy)
     }
 
     /// A new TPP with an OB transport certificate whose software JWKS lists its signing key and the certificate.
@@ -405,8 +416,7 @@ issuer = "{anchor_issuer}"
 jwks_uri = "{anchor_jwks}"
 
 [store]
-backend = "sqlite"
-path = "{db}"
+{store}
 
 [log]
 format = "json"
@@ -432,7 +442,10 @@ client_secret_env = "{INTROSPECTION_ENV}"
         ca = files.ca.display(),
         client_auth = o.client_auth,
         anchor_jwks = jwks.url(anchor_path),
-        db = dir.join("dcr.sqlite").display(),
+        store = o.store.clone().unwrap_or_else(|| format!(
+            "backend = \"sqlite\"\npath = \"{}\"",
+            dir.join("dcr.sqlite").display()
+        )),
         profile_extra = o.profile_extra,
         tail = o.tail,
     )

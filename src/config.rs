@@ -80,6 +80,7 @@ pub struct Config {
     pub management: Option<crate::bearer::BearerConfig>,
     /// Everything that is not a registration route goes to the IdP.
     pub forward: crate::forward::ForwardConfig,
+    pub reconcile: crate::dcr::reconcile::ReconcileConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +118,8 @@ pub struct UpstreamConfig {
     pub initial_access_token: crate::secret::Secret,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// How long a create or replace that outlived `timeout` is still awaited, so it can be undone or kept.
+    pub settle_timeout: Duration,
     pub ca_bundle: Option<PathBuf>,
 }
 
@@ -334,7 +337,13 @@ struct RawUpstream {
     connect_timeout: String,
     #[serde(default = "d_upstream_timeout")]
     timeout: String,
+    #[serde(default = "d_settle")]
+    settle_timeout: String,
     ca_bundle: Option<String>,
+}
+
+fn d_settle() -> String {
+    "60s".into()
 }
 
 #[derive(Deserialize)]
@@ -425,6 +434,17 @@ struct RawStore {
     #[serde(default = "d_pg_tls")]
     tls: String,
     ca_bundle: Option<String>,
+    #[serde(default = "d_reconcile_interval")]
+    reconcile_interval: String,
+    #[serde(default = "d_reconcile_after")]
+    reconcile_after: String,
+}
+
+fn d_reconcile_interval() -> String {
+    "30s".into()
+}
+fn d_reconcile_after() -> String {
+    "2m".into()
 }
 
 fn d_pool_size() -> usize {
@@ -1123,6 +1143,11 @@ impl Validator<'_> {
             false,
         );
         let up_timeout = self.duration("upstream.timeout", &raw.upstream.timeout, false);
+        let up_settle = self.duration(
+            "upstream.settle_timeout",
+            &raw.upstream.settle_timeout,
+            false,
+        );
         let up_ca = raw
             .upstream
             .ca_bundle
@@ -1351,6 +1376,20 @@ impl Validator<'_> {
         }
 
         // [store]
+        let reconcile = crate::dcr::reconcile::ReconcileConfig {
+            interval: self.duration(
+                "store.reconcile_interval",
+                &raw.store.reconcile_interval,
+                false,
+            ),
+            after: self.duration("store.reconcile_after", &raw.store.reconcile_after, true),
+        };
+        if reconcile.after < up_settle {
+            self.problem(
+                "store.reconcile_after",
+                "must be at least upstream.settle_timeout, so late upstream answers settle first",
+            );
+        }
         let store = match raw.store.backend.as_str() {
             "sqlite" => match raw.store.path {
                 Some(p) => Some(StoreConfig::Sqlite {
@@ -1408,6 +1447,7 @@ impl Validator<'_> {
             .and_then(|m| self.management(m, kind, base_url.as_ref(), up_ca.clone()));
 
         Some(Config {
+            reconcile,
             forward: forward?,
             management,
             server: ServerConfig {
@@ -1433,6 +1473,7 @@ impl Validator<'_> {
                 initial_access_token: iat,
                 connect_timeout: up_connect,
                 timeout: up_timeout,
+                settle_timeout: up_settle,
                 ca_bundle: up_ca,
             },
             jwks,

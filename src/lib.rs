@@ -103,6 +103,11 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
     };
     let registrar =
         dcr::Registrar::new(cfg, jwks, store.clone(), replay).map_err(|e| setup("upstream", e))?;
+    background.push(Box::pin(dcr::reconcile::run(
+        store.clone(),
+        registrar.upstream.clone(),
+        cfg.reconcile.clone(),
+    )));
     let forwarder =
         forward::Forwarder::new(cfg.forward.clone()).map_err(|e| setup("forward", e))?;
     let probe_http = outbound::HttpClient::new(

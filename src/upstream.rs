@@ -1,5 +1,7 @@
 //! The RFC 7591/7592 client to the IdP: create, read, replace and delete clients, and how we authenticate there.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::Value;
@@ -43,6 +45,15 @@ pub struct Upstream {
     http: HttpClient,
     registration_endpoint: Url,
     initial_access_token: Secret,
+    /// What a caller waits for an answer. A create or replace still in flight then is not abandoned:
+    /// it runs on (up to the HTTP client's own, longer, settle timeout) so its outcome can be put right.
+    timeout: std::time::Duration,
+}
+
+/// A create or replace either answered in time, or is still running and handed over.
+pub enum Outcome<T> {
+    Done(Result<T, UpstreamError>),
+    Late(tokio::task::JoinHandle<Result<T, UpstreamError>>),
 }
 
 impl Upstream {
@@ -50,18 +61,59 @@ impl Upstream {
         let http = HttpClient::new(
             cfg.ca_bundle.as_deref(),
             cfg.connect_timeout,
-            cfg.timeout,
+            cfg.settle_timeout.max(cfg.timeout),
             false,
         )?;
         Ok(Upstream {
             http,
             registration_endpoint: cfg.registration_endpoint.clone(),
             initial_access_token: cfg.initial_access_token.clone(),
+            timeout: cfg.timeout,
         })
     }
 
-    /// RFC 7591 create, authenticated with the operator's initial access token.
-    pub async fn create(&self, metadata: &Value) -> Result<UpstreamClient, UpstreamError> {
+    /// RFC 7591 create. Past `upstream.timeout` the call keeps running and is returned as `Late`.
+    pub async fn create(self: &Arc<Self>, metadata: Value) -> Outcome<UpstreamClient> {
+        let me = self.clone();
+        self.detached(async move { me.create_now(&metadata).await })
+            .await
+    }
+
+    /// RFC 7592 full replacement, with the same hand-over as `create`.
+    pub async fn replace(
+        self: &Arc<Self>,
+        client_uri: String,
+        rat: Secret,
+        metadata: Value,
+    ) -> Outcome<UpstreamClient> {
+        let me = self.clone();
+        self.detached(async move { me.replace_now(&client_uri, &rat, &metadata).await })
+            .await
+    }
+
+    async fn detached<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, UpstreamError>> + Send + 'static,
+    ) -> Outcome<T> {
+        let mut handle = tokio::spawn(work);
+        match tokio::time::timeout(self.timeout, &mut handle).await {
+            Ok(Ok(r)) => Outcome::Done(r),
+            Ok(Err(join)) => Outcome::Done(Err(UpstreamError::Failed(join.to_string()))),
+            Err(_) => Outcome::Late(handle),
+        }
+    }
+
+    /// Any other call: bounded by `upstream.timeout`, abandoned after it.
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, UpstreamError>>,
+    ) -> Result<T, UpstreamError> {
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout))
+    }
+
+    async fn create_now(&self, metadata: &Value) -> Result<UpstreamClient, UpstreamError> {
         let auth = format!("Bearer {}", self.initial_access_token.expose());
         let reply = self
             .call(
@@ -82,7 +134,9 @@ impl Upstream {
     pub async fn read(&self, client_uri: &str, rat: &Secret) -> Result<Value, UpstreamError> {
         let url = self.client_url(client_uri)?;
         let auth = format!("Bearer {}", rat.expose());
-        let (status, body) = self.call(Method::GET, &url, &auth, None).await?;
+        let (status, body) = self
+            .bounded(self.call(Method::GET, &url, &auth, None))
+            .await?;
         match status {
             StatusCode::OK => serde_json::from_slice(&body)
                 .map_err(|_| UpstreamError::Failed("answer is not JSON".into())),
@@ -96,7 +150,7 @@ impl Upstream {
 
     /// RFC 7592 full replacement. Keycloak and oidc-provider rotate the registration access token here;
     /// a server that does not keeps the old one, which we then keep too.
-    pub async fn replace(
+    async fn replace_now(
         &self,
         client_uri: &str,
         rat: &Secret,
@@ -133,7 +187,9 @@ impl Upstream {
     pub async fn delete(&self, client_uri: &str, rat: &Secret) -> Result<(), UpstreamError> {
         let url = self.client_url(client_uri)?;
         let auth = format!("Bearer {}", rat.expose());
-        let (status, body) = self.call(Method::DELETE, &url, &auth, None).await?;
+        let (status, body) = self
+            .bounded(self.call(Method::DELETE, &url, &auth, None))
+            .await?;
         match status {
             s if s.is_success() => Ok(()),
             StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => Ok(()),

@@ -47,7 +47,12 @@ async fn manage(
         headers.push(("content-type", "application/jwt"));
     }
     client
-        .request(method, &proxy.url(&format!("/register/{id}")), &headers, body.to_string())
+        .request(
+            method,
+            &proxy.url(&format!("/register/{id}")),
+            &headers,
+            body.to_string(),
+        )
         .await
 }
 
@@ -67,7 +72,12 @@ async fn a_registration_made_on_one_replica_is_managed_on_the_other_and_replays_
     // The same request JWT replayed to the other replica.
     let resp = post(&b, &tpp.client, &body).await;
     assert_eq!(resp.status, 400, "{}", resp.text());
-    assert!(resp.json()["error_description"].as_str().unwrap_or("").contains("replayed jti"));
+    assert!(
+        resp.json()["error_description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("replayed jti")
+    );
 
     let at = w.token_tls(&client_id, &tpp.cert, "accounts").await.json()["access_token"]
         .as_str()
@@ -75,7 +85,10 @@ async fn a_registration_made_on_one_replica_is_managed_on_the_other_and_replays_
         .to_string();
     let resp = manage(&b, &tpp.client, "GET", &client_id, &at, "").await;
     assert_eq!(resp.status, 200, "{}", resp.text());
-    let put = w.ob_request(&tpp, json!({"redirect_uris": ["https://tpp.example.com/cb2"]}));
+    let put = w.ob_request(
+        &tpp,
+        json!({"redirect_uris": ["https://tpp.example.com/cb2"]}),
+    );
     let resp = manage(&b, &tpp.client, "PUT", &client_id, &at, &put).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     // A second PUT on the first replica: it must see the token the other replica rotated.
@@ -103,8 +116,16 @@ async fn twenty_concurrent_cdr_registrations_of_one_product_over_two_replicas_ma
     }))
     .await;
     let statuses: Vec<u16> = results.iter().map(|r| r.status).collect();
-    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 400).count(), 19, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 400).count(),
+        19,
+        "{statuses:?}"
+    );
     assert_eq!(w.upstream.clients().await.len(), 1);
 }
 
@@ -122,11 +143,19 @@ async fn with_the_database_down_registrations_get_503_forwarding_works_and_ready
     assert!(resp.header("retry-after").is_some());
     assert_eq!(resp.json()["error"], "temporarily_unavailable");
     let text = resp.text();
-    assert!(!text.contains("postgres") && !text.contains("127.0.0.1"), "{text}");
+    assert!(
+        !text.contains("postgres") && !text.contains("127.0.0.1"),
+        "{text}"
+    );
     // Other paths do not need the store.
     let resp = tpp
         .client
-        .request("GET", &w.proxy.url("/.well-known/openid-configuration"), &[], "")
+        .request(
+            "GET",
+            &w.proxy.url("/.well-known/openid-configuration"),
+            &[],
+            "",
+        )
         .await;
     assert_eq!(resp.status, 200);
     tokio::time::sleep(Duration::from_millis(2200)).await;

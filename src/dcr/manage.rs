@@ -16,7 +16,7 @@ use crate::error::{ErrorCode, ProxyError, json_response};
 use crate::identity::PeerCert;
 use crate::secret::Secret;
 use crate::store::{PendingOp, RecordState, Registration, StoreError};
-use crate::upstream::UpstreamError;
+use crate::upstream::{Outcome, UpstreamError};
 
 /// How often the rotated token is written back before we hand the job to a background task.
 const PERSIST_ATTEMPTS: u32 = 4;
@@ -181,7 +181,43 @@ impl Registrar {
             .begin_change(&client_id, PendingOp::Replace)
             .await
             .map_err(change_error)?;
-        let updated = match self.upstream.replace(uri, rat, &request).await {
+        let result = match self
+            .upstream
+            .replace(uri.to_string(), rat.clone(), request)
+            .await
+        {
+            Outcome::Done(r) => r,
+            Outcome::Late(call) => {
+                // The TPP sees a timeout; the change may still land, and then its rotated token must too.
+                let store = self.store.clone();
+                let (cid, meta, ssa_raw) = (client_id.clone(), stored.clone(), ssa.raw.clone());
+                tokio::spawn(async move {
+                    match call.await {
+                        Ok(Ok(u)) => {
+                            keep_rotated_token(
+                                store,
+                                cid,
+                                u.registration_access_token,
+                                meta,
+                                ssa_raw,
+                            )
+                            .await
+                        }
+                        Ok(Err(UpstreamError::Rejected { .. } | UpstreamError::Unavailable(_))) => {
+                            let _ = store.cancel_change(&cid).await;
+                        }
+                        Ok(Err(UpstreamError::Gone(_))) => {
+                            let _ = store.mark_gone(&cid).await;
+                        }
+                        _ => {
+                            tracing::warn!(client_id = %cid, "a late replacement never settled; the record stays pending for reconciliation")
+                        }
+                    }
+                });
+                return Err(ProxyError::UpstreamTimeout);
+            }
+        };
+        let updated = match result {
             Ok(u) => u,
             Err(UpstreamError::Rejected { description, .. }) => {
                 self.store
@@ -220,26 +256,13 @@ impl Registrar {
             .await
         {
             tracing::error!(client_id = %client_id, error = %e, "rotated registration token not yet stored; retrying in the background");
-            let store = self.store.clone();
-            let (cid, meta, ssa_raw) = (client_id.clone(), stored.clone(), ssa.raw.clone());
-            tokio::spawn(async move {
-                for attempt in 0..120u32 {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    match store
-                        .complete_replace(&cid, new_rat.expose(), &meta, &ssa_raw)
-                        .await
-                    {
-                        Ok(()) => {
-                            tracing::info!(client_id = %cid, attempt, "rotated registration token stored");
-                            return;
-                        }
-                        Err(e) => {
-                            tracing::warn!(client_id = %cid, attempt, error = %e, "storing the rotated registration token failed")
-                        }
-                    }
-                }
-                tracing::error!(client_id = %cid, "gave up storing the rotated registration token; the record stays pending");
-            });
+            tokio::spawn(keep_rotated_token(
+                self.store.clone(),
+                client_id.clone(),
+                new_rat,
+                stored.clone(),
+                ssa.raw.clone(),
+            ));
             return Err(store_error(e));
         }
         let shown = Registration {
@@ -347,6 +370,33 @@ impl Registrar {
             label: e.code(),
         }
     }
+}
+
+/// Stores a rotated registration token however long the store takes to come back (bounded at ten
+/// minutes): losing it would leave the record holding a dead token.
+async fn keep_rotated_token(
+    store: std::sync::Arc<dyn crate::store::RegistrationStore>,
+    client_id: String,
+    rat: Secret,
+    metadata: Value,
+    ssa: String,
+) {
+    for attempt in 0..120u32 {
+        match store
+            .complete_replace(&client_id, rat.expose(), &metadata, &ssa)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(client_id = %client_id, attempt, "rotated registration token stored");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(client_id = %client_id, attempt, error = %e, "storing the rotated registration token failed")
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    tracing::error!(client_id = %client_id, "gave up storing the rotated registration token; the record stays pending");
 }
 
 /// The profile's response for a stored registration.

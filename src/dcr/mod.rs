@@ -4,6 +4,7 @@
 pub mod manage;
 pub mod metadata;
 pub mod profile;
+pub mod reconcile;
 pub mod request;
 pub mod ssa;
 pub mod status;
@@ -24,7 +25,7 @@ use crate::jwks::JwksCache;
 use crate::jwt::{self, Jws};
 use crate::replay::ReplayGuard;
 use crate::store::{RecordState, Registration, RegistrationStore, StoreError};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{Outcome, Upstream, UpstreamError};
 use profile::Profile;
 
 /// Everything a registration needs, built once at start-up and shared by all connections.
@@ -35,7 +36,7 @@ pub struct Registrar {
     pub jwks: Arc<JwksCache>,
     pub store: Arc<dyn RegistrationStore>,
     pub replay: Arc<dyn ReplayGuard>,
-    pub upstream: Upstream,
+    pub upstream: Arc<Upstream>,
     pub max_body: usize,
     /// Management tokens; None when [management] is not configured.
     pub bearer: Option<crate::bearer::BearerValidator>,
@@ -71,7 +72,7 @@ impl Registrar {
             jwks,
             store,
             replay,
-            upstream: Upstream::new(&cfg.upstream)?,
+            upstream: Arc::new(Upstream::new(&cfg.upstream)?),
             max_body: cfg.server.max_body_bytes,
             status: match &cfg.profile.software_product_status {
                 Some(s) => Some(status::StatusChecker::new(
@@ -318,12 +319,30 @@ impl Registrar {
         // 8. Translate and create upstream.
         let created = match self
             .upstream
-            .create(&md.to_upstream(&ssa, peer, &self.profile))
+            .create(md.to_upstream(&ssa, peer, &self.profile))
             .await
         {
-            Ok(c) => c,
-            Err(e) => {
-                return Err(self.create_failed(rec.id, e).await);
+            Outcome::Done(Ok(c)) => c,
+            Outcome::Done(Err(e)) => return Err(self.create_failed(rec.id, e).await),
+            Outcome::Late(call) => {
+                // The TPP is told it failed, so whatever the upstream still does must be undone.
+                let (store, upstream, id) = (self.store.clone(), self.upstream.clone(), rec.id);
+                tokio::spawn(async move {
+                    match call.await {
+                        Ok(Ok(c)) => undo_create(store.as_ref(), &upstream, id, &c).await,
+                        Ok(Err(
+                            UpstreamError::Rejected { .. }
+                            | UpstreamError::Unavailable(_)
+                            | UpstreamError::Gone(_),
+                        )) => {
+                            let _ = store.abandon(id).await;
+                        }
+                        _ => {
+                            tracing::warn!(%id, "a late registration never settled; the pending record stays for reconciliation")
+                        }
+                    }
+                });
+                return Err(ProxyError::UpstreamTimeout);
             }
         };
         audit.client_id = Some(created.client_id.clone());
@@ -346,22 +365,7 @@ impl Registrar {
             .await
         {
             tracing::warn!(client_id = %created.client_id, error = %e, "store write failed after upstream create; deleting the upstream client");
-            match self
-                .upstream
-                .delete(
-                    &created.registration_client_uri,
-                    &created.registration_access_token,
-                )
-                .await
-            {
-                Ok(()) => {
-                    let _ = self.store.abandon(rec.id).await;
-                }
-                Err(de) => {
-                    // The pending record stays for the reconciler; nothing else can be done now.
-                    tracing::error!(client_id = %created.client_id, error = %de, "compensating delete failed; the pending record remains for reconciliation");
-                }
-            }
+            undo_create(self.store.as_ref(), &self.upstream, rec.id, &created).await;
             return Err(store_error(e));
         }
 
@@ -398,6 +402,36 @@ impl Registrar {
             UpstreamError::Timeout => ProxyError::UpstreamTimeout,
             UpstreamError::Failed(m) => ProxyError::UpstreamUnavailable(m),
         }
+    }
+}
+
+/// Deletes a client the upstream created for a registration we are not keeping, then drops the pending
+/// record. If the record cannot be dropped now (store down), the reconciler drops it later: with no
+/// client_id it points at nothing.
+async fn undo_create(
+    store: &dyn RegistrationStore,
+    upstream: &Upstream,
+    id: Uuid,
+    created: &crate::upstream::UpstreamClient,
+) {
+    match upstream
+        .delete(
+            &created.registration_client_uri,
+            &created.registration_access_token,
+        )
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(client_id = %created.client_id, "upstream client deleted again");
+            if let Err(e) = store.abandon(id).await {
+                tracing::warn!(%id, error = %e, "pending record left for the reconciler");
+            }
+        }
+        Err(e) => tracing::error!(
+            client_id = %created.client_id,
+            error = %e,
+            "compensating delete failed: this upstream client is orphaned and needs removing by an administrator"
+        ),
     }
 }
 

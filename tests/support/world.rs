@@ -42,6 +42,8 @@ pub struct Options {
     pub management_extra: String,
     /// The body of `[store]`, replacing the default sqlite file in the world's temp dir.
     pub store: Option<String>,
+    /// Extra lines inside `[upstream]` (e.g. `timeout`, `settle_timeout`).
+    pub upstream_extra: String,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             upstream_override: None,
             management_extra: String::new(),
             store: None,
+            upstream_extra: String::new(),
         }
     }
 }
@@ -400,7 +403,7 @@ base_url = "{upstream_url}"
 registration_endpoint = "/reg"
 initial_access_token_env = "{IAT_ENV}"
 connect_timeout = "1s"
-timeout = "5s"
+{upstream_extra}
 
 [jwks]
 ca_bundle = "{ca}"
@@ -436,6 +439,11 @@ client_secret_env = "{INTROSPECTION_ENV}"
 "#,
         introspection_client = upstream.introspection_client_id,
         cert_header = o.cert_header.as_str(),
+        upstream_extra = if o.upstream_extra.is_empty() {
+            "timeout = \"5s\"".to_string()
+        } else {
+            o.upstream_extra.clone()
+        },
         management_extra = o.management_extra,
         cert = files.server_cert.display(),
         key = files.server_key.display(),

@@ -332,6 +332,7 @@ struct RawTls {
 struct RawUpstream {
     base_url: String,
     registration_endpoint: String,
+    #[serde(default = "d_iat_env")]
     initial_access_token_env: String,
     #[serde(default = "d_connect_timeout")]
     connect_timeout: String,
@@ -340,6 +341,11 @@ struct RawUpstream {
     #[serde(default = "d_settle")]
     settle_timeout: String,
     ca_bundle: Option<String>,
+}
+
+/// Secrets come from environment variables named `DCR_<SECTION>_<KEY>` unless a `*_env` key says otherwise.
+fn d_iat_env() -> String {
+    "DCR_UPSTREAM_INITIAL_ACCESS_TOKEN".into()
 }
 
 fn d_settle() -> String {
@@ -835,19 +841,17 @@ impl Validator<'_> {
                 if client_id.is_empty() {
                     self.problem("management.client_id", "required for introspection");
                 }
-                let secret = match m.client_secret_env.as_deref() {
-                    Some(var) => match self.env.var(var) {
-                        Some(v) if !v.is_empty() => Some(crate::secret::Secret::new(v)),
-                        _ => {
-                            self.problem(
-                                "management.client_secret_env",
-                                format!("environment variable {var} is not set or empty"),
-                            );
-                            None
-                        }
-                    },
-                    None => {
-                        self.problem("management.client_secret_env", "required for introspection");
+                let var = m
+                    .client_secret_env
+                    .as_deref()
+                    .unwrap_or("DCR_MANAGEMENT_CLIENT_SECRET");
+                let secret = match self.env.var(var) {
+                    Some(v) if !v.is_empty() => Some(crate::secret::Secret::new(v)),
+                    _ => {
+                        self.problem(
+                            "management.client_secret_env",
+                            format!("environment variable {var} is not set or empty"),
+                        );
                         None
                     }
                 };
@@ -996,7 +1000,12 @@ impl Validator<'_> {
             }
         };
         let password = match s.password_env.as_deref() {
-            None => None,
+            // Optional (trust or certificate auth needs none); the default name is used when set.
+            None => self
+                .env
+                .var("DCR_STORE_PASSWORD")
+                .filter(|v| !v.is_empty())
+                .map(crate::secret::Secret::new),
             Some(var) => match self.env.var(var) {
                 Some(v) if !v.is_empty() => Some(crate::secret::Secret::new(v)),
                 _ => {

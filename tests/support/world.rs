@@ -15,7 +15,7 @@ use super::upstream::{CertHeader, Upstream, UpstreamOptions};
 pub const OB_AUD: &str = "0015800001041RHAAY";
 pub const CDR_HOLDER: &str = "https://holder.example.com";
 pub const IAT_ENV: &str = "DCR_UPSTREAM_INITIAL_ACCESS_TOKEN";
-pub const INTROSPECTION_ENV: &str = "DCR_INTROSPECTION_CLIENT_SECRET";
+pub const INTROSPECTION_ENV: &str = "DCR_MANAGEMENT_CLIENT_SECRET";
 pub const DIRECTORY_JWKS: &str = "/directory/openbanking.jwks";
 pub const REGISTER_JWKS: &str = "/cdr-register/v1/jwks";
 pub const REDIRECTS: &[&str] = &["https://tpp.example.com/cb", "https://tpp.example.com/cb2"];

@@ -207,7 +207,7 @@ impl Pki {
         let run = uuid::Uuid::new_v4().simple().to_string();
         let ca = new_ca(&format!("dcr-proxy test root {}", &run[..8]));
         let untrusted_ca = new_ca(&format!("dcr-proxy untrusted root {}", &run[..8]));
-        let server = issue_server(&ca, &["localhost", "127.0.0.1", "::1"]);
+        let server = issue_server(&ca, &["localhost", "127.0.0.1", "::1"], KeyKind::P256);
         Self {
             ca,
             untrusted_ca,
@@ -242,7 +242,12 @@ impl Pki {
 
     /// Another server certificate from the same root, e.g. to rotate the proxy's certificate in a reload test.
     pub fn issue_server(&self, names: &[&str]) -> ServerCert {
-        issue_server(&self.ca, names)
+        issue_server(&self.ca, names, KeyKind::P256)
+    }
+
+    /// A server certificate with the key type the benchmark compares (RSA-2048 or P-256).
+    pub fn issue_server_with(&self, names: &[&str], key: KeyKind) -> ServerCert {
+        issue_server(&self.ca, names, key)
     }
 
     pub fn client(&self, spec: ClientCertSpec) -> ClientCert {
@@ -338,7 +343,11 @@ fn new_ca(common_name: &str) -> CertifiedIssuer<'static, KeyPair> {
     CertifiedIssuer::self_signed(params, new_key(KeyKind::P256)).expect("rcgen self-signs a CA")
 }
 
-fn issue_server(ca: &CertifiedIssuer<'static, KeyPair>, names: &[&str]) -> ServerCert {
+fn issue_server(
+    ca: &CertifiedIssuer<'static, KeyPair>,
+    names: &[&str],
+    kind: KeyKind,
+) -> ServerCert {
     let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
     let mut params = CertificateParams::new(names.clone()).expect("valid server SAN list");
     let mut dn = DistinguishedName::new();
@@ -353,7 +362,7 @@ fn issue_server(ca: &CertifiedIssuer<'static, KeyPair>, names: &[&str]) -> Serve
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
-    let key = new_key(KeyKind::P256);
+    let key = new_key(kind);
     let cert = params
         .signed_by(&key, ca)
         .expect("rcgen signs a server certificate");

@@ -665,6 +665,11 @@ async fn run() {
         );
     }
 
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only == "a" {
+        return;
+    }
+
     // (b) a new mTLS connection per request.
     let mut nginx_newconn = 0.0;
     for (key_name, cert) in [("P-256", &p256), ("RSA-2048", &rsa)] {

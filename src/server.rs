@@ -81,7 +81,12 @@ pub async fn run(
                         .handshake_failures
                         .get_or_create(&ReasonLabels { reason })
                         .inc();
-                    tracing::warn!(peer = %addr, failure = "tls_handshake", reason, detail = %e, "TLS handshake failed");
+                    if reason == "closed" {
+                        // A TCP probe (load balancer, port check) that never starts TLS is not news.
+                        tracing::debug!(peer = %addr, failure = "tls_handshake", reason, "closed before the handshake");
+                    } else {
+                        tracing::warn!(peer = %addr, failure = "tls_handshake", reason, detail = %e, "TLS handshake failed");
+                    }
                     return;
                 }
                 Err(_) => {

@@ -9,17 +9,6 @@ use support::client::TlsClient;
 use support::upstream::CertHeader;
 use support::world::{Options, Tpp, World, urlencode};
 
-async fn register(w: &World, tpp: &Tpp, extra: Value) -> String {
-    let resp = w
-        .post_register(&tpp.client, &w.ob_request(tpp, extra))
-        .await;
-    assert_eq!(resp.status, 201, "{}", resp.text());
-    resp.json()["client_id"]
-        .as_str()
-        .expect("client_id")
-        .to_string()
-}
-
 /// client_credentials at the token endpoint, through the proxy: the certificate reaches the upstream
 /// only through the proxy's header.
 async fn token_via_proxy(w: &World, tpp: &Tpp, body: String) -> support::client::Response {
@@ -61,7 +50,7 @@ async fn tls_client_auth_and_private_key_jwt_get_certificate_bound_tokens_throug
         })
         .await;
         let tpp = w.tpp();
-        let client_id = register(&w, &tpp, json!({})).await;
+        let client_id = w.register(&tpp, json!({})).await;
         let resp = token_via_proxy(
             &w,
             &tpp,
@@ -89,12 +78,12 @@ async fn tls_client_auth_and_private_key_jwt_get_certificate_bound_tokens_throug
 
         // private_key_jwt through the proxy, bound as well.
         let tpp2 = w.tpp();
-        let id2 = register(
-            &w,
-            &tpp2,
-            json!({"token_endpoint_auth_method": "private_key_jwt"}),
-        )
-        .await;
+        let id2 = w
+            .register(
+                &tpp2,
+                json!({"token_endpoint_auth_method": "private_key_jwt"}),
+            )
+            .await;
         let now = support::claims::now();
         let assertion = tpp2.key.sign(
             json!({}),
@@ -131,7 +120,7 @@ async fn tls_client_auth_and_private_key_jwt_get_certificate_bound_tokens_throug
 async fn spoofed_certificate_headers_never_reach_the_upstream() {
     let w = World::ob().await;
     let tpp = w.tpp();
-    let client_id = register(&w, &tpp, json!({})).await;
+    let client_id = w.register(&tpp, json!({})).await;
     let victim = w
         .pki
         .client(support::pki::ClientCertSpec::ob("victim000001", "org0001"));
@@ -378,9 +367,7 @@ async fn an_unreachable_upstream_is_502_and_a_slow_one_504() {
     assert_eq!(resp.status, 504, "{}", resp.text());
     assert_eq!(resp.json()["error"], "server_error");
 
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = closed.local_addr().expect("addr").port();
-    drop(closed);
+    let port = support::world::closed_port();
     let w2 = World::start(Options {
         upstream_override: Some(format!("http://127.0.0.1:{port}")),
         ..Options::default()

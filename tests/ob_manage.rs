@@ -27,17 +27,6 @@ async fn world() -> World {
     .await
 }
 
-async fn register(w: &World, tpp: &Tpp, extra: serde_json::Value) -> String {
-    let resp = w
-        .post_register(&tpp.client, &w.ob_request(tpp, extra))
-        .await;
-    assert_eq!(resp.status, 201, "{}", resp.text());
-    resp.json()["client_id"]
-        .as_str()
-        .expect("client_id")
-        .to_string()
-}
-
 async fn token(w: &World, client_id: &str, tpp: &Tpp, scope: &str) -> String {
     let resp = w.token_tls(client_id, &tpp.cert, scope).await;
     assert_eq!(resp.status, 200, "token: {}", resp.text());
@@ -51,7 +40,7 @@ async fn token(w: &World, client_id: &str, tpp: &Tpp, scope: &str) -> String {
 async fn a_client_reads_replaces_twice_and_deletes_its_registration() {
     let w = world().await;
     let tpp = w.tpp();
-    let client_id = register(&w, &tpp, json!({})).await;
+    let client_id = w.register(&tpp, json!({})).await;
     let at = token(&w, &client_id, &tpp, "openid accounts").await;
 
     let resp = w
@@ -122,12 +111,12 @@ async fn a_client_reads_replaces_twice_and_deletes_its_registration() {
 async fn private_key_jwt_clients_manage_with_their_tokens_too() {
     let w = world().await;
     let tpp = w.tpp();
-    let client_id = register(
-        &w,
-        &tpp,
-        json!({"token_endpoint_auth_method": "private_key_jwt"}),
-    )
-    .await;
+    let client_id = w
+        .register(
+            &tpp,
+            json!({"token_endpoint_auth_method": "private_key_jwt"}),
+        )
+        .await;
     let resp = w
         .token_private_key_jwt(&client_id, &tpp.key, &tpp.cert, "accounts")
         .await;
@@ -147,10 +136,10 @@ async fn private_key_jwt_clients_manage_with_their_tokens_too() {
 async fn bad_tokens_get_401_with_a_challenge_and_wrong_scope_403() {
     let w = world().await;
     let tpp = w.tpp();
-    let client_id = register(&w, &tpp, json!({})).await;
+    let client_id = w.register(&tpp, json!({})).await;
     let at = token(&w, &client_id, &tpp, "openid accounts").await;
     let other_tpp = w.tpp();
-    let other_id = register(&w, &other_tpp, json!({})).await;
+    let other_id = w.register(&other_tpp, json!({})).await;
 
     let resp = w.manage(&tpp.client, "GET", &client_id, None, "").await;
     assert_401(&resp, "", "no token");
@@ -288,7 +277,7 @@ async fn bad_tokens_get_401_with_a_challenge_and_wrong_scope_403() {
 async fn a_put_must_pass_every_registration_rule_and_keep_the_software_id() {
     let w = world().await;
     let tpp = w.tpp();
-    let client_id = register(&w, &tpp, json!({})).await;
+    let client_id = w.register(&tpp, json!({})).await;
     let at = token(&w, &client_id, &tpp, "openid accounts").await;
 
     let bad = w.ob_request(
@@ -338,7 +327,7 @@ async fn a_put_must_pass_every_registration_rule_and_keep_the_software_id() {
 async fn a_client_deleted_at_the_upstream_behind_our_back_answers_401_and_is_marked_gone() {
     let w = world().await;
     let tpp = w.tpp();
-    let client_id = register(&w, &tpp, json!({})).await;
+    let client_id = w.register(&tpp, json!({})).await;
     let at = token(&w, &client_id, &tpp, "openid accounts").await;
     let db = rusqlite::Connection::open(w.dir.join("dcr.sqlite")).expect("open the store");
     let (rat, uri): (String, String) = db

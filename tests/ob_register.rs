@@ -474,9 +474,7 @@ async fn an_upstream_refusal_is_a_400_and_an_unreachable_upstream_a_502() {
             .contains("authorisation server")
     );
 
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = closed.local_addr().expect("addr").port();
-    drop(closed);
+    let port = support::world::closed_port();
     let w2 = World::start(Options {
         upstream_override: Some(format!("http://127.0.0.1:{port}")),
         ..Options::default()

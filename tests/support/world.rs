@@ -342,6 +342,18 @@ impl World {
         )
     }
 
+    /// Registers `tpp` with a valid OB request (plus `extra`) and returns the client_id; panics unless 201.
+    pub async fn register(&self, tpp: &Tpp, extra: Value) -> String {
+        let resp = self
+            .post_register(&tpp.client, &self.ob_request(tpp, extra))
+            .await;
+        assert_eq!(resp.status, 201, "{}", resp.text());
+        resp.json()["client_id"]
+            .as_str()
+            .expect("client_id")
+            .to_string()
+    }
+
     pub async fn post_register(&self, client: &TlsClient, body: &str) -> Response {
         client
             .request(
@@ -473,4 +485,10 @@ pub fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A loopback port nothing listens on (bound, read, released), for "upstream unreachable" cases.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
 }

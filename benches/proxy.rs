@@ -625,6 +625,12 @@ async fn run() {
         .pki
         .issue_server_with(&["localhost", "127.0.0.1"], KeyKind::Rsa2048);
 
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only == "d" {
+        memory(&env, &p256, &tls13, &mut t).await;
+        return;
+    }
+
     // (a) pass-through, keep-alive.
     let form = format!(
         "grant_type=client_credentials&scope=accounts&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={}",
@@ -663,11 +669,6 @@ async fn run() {
             false,
             &format!("p99.9 {:.2} / {:.2}", d.p999, n.p999),
         );
-    }
-
-    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-    if only == "a" {
-        return;
     }
 
     // (b) a new mTLS connection per request.
@@ -758,20 +759,10 @@ async fn run() {
         );
     }
 
-    // (d) memory: idle, and with 1000 open mTLS connections.
-    for srv in [&dcr, &ngx] {
-        let idle = srv.rss_mib();
-        let mut conns = Vec::new();
-        for _ in 0..1000 {
-            if let Some(c) = connect(srv.addr, &tls13).await {
-                conns.push(c);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let loaded = srv.rss_mib();
-        t.line(format!("| (d) RSS, {} | MiB idle / with {} open connections | {idle:.1} / {loaded:.1} | | | targets for dcr-proxy: ≤ 20 idle, ≤ 64 at 1000 |", srv.name, conns.len()));
-        drop(conns);
+    if only == "a" {
+        return;
     }
+    memory(&env, &p256, &tls13, &mut t).await;
 
     // (e) JWKS fetches during 500 concurrent registrations with a cold cache (a fresh proxy).
     let cold = start_dcr(&env, &p256, "cold");
@@ -809,6 +800,29 @@ async fn run() {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/RESULTS.md");
     let _ = std::fs::write(&out, t.rows.join("\n") + "\n");
     println!("\nwritten to {}", out.display());
+}
+
+/// (d) RSS of freshly started servers: idle, then with 1000 open mTLS connections. Fresh, because after
+/// the load runs both allocators keep memory they no longer use.
+async fn memory(env: &Env, cert: &ServerCert, tls: &Arc<rustls::ClientConfig>, t: &mut Table) {
+    for srv in [start_dcr(env, cert, "memory"), start_reference(env, cert, "memory")] {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let idle = srv.rss_mib();
+        let mut conns = Vec::new();
+        for _ in 0..1000 {
+            if let Some(c) = connect(srv.addr, tls).await {
+                conns.push(c);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let loaded = srv.rss_mib();
+        t.line(format!(
+            "| (d) RSS, {} (fresh) | MiB idle / with {} open connections | {idle:.1} / {loaded:.1} | | | targets for dcr-proxy: ≤ 20 idle, ≤ 64 at 1000 |",
+            srv.name,
+            conns.len()
+        ));
+        drop(conns);
+    }
 }
 
 async fn load_once(

@@ -805,7 +805,10 @@ async fn run() {
 /// (d) RSS of freshly started servers: idle, then with 1000 open mTLS connections. Fresh, because after
 /// the load runs both allocators keep memory they no longer use.
 async fn memory(env: &Env, cert: &ServerCert, tls: &Arc<rustls::ClientConfig>, t: &mut Table) {
-    for srv in [start_dcr(env, cert, "memory"), start_reference(env, cert, "memory")] {
+    for srv in [
+        start_dcr(env, cert, "memory"),
+        start_reference(env, cert, "memory"),
+    ] {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let idle = srv.rss_mib();
         let mut conns = Vec::new();

@@ -215,10 +215,27 @@ impl Forwarder {
     /// Everything that is not a registration route: the deny-list, then the discovery rewrite,
     /// then a streamed pass-through. Never fails: upstream faults become 502/504 JSON bodies.
     /// `peer` is the connection's verified client certificate, `client_addr` its TCP peer.
+    /// The certificate headers for a peer, in the configured format. Computed once per connection by the
+    /// server (base64 and PEM encoding showed up in profiles when done per request).
+    pub fn cert_headers_for(&self, peer: &PeerCert) -> CertHeaders {
+        cert_headers(peer, self.cert_header).into()
+    }
+
     pub async fn forward(
         &self,
         req: Request<Incoming>,
         peer: Option<&PeerCert>,
+        client_addr: SocketAddr,
+    ) -> Response<RespBody> {
+        let cert = peer.map(|p| self.cert_headers_for(p));
+        self.forward_with(req, cert.as_deref(), client_addr).await
+    }
+
+    /// As `forward`, with the connection's certificate headers already encoded.
+    pub async fn forward_with(
+        &self,
+        req: Request<Incoming>,
+        cert: Option<&[(HeaderName, HeaderValue)]>,
         client_addr: SocketAddr,
     ) -> Response<RespBody> {
         let path = req.uri().path();
@@ -252,7 +269,7 @@ impl Forwarder {
             let path = path.to_owned();
             return self.discovery(&path).await;
         }
-        self.pass_through(req, peer, client_addr).await
+        self.pass_through(req, cert, client_addr).await
     }
 
     /// How many times discovery was fetched from the upstream (cache misses).
@@ -263,7 +280,7 @@ impl Forwarder {
     async fn pass_through(
         &self,
         req: Request<Incoming>,
-        peer: Option<&PeerCert>,
+        cert: Option<&[(HeaderName, HeaderValue)]>,
         client_addr: SocketAddr,
     ) -> Response<RespBody> {
         let (mut parts, body) = req.into_parts();
@@ -276,13 +293,7 @@ impl Forwarder {
         };
         let host = client_authority(&parts.headers, &parts.uri)
             .unwrap_or_else(|| self.public_authority.clone());
-        prepare_request_headers(
-            &mut parts.headers,
-            parts.version,
-            client_addr,
-            &host,
-            peer.map(|p| (p, self.cert_header)),
-        );
+        prepare_request_headers(&mut parts.headers, parts.version, client_addr, &host, cert);
         // Host names the server we talk to; the name the client used travels in the forwarding
         // headers, which the IdP reads only when told to trust its proxy.
         parts
@@ -563,6 +574,9 @@ fn is_cert_header(folded: &str) -> bool {
 }
 
 /// Removes every copy of every client-certificate header we know, in any case, with `_` and `-` folded.
+/// A connection's certificate headers, encoded once.
+pub type CertHeaders = std::sync::Arc<[(HeaderName, HeaderValue)]>;
+
 pub fn strip_cert_headers(headers: &mut HeaderMap) {
     remove_where(headers, is_cert_header);
 }
@@ -673,7 +687,7 @@ fn prepare_request_headers(
     version: Version,
     client_addr: SocketAddr,
     host: &str,
-    cert: Option<(&PeerCert, CertHeaderFormat)>,
+    cert: Option<&[(HeaderName, HeaderValue)]>,
 ) {
     remove_hop_by_hop(headers, true);
     strip_cert_headers(headers);
@@ -685,10 +699,8 @@ fn prepare_request_headers(
         merge_cookies(headers);
     }
     set_forwarding_headers(headers, Some(client_addr.ip().to_canonical()), host);
-    if let Some((peer, format)) = cert {
-        for (name, value) in cert_headers(peer, format) {
-            headers.append(name, value);
-        }
+    for (name, value) in cert.unwrap_or_default() {
+        headers.append(name.clone(), value.clone());
     }
 }
 
@@ -1441,7 +1453,7 @@ mod tests {
             Version::HTTP_11,
             addr,
             "bank.example.com",
-            Some((&peer, CertHeaderFormat::Rfc9440)),
+            Some(&cert_headers(&peer, CertHeaderFormat::Rfc9440)),
         );
         assert_eq!(h.get_all("client-cert").iter().count(), 1);
         assert_eq!(

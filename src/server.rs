@@ -99,10 +99,14 @@ pub async fn run(
                 }
             };
             let peer = peer_identity(&stream, addr);
+            let cert_headers = (*peer)
+                .as_ref()
+                .map(|p| state.forwarder.cert_headers_for(p));
+            let conn = Arc::new(ConnInfo { peer, cert_headers });
             let svc = service_fn(move |req| {
                 let state = state.clone();
-                let peer = peer.clone();
-                async move { Ok::<_, Infallible>(handle(state, peer, addr, req).await) }
+                let conn = conn.clone();
+                async move { Ok::<_, Infallible>(handle(state, conn, addr, req).await) }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
@@ -177,12 +181,19 @@ fn interaction_id(req: &Request<Incoming>) -> String {
         .unwrap_or_else(|| Uuid::new_v4().to_string())
 }
 
+/// What one connection knows about its peer, worked out once at the handshake.
+struct ConnInfo {
+    peer: Arc<Option<PeerCert>>,
+    cert_headers: Option<crate::forward::CertHeaders>,
+}
+
 async fn handle(
     state: Arc<AppState>,
-    peer: Arc<Option<PeerCert>>,
+    conn: Arc<ConnInfo>,
     addr: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<RespBody> {
+    let peer = &conn.peer;
     let request_id = Uuid::new_v4().to_string();
     let fapi_id = interaction_id(&req);
     let span = tracing::info_span!("request", request_id = %request_id, interaction_id = %fapi_id, method = %req.method(), peer = %addr);
@@ -191,16 +202,16 @@ async fn handle(
         let path = req.uri().path().to_string();
         let method = req.method().clone();
         let (route_name, resp) = match route(&path) {
-            Route::Register => ("register", register(&state, &peer, req).await),
+            Route::Register => ("register", register(&state, peer, req).await),
             Route::Client(id) => {
                 let id = id.to_string();
-                ("register_client", manage(&state, &peer, &id, req).await)
+                ("register_client", manage(&state, peer, &id, req).await)
             }
             Route::Other => {
                 let upstream_started = std::time::Instant::now();
                 let resp = state
                     .forwarder
-                    .forward(req, peer.as_ref().as_ref(), addr)
+                    .forward_with(req, conn.cert_headers.as_deref(), addr)
                     .await;
                 METRICS.observe_upstream("forward", upstream_started.elapsed());
                 ("forward", resp)

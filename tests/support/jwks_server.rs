@@ -63,9 +63,20 @@ impl JwksServer {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = TlsAcceptor::from(Arc::new(config));
 
-        let v4 = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
+        // A fixed port may still be held for a moment by a server just dropped (its accept task is
+        // aborted, not awaited), so a fixed port is retried briefly.
+        let mut tries = 0;
+        let v4 = loop {
+            match TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => break l,
+                Err(e) if port != 0 && tries < 40 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("bind 127.0.0.1:{port}: {e}"),
+            }
+        };
         let addr = v4.local_addr().expect("listener has an address");
         let state = State::default();
         let mut accept_loops = vec![tokio::spawn(accept_loop(

@@ -6,6 +6,7 @@
 
 pub mod claims;
 pub mod client;
+pub mod demo;
 pub mod jwks_server;
 pub mod keys;
 pub mod pki;

@@ -60,6 +60,9 @@ pub struct Upstream {
     pub initial_access_token: String,
     pub introspection_client_id: String,
     pub introspection_secret: String,
+    /// The client whose client_credentials tokens may read and delete any client (`[upstream.admin]`).
+    pub admin_client_id: String,
+    pub admin_secret: String,
     stderr: Arc<Mutex<String>>,
     _child: Child,
 }
@@ -83,6 +86,8 @@ impl Upstream {
             .clone()
             .unwrap_or_else(|| format!("dcr-proxy-{}", &random_secret()[..8]));
         let introspection_secret = random_secret();
+        let admin_client_id = format!("dcr-admin-{}", &random_secret()[..8]);
+        let admin_secret = random_secret();
         let verbose = std::env::var_os("DCR_TEST_VERBOSE").is_some();
 
         let node = std::env::var_os("NODE").unwrap_or_else(|| "node".into());
@@ -93,6 +98,8 @@ impl Upstream {
             .env("INITIAL_ACCESS_TOKEN", &initial_access_token)
             .env("INTROSPECTION_CLIENT_ID", &introspection_client_id)
             .env("INTROSPECTION_CLIENT_SECRET", &introspection_secret)
+            .env("ADMIN_CLIENT_ID", &admin_client_id)
+            .env("ADMIN_CLIENT_SECRET", &admin_secret)
             .env("CLIENT_CERT_HEADER", options.cert_header.as_str())
             .env("NODE_EXTRA_CA_CERTS", &options.ca_pem_path)
             .stdin(Stdio::null())
@@ -162,6 +169,8 @@ impl Upstream {
             initial_access_token,
             introspection_client_id,
             introspection_secret,
+            admin_client_id,
+            admin_secret,
             stderr,
             _child: child,
         }

@@ -38,6 +38,13 @@ const INTROSPECTION_CLIENT_ID = process.env.INTROSPECTION_CLIENT_ID || 'dcr-prox
 const INTROSPECTION_CLIENT_SECRET = process.env.INTROSPECTION_CLIENT_SECRET
   || 'dcr-proxy-dev-introspection-secret-not-for-production';
 
+// A confidential client whose client_credentials tokens may read and delete any dynamically registered client
+// on the RFC 7592 endpoint, as a Keycloak service account with the manage-clients role may. dcr-proxy's
+// [upstream.admin] uses it to remove clients whose registration access token it never learnt.
+const ADMIN_CLIENT_ID = process.env.ADMIN_CLIENT_ID || 'dcr-proxy-admin';
+const ADMIN_CLIENT_SECRET = process.env.ADMIN_CLIENT_SECRET
+  || 'dcr-proxy-dev-admin-secret-not-for-production';
+
 const CLIENT_CERT_HEADER = (process.env.CLIENT_CERT_HEADER || 'rfc9440').toLowerCase();
 if (!['rfc9440', 'nginx', 'envoy'].includes(CLIENT_CERT_HEADER)) {
   fail('CLIENT_CERT_HEADER must be one of rfc9440, nginx, envoy');
@@ -131,7 +138,7 @@ function registeredClientIds() {
   const ids = [];
   for (const [id, entry] of store) {
     if (entry.expiresAt !== undefined && entry.expiresAt <= Date.now()) continue;
-    if (id === INTROSPECTION_CLIENT_ID) continue;
+    if (id === INTROSPECTION_CLIENT_ID || id === ADMIN_CLIENT_ID) continue;
     ids.push(id);
   }
   return ids;
@@ -370,7 +377,7 @@ async function makeJwks() {
 // ---------------------------------------------------------------- fault injection (test double)
 
 const fault = {
-  mode: 'none', delayMs: 0, status: 500, count: 0,
+  mode: 'none', method: 'POST', delayMs: 0, status: 500, count: 0,
 };
 
 function setFault(body) {
@@ -381,17 +388,19 @@ function setFault(body) {
   const delayMs = body.delay_ms ?? 0;
   const status = body.status ?? 500;
   const count = body.count ?? 1;
+  const method = body.method ?? 'POST';
+  if (!['POST', 'PUT'].includes(method)) throw new Error('method must be POST (create) or PUT (replace)');
   if (!Number.isInteger(delayMs) || delayMs < 0) throw new Error('delay_ms must be a non-negative integer');
   if (!Number.isInteger(status) || status < 100 || status > 599) throw new Error('status must be an HTTP status code');
   if (!Number.isInteger(count) || count < 0) throw new Error('count must be a non-negative integer');
   Object.assign(fault, {
-    mode: body.mode, delayMs, status, count: body.mode === 'none' ? 0 : count,
+    mode: body.mode, method, delayMs, status, count: body.mode === 'none' ? 0 : count,
   });
 }
 
 function faultState() {
   return {
-    mode: fault.mode, delay_ms: fault.delayMs, status: fault.status, count: fault.count,
+    mode: fault.mode, method: fault.method, delay_ms: fault.delayMs, status: fault.status, count: fault.count,
   };
 }
 
@@ -402,12 +411,13 @@ function injectedError(ctx, status) {
 }
 
 async function registrationFaults(ctx, next) {
-  if (ctx.method !== 'POST' || ctx.path !== '/reg' || fault.mode === 'none' || fault.count <= 0) {
+  const target = fault.method === 'POST' ? ctx.path === '/reg' : /^\/reg\/[^/]+$/.test(ctx.path);
+  if (ctx.method !== fault.method || !target || fault.mode === 'none' || fault.count <= 0) {
     return next();
   }
   fault.count -= 1;
   const { mode, delayMs, status } = fault;
-  log(`fault ${mode} applied to POST /reg (remaining ${fault.count})`);
+  log(`fault ${mode} applied to ${ctx.method} ${ctx.path} (remaining ${fault.count})`);
   if (mode === 'error_before_create') {
     injectedError(ctx, status);
     return undefined;
@@ -419,6 +429,62 @@ async function registrationFaults(ctx, next) {
     injectedError(ctx, status);
   }
   return undefined;
+}
+
+// ---------------------------------------------------------------- administrator access to RFC 7592
+
+// Keycloak lets a bearer token of a service account with view-clients / manage-clients read and delete any
+// client on its client registration endpoint; oidc-provider only takes the client's own registration access
+// token there. This middleware adds Keycloak's behaviour for tokens issued to ADMIN_CLIENT_ID through the
+// client_credentials grant (validated by oidc-provider itself); any other token falls through to RFC 7592.
+const CLIENT_PATH = /^\/reg\/([^/]+)$/;
+
+async function administratorAccess(ctx, next) {
+  const m = CLIENT_PATH.exec(ctx.path);
+  const auth = ctx.get('authorization');
+  if (!m || !['GET', 'DELETE'].includes(ctx.method) || !/^bearer /i.test(auth)) return next();
+  const token = await provider.ClientCredentials.find(auth.slice(7).trim());
+  if (!token || token.clientId !== ADMIN_CLIENT_ID) return next();
+  const clientId = decodeURIComponent(m[1]);
+  ctx.set('cache-control', 'no-store');
+  if (clientId === ADMIN_CLIENT_ID || clientId === INTROSPECTION_CLIENT_ID) {
+    ctx.status = 403;
+    ctx.body = { error: 'invalid_request', error_description: 'statically configured clients cannot be managed here' };
+    return undefined;
+  }
+  const client = await provider.Client.find(clientId);
+  if (!client) {
+    ctx.status = 404;
+    ctx.body = { error: 'invalid_client', error_description: 'no such client' };
+    return undefined;
+  }
+  if (ctx.method === 'GET') {
+    ctx.status = 200;
+    ctx.body = client.metadata();
+    return undefined;
+  }
+  await provider.Client.adapter.destroy(clientId);
+  // Its registration access tokens die with it, as with an RFC 7592 delete.
+  for (const [id, entry] of storeFor('RegistrationAccessToken')) {
+    if (entry.payload.clientId === clientId) storeFor('RegistrationAccessToken').delete(id);
+  }
+  log(`administrator deleted client ${clientId}`);
+  ctx.status = 204;
+  return undefined;
+}
+
+// RFC 7591 leaves the client_id to the server; Keycloak takes one the request names. dcr-proxy names it when
+// [upstream.admin] is configured, so that a client created just before a crash can still be found.
+function clientIdFor(ctx) {
+  const asked = ctx.oidc.body?.client_id;
+  if (asked === undefined) return randomUUID();
+  if (typeof asked !== 'string' || !/^[A-Za-z0-9._~-]{1,64}$/.test(asked)) {
+    throw new errors.InvalidClientMetadata('client_id must be 1-64 URL-safe characters');
+  }
+  if (storeFor('Client').has(asked) || asked === ADMIN_CLIENT_ID || asked === INTROSPECTION_CLIENT_ID) {
+    throw new errors.InvalidClientMetadata('client_id is already in use');
+  }
+  return asked;
 }
 
 // ---------------------------------------------------------------- request log
@@ -561,6 +627,13 @@ const configuration = {
     grant_types: ['client_credentials'],
     response_types: [],
     redirect_uris: [],
+  }, {
+    client_id: ADMIN_CLIENT_ID,
+    client_secret: ADMIN_CLIENT_SECRET,
+    token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
   }],
   clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'tls_client_auth'],
   scopes: SCOPES,
@@ -585,8 +658,9 @@ const configuration = {
     registration: {
       enabled: true,
       initialAccessToken: INITIAL_ACCESS_TOKEN,
-      // UUID client ids, as Keycloak issues them: OB v3.1 caps client_id at 36 characters.
-      idFactory: () => randomUUID(),
+      // UUID client ids, as Keycloak issues them (OB v3.1 caps client_id at 36 characters), unless the
+      // request names one.
+      idFactory: clientIdFor,
     },
     registrationManagement: {
       enabled: true,
@@ -661,6 +735,7 @@ for (const event of ['registration_create.error', 'registration_read.error', 're
   });
 }
 provider.use(registrationFaults);
+provider.use(administratorAccess);
 providerCallback = provider.callback();
 
 process.stdout.write(`${JSON.stringify({ event: 'listening', port, issuer })}\n`);

@@ -128,6 +128,7 @@ async function makeClientKeys(name, alg) {
 
 const IAT = randomBytes(24).toString('base64url');
 const INTROSPECTION = { id: 'dcr-proxy', secret: randomBytes(24).toString('base64url') };
+const ADMIN = { id: 'dcr-proxy-admin', secret: randomBytes(24).toString('base64url') };
 
 async function startUpstream(format) {
   const child = spawn(process.execPath, [path.join(here, 'server.mjs')], {
@@ -137,6 +138,8 @@ async function startUpstream(format) {
       INITIAL_ACCESS_TOKEN: IAT,
       INTROSPECTION_CLIENT_ID: INTROSPECTION.id,
       INTROSPECTION_CLIENT_SECRET: INTROSPECTION.secret,
+      ADMIN_CLIENT_ID: ADMIN.id,
+      ADMIN_CLIENT_SECRET: ADMIN.secret,
       CLIENT_CERT_HEADER: format,
       NODE_EXTRA_CA_CERTS: caFile,
     },
@@ -544,6 +547,58 @@ await check('fault mode none clears pending faults', async () => {
   await setFault({ mode: 'error_before_create', status: 502, count: 5 });
   await setFault({ mode: 'none' });
   expectStatus(await call('POST', `${issuer}/reg`, { json: tlsClientMetadata(), headers: bearer(IAT) }), 201);
+});
+
+async function adminToken() {
+  const res = await call('POST', `${issuer}/token`, {
+    headers: basic(ADMIN.id, ADMIN.secret), form: { grant_type: 'client_credentials' },
+  });
+  expectStatus(res, 200);
+  return res.body.access_token;
+}
+
+await check('a client_id named in the registration is used; a taken one is refused', async () => {
+  const wanted = randomUUID();
+  const res = await call('POST', `${issuer}/reg`, { json: { ...tlsClientMetadata(), client_id: wanted }, headers: bearer(IAT) });
+  expectStatus(res, 201);
+  assert.equal(res.body.client_id, wanted);
+  assert.equal(res.body.registration_client_uri, `${issuer}/reg/${wanted}`);
+  const again = await call('POST', `${issuer}/reg`, { json: { ...tlsClientMetadata(), client_id: wanted }, headers: bearer(IAT) });
+  expectStatus(again, 400);
+  assert.equal(again.body.error, 'invalid_client_metadata');
+  state.named = { id: wanted, rat: res.body.registration_access_token };
+});
+
+await check('the admin client reads and deletes any client on RFC 7592; other tokens do not', async () => {
+  const uri = `${issuer}/reg/${state.named.id}`;
+  // A token of another confidential client is not an administrator's.
+  const other = await call('POST', `${issuer}/token`, {
+    headers: basic(INTROSPECTION.id, INTROSPECTION.secret), form: { grant_type: 'client_credentials' },
+  });
+  expectStatus(other, 200);
+  expectStatus(await call('DELETE', uri, { headers: bearer(other.body.access_token) }), 401);
+  const token = await adminToken();
+  const read = await call('GET', uri, { headers: bearer(token) });
+  expectStatus(read, 200);
+  assert.equal(read.body.client_id, state.named.id);
+  assert.equal(read.body.registration_access_token, undefined);
+  expectStatus(await call('DELETE', uri, { headers: bearer(token) }), 204);
+  expectStatus(await call('DELETE', uri, { headers: bearer(token) }), 404);
+  // Its own registration access token died with it.
+  expectStatus(await call('GET', uri, { headers: bearer(state.named.rat) }), 401);
+  expectStatus(await call('DELETE', `${issuer}/reg/${ADMIN.id}`, { headers: bearer(token) }), 403);
+});
+
+await check('fault method PUT delays a replacement after it took effect', async () => {
+  const res = await call('POST', `${issuer}/reg`, { json: tlsClientMetadata(), headers: bearer(IAT) });
+  expectStatus(res, 201);
+  await setFault({ mode: 'delay_after_create', method: 'PUT', delay_ms: 300, count: 1 });
+  const t0 = Date.now();
+  const body = { ...tlsClientMetadata(), client_id: res.body.client_id, client_name: 'renamed' };
+  const put = await call('PUT', res.body.registration_client_uri, { json: body, headers: bearer(res.body.registration_access_token) });
+  expectStatus(put, 200);
+  assert.ok(Date.now() - t0 >= 300, `took ${Date.now() - t0} ms`);
+  assert.equal((await call('GET', `${issuer}/__fault/register`, { headers: admin })).body.count, 0);
 });
 
 await check('DELETE registration -> 204; GET afterwards -> 401', async () => {

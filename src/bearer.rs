@@ -540,7 +540,7 @@ fn cache_lifetime(ttl: Duration, exp: Option<i64>, now: SystemTime) -> Duration 
 
 /// RFC 6749 §2.3.1: id and secret are form-urlencoded before they become the Basic user and password, so a `:`
 /// in the id cannot shift where the secret starts.
-fn basic_auth(client_id: &str, secret: &Secret) -> String {
+pub(crate) fn basic_auth(client_id: &str, secret: &Secret) -> String {
     let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let pair = format!("{}:{}", enc(client_id), enc(secret.expose()));
     format!("Basic {}", STANDARD.encode(pair))

@@ -121,6 +121,30 @@ pub struct UpstreamConfig {
     /// How long a create or replace that outlived `timeout` is still awaited, so it can be undone or kept.
     pub settle_timeout: Duration,
     pub ca_bundle: Option<PathBuf>,
+    /// Crash recovery through an administrator's credential; None keeps plain RFC 7591/7592.
+    pub admin: Option<UpstreamAdminConfig>,
+}
+
+/// `[upstream.admin]`: with it the proxy names each client_id before the upstream creates the client, and
+/// deletes clients whose registration access token it never learnt (or lost) with a client_credentials token
+/// of an administrator client (Keycloak: a service account with the manage-clients role).
+#[derive(Clone)]
+pub struct UpstreamAdminConfig {
+    pub token_endpoint: Url,
+    pub client_id: String,
+    pub client_secret: crate::secret::Secret,
+    pub scope: Option<String>,
+}
+
+impl fmt::Debug for UpstreamAdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamAdminConfig")
+            .field("token_endpoint", &self.token_endpoint.as_str())
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("scope", &self.scope)
+            .finish()
+    }
 }
 
 impl fmt::Debug for UpstreamConfig {
@@ -133,6 +157,7 @@ impl fmt::Debug for UpstreamConfig {
             )
             .field("initial_access_token_env", &self.initial_access_token_env)
             .field("initial_access_token", &self.initial_access_token)
+            .field("admin", &self.admin)
             .finish_non_exhaustive()
     }
 }
@@ -341,6 +366,16 @@ struct RawUpstream {
     #[serde(default = "d_settle")]
     settle_timeout: String,
     ca_bundle: Option<String>,
+    admin: Option<RawUpstreamAdmin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstreamAdmin {
+    token_endpoint: String,
+    client_id: String,
+    client_secret_env: Option<String>,
+    scope: Option<String>,
 }
 
 /// Secrets come from environment variables named `DCR_<SECTION>_<KEY>` unless a `*_env` key says otherwise.
@@ -802,6 +837,47 @@ impl Validator<'_> {
         out
     }
 
+    fn upstream_admin(
+        &mut self,
+        a: &RawUpstreamAdmin,
+        base: Option<&Url>,
+    ) -> Option<UpstreamAdminConfig> {
+        let token_endpoint = match base.map(|b| b.join(&a.token_endpoint)) {
+            Some(Ok(u)) if matches!(u.scheme(), "http" | "https") => Some(u),
+            Some(_) => {
+                self.problem(
+                    "upstream.admin.token_endpoint",
+                    format!("`{}` is not a path or URL", a.token_endpoint),
+                );
+                None
+            }
+            None => None,
+        };
+        if a.client_id.trim().is_empty() {
+            self.problem("upstream.admin.client_id", "must not be empty");
+        }
+        let var = a
+            .client_secret_env
+            .as_deref()
+            .unwrap_or("DCR_UPSTREAM_ADMIN_CLIENT_SECRET");
+        let secret = match self.env.var(var) {
+            Some(v) if !v.is_empty() => Some(crate::secret::Secret::new(v)),
+            _ => {
+                self.problem(
+                    "upstream.admin.client_secret_env",
+                    format!("environment variable {var} is not set or empty"),
+                );
+                None
+            }
+        };
+        Some(UpstreamAdminConfig {
+            token_endpoint: token_endpoint?,
+            client_id: a.client_id.trim().to_string(),
+            client_secret: secret?,
+            scope: a.scope.clone().filter(|s| !s.trim().is_empty()),
+        })
+    }
+
     fn management(
         &mut self,
         m: RawManagement,
@@ -1162,6 +1238,11 @@ impl Validator<'_> {
             .ca_bundle
             .as_deref()
             .map(|p| self.file("upstream.ca_bundle", p));
+        let up_admin = raw
+            .upstream
+            .admin
+            .as_ref()
+            .and_then(|a| self.upstream_admin(a, base_url.as_ref()));
 
         // [jwks]
         let j = &raw.jwks;
@@ -1484,6 +1565,7 @@ impl Validator<'_> {
                 timeout: up_timeout,
                 settle_timeout: up_settle,
                 ca_bundle: up_ca,
+                admin: up_admin,
             },
             jwks,
             profile: ProfileConfig {
@@ -1607,6 +1689,39 @@ path = "dcr.sqlite"
             "{keys:?}"
         );
         assert!(e.problems.len() >= 5, "{e}");
+    }
+
+    #[test]
+    fn the_upstream_admin_section_is_checked_key_by_key() {
+        let d = dir_with_files();
+        let with_admin = |body: &str| {
+            GOOD.replace(
+                "[profile]\n",
+                &format!("[upstream.admin]\n{body}\n[profile]\n"),
+            )
+        };
+        let src = with_admin("token_endpoint = \"/token\"\nclient_id = \"dcr-admin\"");
+        let e = Config::from_toml_str(&src, "proxy.toml", &d, &env()).expect_err("no secret");
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, vec!["upstream.admin.client_secret_env"], "{e}");
+        assert!(
+            e.to_string().contains("DCR_UPSTREAM_ADMIN_CLIENT_SECRET"),
+            "{e}"
+        );
+
+        let mut vars = env();
+        vars.insert(
+            "DCR_UPSTREAM_ADMIN_CLIENT_SECRET".into(),
+            "admin-secret".into(),
+        );
+        let c = Config::from_toml_str(&src, "proxy.toml", &d, &vars).expect("valid");
+        let admin = c.upstream.admin.as_ref().expect("admin");
+        assert_eq!(admin.token_endpoint.as_str(), "http://127.0.0.1:3000/token");
+        assert!(!format!("{:?}", c.upstream).contains("admin-secret"));
+
+        let typo = with_admin("token_endpoint = \"/token\"\nclient = \"x\"");
+        let e = Config::from_toml_str(&typo, "proxy.toml", &d, &vars).expect_err("typo");
+        assert!(e.to_string().contains("upstream.admin"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use http::{Method, StatusCode};
 use serde_json::Value;
 use url::Url;
 
-use crate::config::UpstreamConfig;
+use crate::config::{UpstreamAdminConfig, UpstreamConfig};
 use crate::outbound::{HttpClient, OutboundError, redact_url};
 use crate::secret::Secret;
 
@@ -45,6 +45,8 @@ pub struct Upstream {
     http: HttpClient,
     registration_endpoint: Url,
     initial_access_token: Secret,
+    /// Crash recovery with an administrator's token; None when `[upstream.admin]` is not configured.
+    admin: Option<Admin>,
     /// What a caller waits for an answer. A create or replace still in flight then is not abandoned:
     /// it runs on (up to the HTTP client's own, longer, settle timeout) so its outcome can be put right.
     timeout: std::time::Duration,
@@ -69,7 +71,60 @@ impl Upstream {
             registration_endpoint: cfg.registration_endpoint.clone(),
             initial_access_token: cfg.initial_access_token.clone(),
             timeout: cfg.timeout,
+            admin: cfg.admin.clone().map(|cfg| Admin {
+                cfg,
+                token: tokio::sync::Mutex::new(None),
+            }),
         })
+    }
+
+    /// Whether we name client_ids ourselves and can delete any client: see `[upstream.admin]`.
+    pub fn has_admin(&self) -> bool {
+        self.admin.is_some()
+    }
+
+    /// A new client_id to name in a create, or None when the upstream chooses it. Written to the pending
+    /// record before the upstream is called, so a crash after the upstream acted still leaves its name.
+    pub fn assign_client_id(&self) -> Option<String> {
+        self.admin
+            .as_ref()
+            .map(|_| uuid::Uuid::new_v4().to_string())
+    }
+
+    /// The RFC 7592 URI of `client_id`: the registration endpoint with the id as one more path segment, which
+    /// is where Keycloak and oidc-provider put it.
+    fn client_uri_of(&self, client_id: &str) -> Url {
+        let mut url = self.registration_endpoint.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().push(client_id);
+        }
+        url
+    }
+
+    /// Deletes `client_id` with the administrator's token, for a client whose registration access token we
+    /// never learnt or lost. Already absent (404) counts as done; a refused token does not, because then we
+    /// know nothing about the client.
+    pub async fn admin_delete(&self, client_id: &str) -> Result<(), UpstreamError> {
+        let admin = self.admin.as_ref().ok_or(UpstreamError::Failed(
+            "no [upstream.admin] credential is configured".into(),
+        ))?;
+        let url = self.client_uri_of(client_id);
+        let token = self.bounded(admin.token(&self.http)).await?;
+        let auth = format!("Bearer {}", token.expose());
+        let (status, body) = self
+            .bounded(self.call(Method::DELETE, &url, &auth, None))
+            .await?;
+        match status {
+            s if s.is_success() => Ok(()),
+            StatusCode::NOT_FOUND => Ok(()),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                // Perhaps revoked or expired early: fetch a new one next time.
+                admin.forget().await;
+                Err(rejected(status, &body))
+            }
+            s if s.is_client_error() => Err(rejected(s, &body)),
+            s => Err(UpstreamError::Failed(format!("HTTP {}", s.as_u16()))),
+        }
     }
 
     /// RFC 7591 create. Past `upstream.timeout` the call keeps running and is returned as `Late`.
@@ -249,6 +304,83 @@ impl Upstream {
         crate::metrics::METRICS.observe_upstream(operation, started.elapsed());
         let reply = reply?;
         Ok((reply.status, reply.body))
+    }
+}
+
+/// The administrator client and its cached client_credentials token.
+struct Admin {
+    cfg: UpstreamAdminConfig,
+    /// The token and when to stop using it. A mutex, not a cache: recovery is rare and one fetch at a time is
+    /// what we want.
+    token: tokio::sync::Mutex<Option<(Secret, std::time::Instant)>>,
+}
+
+/// Tokens are renewed this long before the IdP says they expire.
+const ADMIN_TOKEN_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Admin {
+    async fn token(&self, http: &HttpClient) -> Result<Secret, UpstreamError> {
+        let mut slot = self.token.lock().await;
+        if let Some((token, until)) = slot.as_ref()
+            && std::time::Instant::now() < *until
+        {
+            return Ok(token.clone());
+        }
+        let form = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "client_credentials");
+            if let Some(scope) = &self.cfg.scope {
+                form.append_pair("scope", scope);
+            }
+            form.finish()
+        };
+        let auth = crate::bearer::basic_auth(&self.cfg.client_id, &self.cfg.client_secret);
+        let reply = http
+            .send(
+                Method::POST,
+                &self.cfg.token_endpoint,
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/x-www-form-urlencoded"),
+                    ("accept", "application/json"),
+                ],
+                Some(Bytes::from(form)),
+                MAX_UPSTREAM_BODY,
+            )
+            .await
+            .map_err(|e| match e {
+                OutboundError::Timeout(_) => UpstreamError::Timeout,
+                OutboundError::Connect(m) => UpstreamError::Unavailable(m),
+                other => UpstreamError::Failed(other.to_string()),
+            })?;
+        if !reply.status.is_success() {
+            let e = rejected(reply.status, &reply.body);
+            return Err(UpstreamError::Failed(format!(
+                "the token endpoint refused the [upstream.admin] client: {e}"
+            )));
+        }
+        let v: Value = serde_json::from_slice(&reply.body)
+            .map_err(|_| UpstreamError::Failed("token answer is not JSON".into()))?;
+        let token = v
+            .get("access_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(|t| Secret::new(t.to_string()))
+            .ok_or(UpstreamError::Failed(
+                "token answer has no access_token".into(),
+            ))?;
+        let lifetime = v
+            .get("expires_in")
+            .and_then(Value::as_u64)
+            .map(std::time::Duration::from_secs)
+            .unwrap_or(std::time::Duration::from_secs(60));
+        let until = std::time::Instant::now() + lifetime.saturating_sub(ADMIN_TOKEN_MARGIN);
+        *slot = Some((token.clone(), until));
+        Ok(token)
+    }
+
+    async fn forget(&self) {
+        *self.token.lock().await = None;
     }
 }
 

@@ -164,3 +164,267 @@ async fn a_pending_delete_left_by_a_timeout_is_finished_by_the_reconciler() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// The live records (Active, or with a change in flight; not a create still pending) as (client_id, registration_client_uri, RAT).
+async fn live_records(pg: &PgServer, db: &str) -> Vec<(String, String, String)> {
+    pg.admin(db)
+        .await
+        .query(
+            "SELECT client_id, registration_client_uri, registration_access_token FROM dcr_registrations
+             WHERE state <> 'gone' AND registration_access_token IS NOT NULL ORDER BY client_id",
+            &[],
+        )
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+/// The invariant the reconciler restores: the upstream's clients are exactly the live records, and every
+/// live record's registration access token still works there.
+async fn assert_upstream_matches_store(w: &World, pg: &PgServer, db: &str) {
+    let live = live_records(pg, db).await;
+    let mut upstream = w.upstream.clients().await;
+    upstream.sort();
+    let ids: Vec<String> = live.iter().map(|(id, _, _)| id.clone()).collect();
+    assert_eq!(ids, upstream, "upstream clients = live records");
+    for (id, uri, rat) in &live {
+        let resp = support::client::http_request(
+            "GET",
+            uri,
+            &[("authorization", &format!("Bearer {rat}"))],
+            "",
+        )
+        .await;
+        assert_eq!(
+            resp.status,
+            200,
+            "the stored token of {id} works: {}",
+            resp.text()
+        );
+    }
+}
+
+async fn wait_until_settled(w: &World, pg: &PgServer, db: &str, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let live: Vec<String> = live_records(pg, db)
+            .await
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+        let mut upstream = w.upstream.clients().await;
+        upstream.sort();
+        if pending_rows(pg, db).await == 0 && live == upstream {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: pending {} live {live:?} upstream {upstream:?}\n{}",
+            pending_rows(pg, db).await,
+            w.proxy.logs().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn admin_options(pg: &PgServer, db: &str, profile: Profile) -> Options {
+    Options {
+        profile,
+        store: Some(store_toml(pg, db)),
+        upstream_extra: "timeout = \"3s\"\nsettle_timeout = \"3s\"".into(),
+        upstream_admin: true,
+        ..Options::default()
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_killed_after_the_upstream_created_the_client_leaves_no_orphan_once_restarted() {
+    let pg = PgServer::shared().await;
+    let db = pg.create_database().await;
+    let mut w = World::start(admin_options(pg, &db, Profile::Cdr)).await;
+    let adr = w.adr();
+    // The upstream creates the client at once and answers 8 s later: the kill lands in between.
+    w.upstream
+        .fault(json!({"mode": "delay_after_create", "delay_ms": 8000, "count": 1}))
+        .await;
+    let client = adr.client.clone();
+    let url = w.proxy.url("/register");
+    let body = w.cdr_request(&adr, json!({}));
+    let call = tokio::spawn(async move {
+        client
+            .try_request("POST", &url, &[("content-type", "application/jwt")], body)
+            .await
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let created = loop {
+        if let Some(id) = w.upstream.clients().await.pop() {
+            break id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream created the client"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The pending record written before the upstream call already names that client.
+    let named: Vec<String> = pg
+        .admin(&db)
+        .await
+        .query(
+            "SELECT client_id FROM dcr_registrations WHERE state = 'pending' AND pending_op = 'create'",
+            &[],
+        )
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(named, vec![created.clone()]);
+
+    w.kill_and_restart().await;
+    assert!(
+        call.await.expect("task").is_err(),
+        "the TPP's connection died with the proxy"
+    );
+    assert_eq!(
+        w.upstream.clients().await,
+        vec![created.clone()],
+        "the orphan exists"
+    );
+
+    wait_until_settled(&w, pg, &db, "the reconciler removed the orphan").await;
+    assert!(w.upstream.clients().await.is_empty());
+    assert!(
+        w.proxy
+            .logs()
+            .iter()
+            .any(|l| l.contains(&created) && l.contains("deleted with the admin credential")),
+        "the reconciler says what it removed"
+    );
+    // The product's one registration slot is free again, and the new registration is whole.
+    let resp = w
+        .post_register(&adr.client, &w.cdr_request(&adr, json!({})))
+        .await;
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    assert_upstream_matches_store(&w, pg, &db).await;
+}
+
+#[tokio::test]
+async fn a_proxy_killed_after_the_upstream_rotated_the_token_leaves_no_dead_token_once_restarted() {
+    let pg = PgServer::shared().await;
+    let db = pg.create_database().await;
+    let mut w = World::start(admin_options(pg, &db, Profile::Ob)).await;
+    // A bystander's registration must come through untouched.
+    let bystander = w.register(&w.tpp(), json!({})).await;
+    let other = w.tpp();
+    let client_id_2 = w.register(&other, json!({})).await;
+    let at = w
+        .token_tls(&client_id_2, &other.cert, "openid accounts")
+        .await;
+    assert_eq!(at.status, 200, "{}", at.text());
+    let at = at.json()["access_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let (_, uri, old_rat) = live_records(pg, &db)
+        .await
+        .into_iter()
+        .find(|r| r.0 == client_id_2)
+        .expect("record");
+
+    // The upstream applies the PUT (rotating the token) at once and answers 8 s later.
+    w.upstream
+        .fault(json!({"mode": "delay_after_create", "method": "PUT", "delay_ms": 8000, "count": 1}))
+        .await;
+    let client = other.client.clone();
+    let url = w.proxy.url(&format!("/register/{client_id_2}"));
+    let body = w.ob_request(
+        &other,
+        json!({"redirect_uris": ["https://tpp.example.com/cb2"]}),
+    );
+    let call = tokio::spawn(async move {
+        let auth = format!("Bearer {at}");
+        client
+            .try_request(
+                "PUT",
+                &url,
+                &[
+                    ("content-type", "application/jwt"),
+                    ("authorization", &auth),
+                ],
+                body,
+            )
+            .await
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let resp = support::client::http_request(
+            "GET",
+            &uri,
+            &[("authorization", &format!("Bearer {old_rat}"))],
+            "",
+        )
+        .await;
+        if resp.status == 401 {
+            break; // rotated upstream; the new token exists only in the answer still on its way
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream applied the PUT"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.kill_and_restart().await;
+    assert!(
+        call.await.expect("task").is_err(),
+        "the TPP's connection died with the proxy"
+    );
+
+    // The record held a dead token; the reconciler deletes the client it can no longer manage and marks
+    // the record gone. The other registrations are untouched.
+    wait_until_settled(&w, pg, &db, "the reconciler settled the lost rotation").await;
+    let upstream = w.upstream.clients().await;
+    assert!(!upstream.contains(&client_id_2), "{upstream:?}");
+    assert!(upstream.contains(&bystander), "{upstream:?}");
+    assert_upstream_matches_store(&w, pg, &db).await;
+    let resp = w
+        .manage(&other.client, "GET", &client_id_2, Some("x"), "")
+        .await;
+    assert_eq!(resp.status, 401, "{}", resp.text());
+}
+
+#[tokio::test]
+async fn a_server_error_after_the_upstream_created_the_client_is_cleaned_up_by_the_reconciler() {
+    let pg = PgServer::shared().await;
+    let db = pg.create_database().await;
+    let w = World::start(admin_options(pg, &db, Profile::Cdr)).await;
+    let adr = w.adr();
+    // The upstream creates the client and then answers 500: we cannot know its registration token.
+    w.upstream
+        .fault(json!({"mode": "error_after_create", "status": 500, "count": 1}))
+        .await;
+    let resp = w
+        .post_register(&adr.client, &w.cdr_request(&adr, json!({})))
+        .await;
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert_eq!(
+        w.upstream.clients().await.len(),
+        1,
+        "the upstream kept a client"
+    );
+    wait_until_settled(
+        &w,
+        pg,
+        &db,
+        "the reconciler removed the client behind the 500",
+    )
+    .await;
+    assert!(w.upstream.clients().await.is_empty());
+    let resp = w
+        .post_register(&adr.client, &w.cdr_request(&adr, json!({})))
+        .await;
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    assert_upstream_matches_store(&w, pg, &db).await;
+}

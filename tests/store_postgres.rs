@@ -100,6 +100,12 @@ async fn client_id_taken_by_live_record_conflicts() {
 }
 
 #[tokio::test]
+async fn a_pending_create_can_name_its_client_id() {
+    let (store, _) = fresh_store().await;
+    conformance::a_pending_create_can_name_its_client_id(&store).await;
+}
+
+#[tokio::test]
 async fn pending_is_ordered_and_limited() {
     let (store, _) = fresh_store().await;
     conformance::pending_is_ordered_and_limited(&store).await;

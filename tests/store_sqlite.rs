@@ -113,6 +113,11 @@ async fn client_id_taken_by_live_record_conflicts() {
 }
 
 #[tokio::test]
+async fn a_pending_create_can_name_its_client_id() {
+    conformance::a_pending_create_can_name_its_client_id(&memory()).await;
+}
+
+#[tokio::test]
 async fn pending_is_ordered_and_limited() {
     conformance::pending_is_ordered_and_limited(&memory()).await;
 }

@@ -287,9 +287,12 @@ impl Registrar {
         // 7. Reserve the record before the upstream acts, so a crash leaves a trace to reconcile
         //    and the software_id uniqueness is decided by the store, not by check-then-act.
         let now = jwt::now();
+        // With [upstream.admin] we name the client before it exists, so even a crash between the upstream's
+        // create and our commit leaves a record that says which client to remove.
+        let assigned = self.upstream.assign_client_id();
         let rec = Registration {
             id: Uuid::new_v4(),
-            client_id: None,
+            client_id: assigned.clone(),
             profile: self.profile.name().to_string(),
             software_id: ssa.software_id.clone(),
             org_id: ssa.org_id.clone(),
@@ -317,11 +320,11 @@ impl Registrar {
             })?;
 
         // 8. Translate and create upstream.
-        let created = match self
-            .upstream
-            .create(md.to_upstream(&ssa, peer, &self.profile))
-            .await
-        {
+        let mut request = md.to_upstream(&ssa, peer, &self.profile);
+        if let (Some(id), Some(o)) = (&assigned, request.as_object_mut()) {
+            o.insert("client_id".into(), Value::from(id.as_str()));
+        }
+        let created = match self.upstream.create(request).await {
             Outcome::Done(Ok(c)) => c,
             Outcome::Done(Err(e)) => return Err(self.create_failed(rec.id, e).await),
             Outcome::Late(call) => {
@@ -346,6 +349,20 @@ impl Registrar {
             }
         };
         audit.client_id = Some(created.client_id.clone());
+        if let Some(id) = assigned.as_deref()
+            && created.client_id != id
+        {
+            // Recovery would look for a client that does not exist while this one went unrecorded.
+            tracing::error!(
+                assigned = id,
+                client_id = %created.client_id,
+                "the upstream ignored the client_id we named; [upstream.admin] needs an IdP that accepts one (Keycloak does)"
+            );
+            undo_create(self.store.as_ref(), &self.upstream, rec.id, &created).await;
+            return Err(ProxyError::UpstreamUnavailable(
+                "the upstream did not use the client_id the proxy named".into(),
+            ));
+        }
         let issued_at = created.client_id_issued_at.unwrap_or(now);
         let mut stored = rendered.clone();
         if let Some(o) = stored.as_object_mut() {
@@ -427,6 +444,11 @@ async fn undo_create(
                 tracing::warn!(%id, error = %e, "pending record left for the reconciler");
             }
         }
+        Err(e) if upstream.has_admin() => tracing::warn!(
+            client_id = %created.client_id,
+            error = %e,
+            "compensating delete failed; the pending record names the client and the reconciler retries"
+        ),
         Err(e) => tracing::error!(
             client_id = %created.client_id,
             error = %e,

@@ -88,6 +88,25 @@ async fn settle(
                     );
                     Ok(true)
                 }
+                // The token was rotated and the new one lost, or the client was deleted. With the admin
+                // credential the client is removed first, so no upstream client outlives its record; the TPP
+                // registers again.
+                Err(UpstreamError::Gone(_)) if upstream.has_admin() => {
+                    match upstream.admin_delete(client_id).await {
+                        Ok(()) => {
+                            store.mark_gone(client_id).await?;
+                            tracing::warn!(
+                                client_id,
+                                "pending replacement: the stored registration token no longer works; the upstream client was deleted with the admin credential and the record marked gone"
+                            );
+                            Ok(true)
+                        }
+                        Err(e) => {
+                            tracing::warn!(client_id, error = %e, "pending replacement: admin delete failing");
+                            Ok(false)
+                        }
+                    }
+                }
                 Err(UpstreamError::Gone(_)) => {
                     store.mark_gone(client_id).await?;
                     tracing::error!(
@@ -98,6 +117,27 @@ async fn settle(
                 }
                 Err(e) => {
                     tracing::warn!(client_id, error = %e, "pending replacement: upstream not reachable yet");
+                    Ok(false)
+                }
+            }
+        }
+        // A create that never completed, and we named its client: delete whatever the upstream made under
+        // that name (404 when it made nothing), then release the reservation.
+        (Some(PendingOp::Create), _) if upstream.has_admin() && rec.client_id.is_some() => {
+            let client_id = rec.client_id.as_deref().unwrap_or_default();
+            match upstream.admin_delete(client_id).await {
+                Ok(()) => {
+                    store.abandon(rec.id).await?;
+                    tracing::info!(
+                        id = %rec.id,
+                        client_id,
+                        software_id = %rec.software_id,
+                        "abandoned a registration that never completed; its upstream client (if the upstream made one) was deleted with the admin credential"
+                    );
+                    Ok(true)
+                }
+                Err(e) => {
+                    tracing::warn!(id = %rec.id, client_id, error = %e, "pending create: admin delete failing");
                     Ok(false)
                 }
             }

@@ -51,17 +51,19 @@
 //! before each try (which also pushes the record back in the queue), and:
 //!
 //! * `Pending(Create)`: the upstream may or may not have created a client.
-//!   If the upstream adapter can find one made for this record, the reconciler
-//!   deletes it upstream (we never learned its RAT, so we could not manage
-//!   it) and then `abandon`s the record; if there is none, it just `abandon`s.
+//!   With `[upstream.admin]` the record already names the client_id (the
+//!   proxy chose it before calling the upstream), so the reconciler deletes
+//!   that client with the administrator's token (404 counts as done; a
+//!   refused token leaves the record for the next pass) and then `abandon`s.
+//!   Without it there is nothing to name the client by: it just `abandon`s.
 //! * `Pending(Replace)`: reads the client upstream with the old RAT. If the
-//!   old RAT still works the PUT did not happen: `cancel_change`. If the
-//!   upstream says the client is gone: `mark_gone`. If the old RAT is refused
-//!   the PUT went through and rotated it, and the new RAT is lost: the record
-//!   stays Pending (so the client is never forgotten) and is raised for an
-//!   operator, `attempts` telling how long it has waited.
-//! * `Pending(Delete)`: retries the DELETE with the old RAT; on success or "not
-//!   found" it `remove`s, if the old RAT is refused it `mark_gone`s.
+//!   old RAT still works the PUT did not happen: `cancel_change`. If it is
+//!   refused, the PUT rotated it and the new RAT is lost (or the client is
+//!   gone): with `[upstream.admin]` the client is deleted first, then the
+//!   record is `mark_gone`d, so no upstream client outlives its record;
+//!   without it the record is `mark_gone`d and an error is logged.
+//! * `Pending(Delete)`: retries the DELETE with the old RAT; on success,
+//!   "not found" or a refused RAT it `remove`s.
 //! * `Active` and `Gone` need nothing.
 //!
 //! # Backends

@@ -324,6 +324,34 @@ pub async fn client_id_taken_by_live_record_conflicts(store: &dyn RegistrationSt
     assert_eq!(store.pending(i64::MAX, 10).await.unwrap().len(), 1);
 }
 
+/// With `[upstream.admin]` a pending create already names its client_id: the name is kept for the
+/// reconciler, hidden from GET, and unique among live records like any other client_id.
+pub async fn a_pending_create_can_name_its_client_id(store: &dyn RegistrationStore) {
+    let mut rec = record("sw-named");
+    rec.client_id = Some("named-1".into());
+    store.begin_create(&rec, true).await.unwrap();
+    assert!(store.get_by_client_id("named-1").await.unwrap().is_none());
+    let pending = store.pending(i64::MAX, 10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].client_id.as_deref(), Some("named-1"));
+    let mut twin = record("sw-twin");
+    twin.client_id = Some("named-1".into());
+    assert!(
+        store.begin_create(&twin, false).await.is_err(),
+        "a second live record cannot name the same client_id"
+    );
+    store
+        .complete_create(rec.id, "named-1", "rat", "uri", &json!({}))
+        .await
+        .unwrap();
+    let live = store
+        .get_by_client_id("named-1")
+        .await
+        .unwrap()
+        .expect("active");
+    assert_eq!(live.state, RecordState::Active);
+}
+
 pub async fn pending_is_ordered_and_limited(store: &dyn RegistrationStore) {
     for (i, t) in [300, 100, 200].into_iter().enumerate() {
         let mut rec = record(&format!("sw-{i}"));

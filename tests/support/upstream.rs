@@ -86,7 +86,8 @@ impl Upstream {
             .clone()
             .unwrap_or_else(|| format!("dcr-proxy-{}", &random_secret()[..8]));
         let introspection_secret = random_secret();
-        let admin_client_id = format!("dcr-admin-{}", &random_secret()[..8]);
+        // Fixed, as in ./proxy.toml (the demo uses it); its secret is random per run.
+        let admin_client_id = "dcr-proxy-admin".to_string();
         let admin_secret = random_secret();
         let verbose = std::env::var_os("DCR_TEST_VERBOSE").is_some();
 

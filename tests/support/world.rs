@@ -15,6 +15,7 @@ use super::upstream::{CertHeader, Upstream, UpstreamOptions};
 pub const OB_AUD: &str = "0015800001041RHAAY";
 pub const CDR_HOLDER: &str = "https://holder.example.com";
 pub const IAT_ENV: &str = "DCR_UPSTREAM_INITIAL_ACCESS_TOKEN";
+pub const ADMIN_ENV: &str = "DCR_UPSTREAM_ADMIN_CLIENT_SECRET";
 pub const INTROSPECTION_ENV: &str = "DCR_MANAGEMENT_CLIENT_SECRET";
 pub const DIRECTORY_JWKS: &str = "/directory/openbanking.jwks";
 pub const REGISTER_JWKS: &str = "/cdr-register/v1/jwks";
@@ -44,6 +45,8 @@ pub struct Options {
     pub store: Option<String>,
     /// Extra lines inside `[upstream]` (e.g. `timeout`, `settle_timeout`).
     pub upstream_extra: String,
+    /// Adds `[upstream.admin]` with the test upstream's administrator client.
+    pub upstream_admin: bool,
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl Default for Options {
             management_extra: String::new(),
             store: None,
             upstream_extra: String::new(),
+            upstream_admin: false,
         }
     }
 }
@@ -149,6 +153,18 @@ impl World {
         let toml = self.config_toml(options);
         let proxy = ProxyProcess::start(dir.path(), &toml, &proxy_env(&self.upstream)).await;
         (dir, proxy)
+    }
+
+    /// SIGKILLs the proxy (no drain, nothing flushed beyond what was committed) and starts it again with the
+    /// same config file and store, as a container runtime would after an OOM kill.
+    pub async fn kill_and_restart(&mut self) {
+        self.proxy.signal("KILL");
+        let status = self.proxy.wait().await;
+        assert!(!status.success(), "SIGKILL ends the proxy: {status:?}");
+        let config = self.proxy.config_path.clone();
+        self.proxy = ProxyProcess::try_start_config(config, &proxy_env(&self.upstream))
+            .await
+            .unwrap_or_else(|logs| panic!("dcr-proxy did not restart:\n{logs}"));
     }
 
     /// A new TPP with an OB transport certificate whose software JWKS lists its signing key and the certificate.
@@ -371,6 +387,7 @@ pub fn proxy_env(upstream: &Upstream) -> Vec<(&'static str, &str)> {
     vec![
         (IAT_ENV, upstream.initial_access_token.as_str()),
         (INTROSPECTION_ENV, upstream.introspection_secret.as_str()),
+        (ADMIN_ENV, upstream.admin_secret.as_str()),
     ]
 }
 
@@ -416,6 +433,7 @@ registration_endpoint = "/reg"
 initial_access_token_env = "{IAT_ENV}"
 connect_timeout = "1s"
 {upstream_extra}
+{upstream_admin}
 
 [jwks]
 ca_bundle = "{ca}"
@@ -455,6 +473,14 @@ client_secret_env = "{INTROSPECTION_ENV}"
             "timeout = \"5s\"".to_string()
         } else {
             o.upstream_extra.clone()
+        },
+        upstream_admin = if o.upstream_admin {
+            format!(
+                "[upstream.admin]\ntoken_endpoint = \"/token\"\nclient_id = \"{}\"",
+                upstream.admin_client_id
+            )
+        } else {
+            String::new()
         },
         management_extra = o.management_extra,
         cert = files.server_cert.display(),

@@ -837,6 +837,20 @@ impl Validator<'_> {
         out
     }
 
+    /// A required secret from the environment variable `var`; a missing or empty one is a problem at `key`.
+    fn secret(&mut self, key: &str, var: &str) -> Option<crate::secret::Secret> {
+        match self.env.var(var) {
+            Some(v) if !v.is_empty() => Some(crate::secret::Secret::new(v)),
+            _ => {
+                self.problem(
+                    key,
+                    format!("environment variable {var} is not set or empty"),
+                );
+                None
+            }
+        }
+    }
+
     fn upstream_admin(
         &mut self,
         a: &RawUpstreamAdmin,
@@ -860,16 +874,7 @@ impl Validator<'_> {
             .client_secret_env
             .as_deref()
             .unwrap_or("DCR_UPSTREAM_ADMIN_CLIENT_SECRET");
-        let secret = match self.env.var(var) {
-            Some(v) if !v.is_empty() => Some(crate::secret::Secret::new(v)),
-            _ => {
-                self.problem(
-                    "upstream.admin.client_secret_env",
-                    format!("environment variable {var} is not set or empty"),
-                );
-                None
-            }
-        };
+        let secret = self.secret("upstream.admin.client_secret_env", var);
         Some(UpstreamAdminConfig {
             token_endpoint: token_endpoint?,
             client_id: a.client_id.trim().to_string(),
@@ -921,16 +926,7 @@ impl Validator<'_> {
                     .client_secret_env
                     .as_deref()
                     .unwrap_or("DCR_MANAGEMENT_CLIENT_SECRET");
-                let secret = match self.env.var(var) {
-                    Some(v) if !v.is_empty() => Some(crate::secret::Secret::new(v)),
-                    _ => {
-                        self.problem(
-                            "management.client_secret_env",
-                            format!("environment variable {var} is not set or empty"),
-                        );
-                        None
-                    }
-                };
+                let secret = self.secret("management.client_secret_env", var);
                 BearerMode::Introspection {
                     endpoint: endpoint?,
                     client_id,
@@ -1082,16 +1078,7 @@ impl Validator<'_> {
                 .var("DCR_STORE_PASSWORD")
                 .filter(|v| !v.is_empty())
                 .map(crate::secret::Secret::new),
-            Some(var) => match self.env.var(var) {
-                Some(v) if !v.is_empty() => Some(crate::secret::Secret::new(v)),
-                _ => {
-                    self.problem(
-                        "store.password_env",
-                        format!("environment variable {var} is not set or empty"),
-                    );
-                    None
-                }
-            },
+            Some(var) => self.secret("store.password_env", var),
         };
         if s.pool_size == 0 || s.pool_size > 256 {
             self.problem("store.pool_size", "must be between 1 and 256");

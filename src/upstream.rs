@@ -296,11 +296,7 @@ impl Upstream {
                 MAX_UPSTREAM_BODY,
             )
             .await
-            .map_err(|e| match e {
-                OutboundError::Timeout(_) => UpstreamError::Timeout,
-                OutboundError::Connect(m) => UpstreamError::Unavailable(m),
-                other => UpstreamError::Failed(other.to_string()),
-            });
+            .map_err(outbound_error);
         crate::metrics::METRICS.observe_upstream(operation, started.elapsed());
         let reply = reply?;
         Ok((reply.status, reply.body))
@@ -348,11 +344,7 @@ impl Admin {
                 MAX_UPSTREAM_BODY,
             )
             .await
-            .map_err(|e| match e {
-                OutboundError::Timeout(_) => UpstreamError::Timeout,
-                OutboundError::Connect(m) => UpstreamError::Unavailable(m),
-                other => UpstreamError::Failed(other.to_string()),
-            })?;
+            .map_err(outbound_error)?;
         if !reply.status.is_success() {
             let e = rejected(reply.status, &reply.body);
             return Err(UpstreamError::Failed(format!(
@@ -381,6 +373,14 @@ impl Admin {
 
     async fn forget(&self) {
         *self.token.lock().await = None;
+    }
+}
+
+fn outbound_error(e: OutboundError) -> UpstreamError {
+    match e {
+        OutboundError::Timeout(_) => UpstreamError::Timeout,
+        OutboundError::Connect(m) => UpstreamError::Unavailable(m),
+        other => UpstreamError::Failed(other.to_string()),
     }
 }
 

@@ -428,3 +428,48 @@ async fn a_server_error_after_the_upstream_created_the_client_is_cleaned_up_by_t
     assert_eq!(resp.status, 201, "{}", resp.text());
     assert_upstream_matches_store(&w, pg, &db).await;
 }
+
+#[tokio::test]
+async fn a_refused_admin_credential_keeps_the_pending_record_instead_of_forgetting_the_client() {
+    let pg = PgServer::shared().await;
+    let db = pg.create_database().await;
+    // The admin client with the introspection client's secret: the token endpoint refuses it.
+    let w = World::start(Options {
+        upstream_extra: "timeout = \"3s\"\nsettle_timeout = \"3s\"\n[upstream.admin]\ntoken_endpoint = \"/token\"\nclient_id = \"dcr-proxy-admin\"\nclient_secret_env = \"DCR_MANAGEMENT_CLIENT_SECRET\"".into(),
+        upstream_admin: false,
+        ..admin_options(pg, &db, Profile::Ob)
+    })
+    .await;
+    let tpp = w.tpp();
+    w.upstream
+        .fault(json!({"mode": "error_after_create", "status": 500, "count": 1}))
+        .await;
+    let resp = w
+        .post_register(&tpp.client, &w.ob_request(&tpp, json!({})))
+        .await;
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !w
+        .proxy
+        .logs()
+        .iter()
+        .any(|l| l.contains("pending create: admin delete failing"))
+    {
+        assert!(std::time::Instant::now() < deadline, "the reconciler tried");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Still pending, still naming the client the upstream holds: nothing is forgotten.
+    assert_eq!(pending_rows(pg, &db).await, 1);
+    let upstream = w.upstream.clients().await;
+    let named: String = pg
+        .admin(&db)
+        .await
+        .query_one(
+            "SELECT client_id FROM dcr_registrations WHERE state = 'pending'",
+            &[],
+        )
+        .await
+        .expect("row")
+        .get(0);
+    assert_eq!(upstream, vec![named]);
+}

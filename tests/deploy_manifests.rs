@@ -261,9 +261,15 @@ fn the_grace_period_outlasts_the_drain_and_the_pre_stop_sleep() {
     let pre_stop = container("dcr-proxy")["lifecycle"]["preStop"]["sleep"]["seconds"]
         .as_u64()
         .unwrap_or(0);
+    let proxy_done = seconds(str_at(&t, "server.drain_timeout")) + pre_stop;
+    assert!(grace > proxy_done, "grace {grace}");
+    // Keycloak must still answer while the proxy drains: its own preStop sleep outlasts the proxy's.
+    let keycloak_pre_stop = container("keycloak")["lifecycle"]["preStop"]["sleep"]["seconds"]
+        .as_u64()
+        .unwrap_or(0);
     assert!(
-        grace > seconds(str_at(&t, "server.drain_timeout")) + pre_stop,
-        "grace {grace}"
+        keycloak_pre_stop >= proxy_done && grace > keycloak_pre_stop,
+        "keycloak preStop {keycloak_pre_stop}, proxy done after {proxy_done}, grace {grace}"
     );
 }
 
@@ -295,7 +301,7 @@ fn keycloak_listens_where_the_proxy_forwards_and_reads_the_header_the_proxy_send
         "nginx" => "nginx",
         other => panic!("no Keycloak provider for {other}"),
     };
-    assert_eq!(arg("spi-x509cert-lookup-provider"), provider);
+    assert_eq!(arg("spi-x509cert-lookup--provider"), provider);
     assert_eq!(arg("proxy-headers"), "xforwarded");
 }
 
@@ -327,6 +333,7 @@ fn the_configmap_proxy_toml_passes_the_real_config_loader() {
     let env: HashMap<String, String> = [
         "DCR_UPSTREAM_INITIAL_ACCESS_TOKEN",
         "DCR_MANAGEMENT_CLIENT_SECRET",
+        "DCR_UPSTREAM_ADMIN_CLIENT_SECRET",
         "DCR_STORE_PASSWORD",
     ]
     .iter()

@@ -867,7 +867,11 @@ mod tests {
         for i in 0..40 {
             let store = store.clone();
             // Even: the same software product, unique (one may win). Odd: each its own product.
-            let sw = if i % 2 == 0 { "same".to_string() } else { format!("own-{i}") };
+            let sw = if i % 2 == 0 {
+                "same".to_string()
+            } else {
+                format!("own-{i}")
+            };
             tasks.push(tokio::spawn(async move {
                 store.begin_create(&record(&sw), true).await
             }));

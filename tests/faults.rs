@@ -29,6 +29,21 @@ async fn pending_rows(pg: &PgServer, db: &str) -> i64 {
         .get(0)
 }
 
+/// A CDR registration sent while the test goes on to break something.
+fn register_in_background(
+    w: &World,
+    adr: &support::world::Tpp,
+) -> tokio::task::JoinHandle<Result<support::client::Response, support::client::Error>> {
+    let client = adr.client.clone();
+    let url = w.proxy.url("/register");
+    let body = w.cdr_request(adr, json!({}));
+    tokio::spawn(async move {
+        client
+            .try_request("POST", &url, &[("content-type", "application/jwt")], body)
+            .await
+    })
+}
+
 #[tokio::test]
 async fn an_upstream_that_answers_after_our_timeout_has_its_client_deleted_again() {
     let pg = PgServer::shared().await;
@@ -83,17 +98,10 @@ async fn a_database_lost_between_the_upstream_call_and_the_commit_leaves_no_clie
     w.upstream
         .fault(json!({"mode": "delay_after_create", "delay_ms": 1500, "count": 1}))
         .await;
-    let client = adr.client.clone();
-    let url = w.proxy.url("/register");
-    let body = w.cdr_request(&adr, json!({}));
-    let call = tokio::spawn(async move {
-        client
-            .request("POST", &url, &[("content-type", "application/jwt")], body)
-            .await
-    });
+    let call = register_in_background(&w, &adr);
     tokio::time::sleep(Duration::from_millis(600)).await;
     pg.stop().await;
-    let resp = call.await.expect("task");
+    let resp = call.await.expect("task").expect("an answer");
     assert_eq!(resp.status, 503, "{}", resp.text());
     assert!(
         w.upstream.clients().await.is_empty(),
@@ -249,14 +257,7 @@ async fn a_proxy_killed_after_the_upstream_created_the_client_leaves_no_orphan_o
     w.upstream
         .fault(json!({"mode": "delay_after_create", "delay_ms": 8000, "count": 1}))
         .await;
-    let client = adr.client.clone();
-    let url = w.proxy.url("/register");
-    let body = w.cdr_request(&adr, json!({}));
-    let call = tokio::spawn(async move {
-        client
-            .try_request("POST", &url, &[("content-type", "application/jwt")], body)
-            .await
-    });
+    let call = register_in_background(&w, &adr);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let created = loop {
         if let Some(id) = w.upstream.clients().await.pop() {

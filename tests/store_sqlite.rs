@@ -145,3 +145,45 @@ async fn memory_replay_concurrent_same_key_passes_once() {
 async fn memory_replay_expired_key_is_reused_once() {
     conformance::replay_expired_key_is_reused_once(&[guard()]).await;
 }
+
+/// Writes queued together share one transaction and one fsync; a failing one is rolled back to its own
+/// savepoint while the others commit, and every answered write is on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_committed_together_fail_and_succeed_one_by_one() {
+    let dir = TempDir::new();
+    let path = dir.join("registrations.db");
+    let store = SqliteStore::open(&path).expect("open");
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        // Even: one software product, unique (one may win). Odd: each its own product.
+        let sw = if i % 2 == 0 {
+            "same".to_string()
+        } else {
+            format!("own-{i}")
+        };
+        tasks.push(tokio::spawn(async move {
+            store.begin_create(&conformance::record(&sw), true).await
+        }));
+    }
+    let (mut ok, mut duplicates) = (0, 0);
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(()) => ok += 1,
+            Err(dcr_proxy::store::StoreError::DuplicateSoftwareId { .. }) => duplicates += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((ok, duplicates), (21, 19));
+    drop(store);
+    // Another connection on the file sees every write that was answered Ok.
+    let reopened = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(
+        reopened
+            .pending(i64::MAX, 100)
+            .await
+            .expect("pending")
+            .len(),
+        21
+    );
+}

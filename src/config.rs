@@ -837,6 +837,18 @@ impl Validator<'_> {
         out
     }
 
+    /// `s` as a path on the upstream's `base` (or an absolute http(s) URL); None when the base itself is bad.
+    fn relative_url(&mut self, key: &str, base: Option<&Url>, s: &str) -> Option<Url> {
+        match base.map(|b| b.join(s)) {
+            Some(Ok(u)) if matches!(u.scheme(), "http" | "https") => Some(u),
+            Some(_) => {
+                self.problem(key, format!("`{s}` is not a path or URL"));
+                None
+            }
+            None => None,
+        }
+    }
+
     /// A required secret from the environment variable `var`; a missing or empty one is a problem at `key`.
     fn secret(&mut self, key: &str, var: &str) -> Option<crate::secret::Secret> {
         match self.env.var(var) {
@@ -856,17 +868,8 @@ impl Validator<'_> {
         a: &RawUpstreamAdmin,
         base: Option<&Url>,
     ) -> Option<UpstreamAdminConfig> {
-        let token_endpoint = match base.map(|b| b.join(&a.token_endpoint)) {
-            Some(Ok(u)) if matches!(u.scheme(), "http" | "https") => Some(u),
-            Some(_) => {
-                self.problem(
-                    "upstream.admin.token_endpoint",
-                    format!("`{}` is not a path or URL", a.token_endpoint),
-                );
-                None
-            }
-            None => None,
-        };
+        let token_endpoint =
+            self.relative_url("upstream.admin.token_endpoint", base, &a.token_endpoint);
         if a.client_id.trim().is_empty() {
             self.problem("upstream.admin.client_id", "must not be empty");
         }
@@ -892,24 +895,14 @@ impl Validator<'_> {
     ) -> Option<crate::bearer::BearerConfig> {
         use crate::bearer::{BearerConfig, BearerMode};
         let is_cdr = kind == ProfileKind::Cdr113;
-        let relative = |v: &mut Self, key: &str, s: &str| -> Option<Url> {
-            match upstream.map(|u| u.join(s)) {
-                Some(Ok(u)) if matches!(u.scheme(), "http" | "https") => Some(u),
-                Some(_) => {
-                    v.problem(key, format!("`{s}` is not a path or URL"));
-                    None
-                }
-                None => None,
-            }
-        };
         let revocation_endpoint = m
             .revocation_endpoint
             .as_deref()
-            .and_then(|s| relative(self, "management.revocation_endpoint", s));
+            .and_then(|s| self.relative_url("management.revocation_endpoint", upstream, s));
         let mode = match m.token_validation.as_str() {
             "introspection" => {
                 let endpoint = match m.introspection_endpoint.as_deref() {
-                    Some(s) => relative(self, "management.introspection_endpoint", s),
+                    Some(s) => self.relative_url("management.introspection_endpoint", upstream, s),
                     None => {
                         self.problem(
                             "management.introspection_endpoint",

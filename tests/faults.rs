@@ -474,3 +474,36 @@ async fn a_refused_admin_credential_keeps_the_pending_record_instead_of_forgetti
         .get(0);
     assert_eq!(upstream, vec![named]);
 }
+
+#[tokio::test]
+async fn an_upstream_that_ignores_the_named_client_id_gets_its_client_deleted_and_the_tpp_a_502() {
+    let pg = PgServer::shared().await;
+    let db = pg.create_database().await;
+    let w = World::start(admin_options(pg, &db, Profile::Cdr)).await;
+    let adr = w.adr();
+    // As a plain RFC 7591 server may: it issues its own client_id, so recovery could never find this client.
+    w.upstream
+        .fault(json!({"mode": "ignore_client_id", "count": 1}))
+        .await;
+    let resp = w
+        .post_register(&adr.client, &w.cdr_request(&adr, json!({})))
+        .await;
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert!(
+        w.upstream.clients().await.is_empty(),
+        "the client made under another name was deleted again"
+    );
+    assert_eq!(pending_rows(pg, &db).await, 0);
+    assert!(
+        w.proxy
+            .logs()
+            .iter()
+            .any(|l| l.contains("ignored the client_id we named")),
+        "the operator is told why"
+    );
+    let resp = w
+        .post_register(&adr.client, &w.cdr_request(&adr, json!({})))
+        .await;
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    assert_upstream_matches_store(&w, pg, &db).await;
+}

@@ -381,7 +381,7 @@ const fault = {
 };
 
 function setFault(body) {
-  const modes = ['none', 'delay_after_create', 'error_after_create', 'error_before_create'];
+  const modes = ['none', 'delay_after_create', 'error_after_create', 'error_before_create', 'ignore_client_id'];
   if (!body || typeof body !== 'object' || !modes.includes(body.mode)) {
     throw new Error(`mode must be one of ${modes.join(', ')}`);
   }
@@ -421,6 +421,11 @@ async function registrationFaults(ctx, next) {
   if (mode === 'error_before_create') {
     injectedError(ctx, status);
     return undefined;
+  }
+  if (mode === 'ignore_client_id') {
+    // Behave like an RFC 7591 server that issues its own client_id whatever the request names.
+    ctx.state.ignoreClientId = true;
+    return next();
   }
   await next();
   if (mode === 'delay_after_create') {
@@ -477,7 +482,7 @@ async function administratorAccess(ctx, next) {
 // [upstream.admin] is configured, so that a client created just before a crash can still be found.
 function clientIdFor(ctx) {
   const asked = ctx.oidc.body?.client_id;
-  if (asked === undefined) return randomUUID();
+  if (asked === undefined || ctx.state.ignoreClientId) return randomUUID();
   if (typeof asked !== 'string' || !/^[A-Za-z0-9._~-]{1,64}$/.test(asked)) {
     throw new errors.InvalidClientMetadata('client_id must be 1-64 URL-safe characters');
   }

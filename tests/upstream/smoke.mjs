@@ -569,6 +569,14 @@ await check('a client_id named in the registration is used; a taken one is refus
   state.named = { id: wanted, rat: res.body.registration_access_token };
 });
 
+await check('fault ignore_client_id -> the named client_id is not used', async () => {
+  await setFault({ mode: 'ignore_client_id', count: 1 });
+  const wanted = randomUUID();
+  const res = await call('POST', `${issuer}/reg`, { json: { ...tlsClientMetadata(), client_id: wanted }, headers: bearer(IAT) });
+  expectStatus(res, 201);
+  assert.notEqual(res.body.client_id, wanted);
+});
+
 await check('the admin client reads and deletes any client on RFC 7592; other tokens do not', async () => {
   const uri = `${issuer}/reg/${state.named.id}`;
   // A token of another confidential client is not an administrator's.

@@ -218,6 +218,20 @@ export async function keycloakChecks(h) {
     expectStatus(await call('GET', s.pk.uri, { headers: bearer(s.pk.rat) }), 200);
   });
 
+  await check('[keycloak] PUT meets the scope policy too: a new disallowed scope -> 403, kept scopes pass', async () => {
+    const denied = await call('PUT', s.pk.uri, { json: pkMeta({ client_id: s.pk.id, scope: 'accounts email' }), headers: bearer(s.pk.rat) });
+    expectStatus(denied, 403);
+    assert.equal(denied.body.error, 'insufficient_scope');
+    const kept = await call('PUT', s.pk.uri, { json: pkMeta({ client_id: s.pk.id, scope: 'accounts' }), headers: bearer(s.pk.rat) });
+    expectStatus(kept, 200);
+    assert.equal(kept.body.scope, 'accounts');
+    s.pk.rat = kept.body.registration_access_token;
+    const back = await call('PUT', s.pk.uri, { json: pkMeta({ client_id: s.pk.id, client_name: 'KC Smoke TPP v2' }), headers: bearer(s.pk.rat) });
+    expectStatus(back, 200);
+    assert.equal(back.body.scope, 'accounts payments');
+    s.pk.rat = back.body.registration_access_token;
+  });
+
   await check('[keycloak] Bearer with manage-clients: create 201, GET/PUT without RAT and no rotation, unknown 404', async () => {
     const token = await adminToken();
     const created = await register(pkMeta(), token);
@@ -403,6 +417,8 @@ export async function keycloakChecks(h) {
     assert.deepEqual(sorted, [...sorted].sort());
     const page = (await call('GET', `${ADMIN_CLIENTS}?first=1&max=2`, { headers: bearer(token) })).body;
     assert.deepEqual(page.map((x) => x.clientId), sorted.slice(1, 3));
+    const byAttr = (await call('GET', `${ADMIN_CLIENTS}?q=${encodeURIComponent(`jwks.url:${pk.jwksUri}`)}`, { headers: bearer(token) })).body;
+    assert.ok(byAttr.length >= 1 && byAttr.every((x) => x.attributes['jwks.url'] === pk.jwksUri));
     const search = (await call('GET', `${ADMIN_CLIENTS}?search=true&clientId=${s.tls.id.slice(2, 10).toUpperCase()}`, { headers: bearer(token) })).body;
     assert.ok(search.some((x) => x.id === s.tls.id));
   });
@@ -504,6 +520,19 @@ export async function keycloakChecks(h) {
       assert.equal((await ng.stop()).code, 0);
     });
   }
+
+  await check('[keycloak] KEYCLOAK_HOSTNAME=self puts Keycloak\'s URLs on the stand-in itself', async () => {
+    const self = await startUpstream('rfc9440', { UPSTREAM_FLAVOUR: 'keycloak', KEYCLOAK_HOSTNAME: 'self' });
+    try {
+      assert.equal(self.info.oidc_issuer, `${self.info.issuer}/realms/dcr`);
+      const reg = await call('POST', `${self.info.issuer}${self.info.registration_path}`, { json: pkMeta(), headers: bearer(IAT) });
+      expectStatus(reg, 201);
+      assert.ok(reg.body.registration_client_uri.startsWith(`${self.info.issuer}/realms/dcr/`));
+      expectStatus(await call('GET', reg.body.registration_client_uri, { headers: bearer(reg.body.registration_access_token) }), 200);
+    } finally {
+      await self.stop();
+    }
+  });
 
   await check('[keycloak] envoy is refused in keycloak mode (exit 2)', async () => {
     await assert.rejects(startUpstream('envoy', { UPSTREAM_FLAVOUR: 'keycloak' }), /exited early/);

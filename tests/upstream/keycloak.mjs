@@ -1175,6 +1175,14 @@ function audienceAllows(caller, claims) {
 
 // protocol/oidc/endpoints/TokenIntrospectionEndpoint + AccessTokenIntrospectionProvider.introspect.
 async function rewriteIntrospection(ctx) {
+  // authorizeClient: a public client authenticates (ClientIdAndSecretAuthenticator lets it through) and is then
+  // refused; oidc-provider never lets a "none" client reach its introspection endpoint, hence the form lookup.
+  const named = byClientId(ctx.req.kcFormClientId ?? ctx.oidc?.client?.clientId);
+  if (named?.publicClient) {
+    ctx.status = 403;
+    ctx.body = { error: 'invalid_request', error_description: 'Client not allowed.' };
+    return;
+  }
   if (ctx.status === 401) {
     // authorizeClient: a failed client authentication ends in its generic catch.
     ctx.body = { error: 'invalid_request', error_description: 'Authentication failed.' };
@@ -1182,7 +1190,7 @@ async function rewriteIntrospection(ctx) {
   }
   if (ctx.status !== 200 || !ctx.oidc?.client) return;
   const caller = byClientId(ctx.oidc.client.clientId);
-  if (!caller || caller.publicClient) {
+  if (!caller) {
     ctx.status = 403;
     ctx.body = { error: 'invalid_request', error_description: 'Client not allowed.' };
     return;
@@ -1227,6 +1235,7 @@ async function rewriteForm(req) {
   const id = form.get('client_id');
   const secret = form.get('client_secret');
   const c = id && byClientId(id);
+  req.kcFormClientId = id ?? undefined;
   if (secret !== null && c && c.clientAuthenticatorType === 'client-secret' && !req.headers.authorization) {
     form.delete('client_secret');
     req.headers.authorization = `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`;
@@ -1262,6 +1271,7 @@ function replayRequest(req, body) {
     connection: req.socket,
     kcIntrospectedClaims: req.kcIntrospectedClaims,
     kcTokenUnknown: req.kcTokenUnknown,
+    kcFormClientId: req.kcFormClientId,
   });
   return replay;
 }

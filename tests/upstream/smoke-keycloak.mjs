@@ -367,6 +367,14 @@ export async function keycloakChecks(h) {
     assert.deepEqual(self.body, { active: false });
     const wrong = await introspect(s.tlsToken, { id: INTROSPECTION.id, secret: 'nope' });
     expectStatus(wrong, 401);
+    assert.deepEqual(wrong.body, { error: 'invalid_request', error_description: 'Authentication failed.' });
+    // A public client may not introspect at all.
+    const pub = await register({ token_endpoint_auth_method: 'none', redirect_uris: ['https://tpp.example/cb'] });
+    expectStatus(pub, 201);
+    assert.equal(pub.body.token_endpoint_auth_method, 'none');
+    const refused = await call('POST', `${base}${i.introspection_path}`, { form: { token: s.tlsToken, client_id: pub.body.client_id } });
+    expectStatus(refused, 403);
+    assert.deepEqual(refused.body, { error: 'invalid_request', error_description: 'Client not allowed.' });
   });
 
   await check('[keycloak] revocation: only the caller\'s own tokens (400 "Unmatching clients"), then inactive', async () => {

@@ -8,7 +8,7 @@
 import * as http from 'node:http';
 import { Readable } from 'node:stream';
 import {
-  X509Certificate, createHash, randomBytes, randomUUID,
+  X509Certificate, randomBytes, randomUUID,
 } from 'node:crypto';
 
 import {

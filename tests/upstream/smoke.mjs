@@ -3,7 +3,8 @@
 // format), serves client JWKS over HTTPS from a loopback server whose
 // certificate is issued by a throwaway CA (made with the openssl CLI), and
 // exercises registration, management, tokens, introspection, revocation, the
-// test inspection routes and fault injection. Exits non-zero on any failure.
+// test inspection routes and fault injection; then the same and more for the
+// Keycloak stand-in (smoke-keycloak.mjs). Exits non-zero on any failure.
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -130,10 +131,11 @@ const IAT = randomBytes(24).toString('base64url');
 const INTROSPECTION = { id: 'dcr-proxy', secret: randomBytes(24).toString('base64url') };
 const ADMIN = { id: 'dcr-proxy-admin', secret: randomBytes(24).toString('base64url') };
 
-async function startUpstream(format) {
+async function startUpstream(format, extraEnv = {}) {
   const child = spawn(process.execPath, [path.join(here, 'server.mjs')], {
     env: {
       ...process.env,
+      UPSTREAM_FLAVOUR: '',
       UPSTREAM_PORT: '0',
       INITIAL_ACCESS_TOKEN: IAT,
       INTROSPECTION_CLIENT_ID: INTROSPECTION.id,
@@ -142,6 +144,7 @@ async function startUpstream(format) {
       ADMIN_CLIENT_SECRET: ADMIN.secret,
       CLIENT_CERT_HEADER: format,
       NODE_EXTRA_CA_CERTS: caFile,
+      ...extraEnv,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -654,6 +657,14 @@ for (const format of ['nginx', 'envoy']) {
     });
   }
 }
+
+// ---------------------------------------------------------------- Keycloak stand-in (UPSTREAM_FLAVOUR=keycloak)
+
+const { keycloakChecks } = await import('./smoke-keycloak.mjs');
+await keycloakChecks({
+  check, call, bearer, basic, admin, expectStatus, startUpstream, makeClientKeys, assertion, certHeaders, issue,
+  openssl, tmp, clientPem, otherPem, caPem: fs.readFileSync(caFile, 'utf8'), clientThumbprint, IAT, INTROSPECTION, ADMIN,
+});
 
 jwksServer.close();
 fs.rmSync(tmp, { recursive: true, force: true });

@@ -6,9 +6,9 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dcr_proxy::replay::ReplayGuard;
 use dcr_proxy::secret::Secret;
 use dcr_proxy::store::postgres::{PgTls, PostgresConfig, PostgresStore};
+use dcr_proxy::store::replay::ReplayGuard;
 use dcr_proxy::store::{PendingOp, RegistrationStore, StoreError};
 use serde_json::json;
 use uuid::Uuid;

@@ -6,8 +6,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dcr_proxy::replay::{MemoryReplayGuard, ReplayGuard};
 use dcr_proxy::store::RegistrationStore;
+use dcr_proxy::store::replay::{MemoryReplayGuard, ReplayGuard};
 use dcr_proxy::store::sqlite::SqliteStore;
 
 use support::store_conformance as conformance;

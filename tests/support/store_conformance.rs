@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dcr_proxy::replay::{ReplayGuard, replay_key};
+use dcr_proxy::store::replay::{ReplayGuard, replay_key};
 use dcr_proxy::store::{PendingOp, RecordState, Registration, RegistrationStore, StoreError};
 use serde_json::json;
 use uuid::Uuid;

@@ -12,7 +12,6 @@ pub mod jwks;
 pub mod jwt;
 pub mod metrics;
 pub mod outbound;
-pub mod replay;
 pub mod secret;
 pub mod server;
 pub mod store;
@@ -29,6 +28,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use config::{Config, ProcessEnv, StoreConfig, TlsConfig};
+use store::replay;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

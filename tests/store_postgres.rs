@@ -6,117 +6,73 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dcr_proxy::replay::ReplayGuard;
 use dcr_proxy::secret::Secret;
 use dcr_proxy::store::postgres::{PgTls, PostgresConfig, PostgresStore};
+use dcr_proxy::store::replay::ReplayGuard;
 use dcr_proxy::store::{PendingOp, RegistrationStore, StoreError};
 use serde_json::json;
 use uuid::Uuid;
 
 use support::pki::Pki;
 use support::postgres::{PgOptions, PgServer, ServerTls};
-use support::store_conformance as conformance;
+use support::store_conformance::{self as conformance, Backend};
 use support::temp::TempDir;
+
+/// Each case gets a database of its own on the shared server.
+struct Postgres {
+    db: String,
+}
+
+impl Postgres {
+    async fn store(&self) -> PostgresStore {
+        PostgresStore::connect(&PgServer::shared().await.config(&self.db))
+            .await
+            .expect("connect to the test database")
+    }
+}
+
+impl Backend for Postgres {
+    async fn fresh() -> Self {
+        Postgres {
+            db: PgServer::shared().await.create_database().await,
+        }
+    }
+
+    async fn connect(&self) -> Arc<dyn RegistrationStore> {
+        Arc::new(self.store().await)
+    }
+
+    async fn guard(&self) -> Arc<dyn ReplayGuard> {
+        Arc::new(self.store().await)
+    }
+
+    async fn stored_state_and_rat(&self, client_id: &str) -> (String, Option<String>) {
+        let row = PgServer::shared()
+            .await
+            .admin(&self.db)
+            .await
+            .query_one(
+                "SELECT state, registration_access_token FROM dcr_registrations WHERE client_id = $1",
+                &[&client_id],
+            )
+            .await
+            .expect("the row is kept");
+        (row.get(0), row.get(1))
+    }
+}
+
+conformance::store_conformance_tests!(Postgres);
 
 /// A store on a new database of the shared server, and that database's name.
 async fn fresh_store() -> (PostgresStore, String) {
-    let server = PgServer::shared().await;
-    let db = server.create_database().await;
-    let store = PostgresStore::connect(&server.config(&db))
-        .await
-        .expect("connect to the test database");
-    (store, db)
+    let pg = Postgres::fresh().await;
+    (pg.store().await, pg.db)
 }
 
 /// Two stores on one new database: two pools, as two replicas would have.
 async fn two_replicas() -> (PostgresStore, PostgresStore) {
-    let (a, db) = fresh_store().await;
-    let b = PostgresStore::connect(&PgServer::shared().await.config(&db))
-        .await
-        .expect("connect the second replica");
-    (a, b)
-}
-
-fn dyn_stores(stores: &[PostgresStore]) -> Vec<Arc<dyn RegistrationStore>> {
-    stores
-        .iter()
-        .map(|s| Arc::new(s.clone()) as Arc<dyn RegistrationStore>)
-        .collect()
-}
-
-fn dyn_guards(stores: &[PostgresStore]) -> Vec<Arc<dyn ReplayGuard>> {
-    stores
-        .iter()
-        .map(|s| Arc::new(s.clone()) as Arc<dyn ReplayGuard>)
-        .collect()
-}
-
-#[tokio::test]
-async fn full_state_machine() {
-    let (store, db) = fresh_store().await;
-    conformance::full_state_machine(&store).await;
-    // A Gone row is kept for audit, but its dead RAT is erased in storage, not just hidden.
-    let admin = PgServer::shared().await.admin(&db).await;
-    let row = admin
-        .query_one(
-            "SELECT state, registration_access_token FROM dcr_registrations WHERE client_id = 'c-2'",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, String>(0), "gone");
-    assert_eq!(row.get::<_, Option<String>>(1), None);
-}
-
-#[tokio::test]
-async fn change_in_flight_can_end_gone_or_removed() {
-    let (store, _) = fresh_store().await;
-    conformance::change_in_flight_can_end_gone_or_removed(&store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_creates_one_wins_across_replicas() {
-    // Only the index can stop two replicas from both inserting.
-    let (a, b) = two_replicas().await;
-    conformance::concurrent_creates_one_wins(&dyn_stores(&[a, b])).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn duplicates_allowed_when_not_unique() {
-    let (store, _) = fresh_store().await;
-    conformance::duplicates_allowed_when_not_unique(Arc::new(store)).await;
-}
-
-#[tokio::test]
-async fn software_id_freed_by_gone_and_abandon() {
-    let (store, _) = fresh_store().await;
-    conformance::software_id_freed_by_gone_and_abandon(&store).await;
-}
-
-#[tokio::test]
-async fn client_id_taken_by_live_record_conflicts() {
-    let (store, _) = fresh_store().await;
-    conformance::client_id_taken_by_live_record_conflicts(&store).await;
-}
-
-#[tokio::test]
-async fn a_pending_create_can_name_its_client_id() {
-    let (store, _) = fresh_store().await;
-    conformance::a_pending_create_can_name_its_client_id(&store).await;
-}
-
-#[tokio::test]
-async fn pending_is_ordered_and_limited() {
-    let (store, _) = fresh_store().await;
-    conformance::pending_is_ordered_and_limited(&store).await;
-}
-
-#[tokio::test]
-async fn stored_secrets_stay_out_of_debug() {
-    let (store, _) = fresh_store().await;
-    conformance::stored_secrets_stay_out_of_debug(&store).await;
-    let shown = format!("{store:?}");
-    assert!(shown.contains("PostgresStore"), "{shown}");
+    let pg = Postgres::fresh().await;
+    (pg.store().await, pg.store().await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -138,24 +94,6 @@ async fn concurrent_begin_change_starts_one_change() {
         }
     }
     assert_eq!(started, 1);
-}
-
-#[tokio::test]
-async fn replay_second_use_is_refused() {
-    let (store, _) = fresh_store().await;
-    conformance::replay_second_use_is_refused(&store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn replay_concurrent_same_key_passes_once_across_replicas() {
-    let (a, b) = two_replicas().await;
-    conformance::replay_concurrent_same_key_passes_once(&dyn_guards(&[a, b])).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn replay_expired_key_is_reused_once() {
-    let (a, b) = two_replicas().await;
-    conformance::replay_expired_key_is_reused_once(&dyn_guards(&[a, b])).await;
 }
 
 #[tokio::test]
@@ -387,6 +325,9 @@ async fn configuration_mistakes_are_refused() {
     let store = PostgresStore::connect(&cfg).await.unwrap();
     store.ping().await.unwrap();
     assert!(!format!("{cfg:?}").contains("unused-with-trust"));
+    let shown = format!("{store:?}");
+    assert!(shown.contains("PostgresStore"), "{shown}");
+    assert!(!shown.contains("unused-with-trust"), "{shown}");
 }
 
 #[tokio::test]

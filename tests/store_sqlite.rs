@@ -1,44 +1,62 @@
 //! The SQLite store and the in-memory replay guard against the behaviour every backend owes (see
-//! `support/store_conformance.rs`); what only SQLite has (files, WAL, permissions) is tested in `src/store/sqlite.rs`.
+//! `support/store_conformance.rs`), and what only a file has: reopening, corruption, batched commits. WAL and
+//! permissions are tested in `src/store/sqlite.rs`.
 
 mod support;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dcr_proxy::replay::{MemoryReplayGuard, ReplayGuard};
 use dcr_proxy::store::RegistrationStore;
+use dcr_proxy::store::replay::{MemoryReplayGuard, ReplayGuard};
 use dcr_proxy::store::sqlite::SqliteStore;
 
-use support::store_conformance as conformance;
+use support::store_conformance::{self as conformance, Backend};
 use support::temp::TempDir;
 
-fn memory() -> SqliteStore {
-    SqliteStore::open_in_memory().expect("in-memory store")
+/// Each case gets a file of its own, in a directory that does not exist yet: opening creates it.
+struct Sqlite {
+    dir: TempDir,
+    // In memory, so one per process: every handle of a deployment shares this one guard.
+    guard: Arc<dyn ReplayGuard>,
 }
 
-#[tokio::test]
-async fn full_state_machine() {
-    conformance::full_state_machine(&memory()).await;
+impl Sqlite {
+    fn path(&self) -> PathBuf {
+        self.dir.join("nested").join("registrations.db")
+    }
 }
 
-#[tokio::test]
-async fn full_state_machine_on_file() {
-    let dir = TempDir::new();
-    let path = dir.join("nested").join("registrations.db");
-    conformance::full_state_machine(&SqliteStore::open(&path).unwrap()).await;
-    // A Gone row is kept for audit, but its dead RAT is erased in storage, not just hidden.
-    let raw = rusqlite::Connection::open(&path).unwrap();
-    let (state, rat): (String, Option<String>) = raw
-        .query_row(
-            "SELECT state, registration_access_token FROM registrations WHERE client_id = 'c-2'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!(state, "gone");
-    assert_eq!(rat, None);
+impl Backend for Sqlite {
+    async fn fresh() -> Self {
+        Sqlite {
+            dir: TempDir::new(),
+            guard: Arc::new(MemoryReplayGuard::new(10_000, Duration::ZERO)),
+        }
+    }
+
+    async fn connect(&self) -> Arc<dyn RegistrationStore> {
+        Arc::new(SqliteStore::open(&self.path()).expect("open the store file"))
+    }
+
+    async fn guard(&self) -> Arc<dyn ReplayGuard> {
+        Arc::clone(&self.guard)
+    }
+
+    async fn stored_state_and_rat(&self, client_id: &str) -> (String, Option<String>) {
+        rusqlite::Connection::open(self.path())
+            .expect("open the store file")
+            .query_row(
+                "SELECT state, registration_access_token FROM registrations WHERE client_id = ?1",
+                [client_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("the row is kept")
+    }
 }
+
+conformance::store_conformance_tests!(Sqlite);
 
 #[tokio::test]
 async fn record_survives_reopen() {
@@ -70,80 +88,6 @@ async fn unreadable_row_is_corrupt_not_a_panic() {
         store.get_by_client_id("c-1").await,
         Err(dcr_proxy::store::StoreError::Corrupt(_))
     ));
-}
-
-#[tokio::test]
-async fn change_in_flight_can_end_gone_or_removed() {
-    conformance::change_in_flight_can_end_gone_or_removed(&memory()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_creates_one_wins() {
-    conformance::concurrent_creates_one_wins(&[Arc::new(memory()) as Arc<dyn RegistrationStore>])
-        .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn uniqueness_holds_across_connections() {
-    // Two handles on one file are two connections: only the database's index can keep them from both inserting.
-    let dir = TempDir::new();
-    let path = dir.join("registrations.db");
-    let a = SqliteStore::open(&path).unwrap();
-    let b = SqliteStore::open(&path).unwrap();
-    conformance::concurrent_creates_one_wins(&[
-        Arc::new(a) as Arc<dyn RegistrationStore>,
-        Arc::new(b) as Arc<dyn RegistrationStore>,
-    ])
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn duplicates_allowed_when_not_unique() {
-    conformance::duplicates_allowed_when_not_unique(Arc::new(memory())).await;
-}
-
-#[tokio::test]
-async fn software_id_freed_by_gone_and_abandon() {
-    conformance::software_id_freed_by_gone_and_abandon(&memory()).await;
-}
-
-#[tokio::test]
-async fn client_id_taken_by_live_record_conflicts() {
-    conformance::client_id_taken_by_live_record_conflicts(&memory()).await;
-}
-
-#[tokio::test]
-async fn a_pending_create_can_name_its_client_id() {
-    conformance::a_pending_create_can_name_its_client_id(&memory()).await;
-}
-
-#[tokio::test]
-async fn pending_is_ordered_and_limited() {
-    conformance::pending_is_ordered_and_limited(&memory()).await;
-}
-
-#[tokio::test]
-async fn stored_secrets_stay_out_of_debug() {
-    conformance::stored_secrets_stay_out_of_debug(&memory()).await;
-}
-
-fn guard() -> Arc<dyn ReplayGuard> {
-    Arc::new(MemoryReplayGuard::new(10_000, Duration::ZERO))
-}
-
-#[tokio::test]
-async fn memory_replay_second_use_is_refused() {
-    conformance::replay_second_use_is_refused(guard().as_ref()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn memory_replay_concurrent_same_key_passes_once() {
-    conformance::replay_concurrent_same_key_passes_once(&[guard()]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn memory_replay_expired_key_is_reused_once() {
-    conformance::replay_expired_key_is_reused_once(&[guard()]).await;
 }
 
 /// Writes queued together share one transaction and one fsync; a failing one is rolled back to its own

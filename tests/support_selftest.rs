@@ -23,6 +23,7 @@ use support::keys::{SigningKey, jwks};
 use support::pki::{ClientCertSpec, KeyKind, Pki};
 use support::temp::TempDir;
 use support::upstream::{CertHeader, Upstream, UpstreamOptions};
+use support::world::World;
 
 fn parse(der: &[u8]) -> X509Certificate<'_> {
     X509Certificate::from_der(der)
@@ -629,16 +630,8 @@ async fn real_upstream_starts_and_answers_its_test_routes() {
         eprintln!("skipped: tests/upstream is not installed (npm ci --prefix tests/upstream)");
         return;
     }
-    let pki = Pki::new();
-    let tmp = TempDir::new();
-    let files = pki.write_to(tmp.path());
-    let upstream = Upstream::start(UpstreamOptions {
-        ca_pem_path: files.ca,
-        cert_header: CertHeader::Rfc9440,
-        port: 0,
-        introspection_client_id: None,
-    })
-    .await;
+    let world = World::ob().await;
+    let upstream = &world.upstream;
     assert!(upstream.clients().await.is_empty());
 
     let discovery = http_request(
@@ -655,36 +648,22 @@ async fn real_upstream_starts_and_answers_its_test_routes() {
         Some(json!("/.well-known/openid-configuration"))
     );
 
-    // The upstream trusts the Pki CA: a private_key_jwt client whose keys live on the JWKS server can get a token.
-    let jwks_server = JwksServer::start(&pki).await;
+    // The upstream trusts the world's CA: a private_key_jwt client whose keys live on the JWKS server can get a
+    // token.
     let key = SigningKey::rsa("tpp-sig");
-    jwks_server.set("/tpp.jwks", jwks(&[key.public_jwk(Some("sig"))]));
-    let registered = http_request(
-        "POST",
-        &upstream.url("/reg"),
-        &[
-            (
-                "authorization",
-                &format!("Bearer {}", upstream.initial_access_token),
-            ),
-            ("content-type", "application/json"),
-        ],
-        json!({
+    world
+        .jwks
+        .set("/tpp.jwks", jwks(&[key.public_jwk(Some("sig"))]));
+    let client_id = world
+        .register_at_upstream(json!({
             "redirect_uris": [],
             "response_types": [],
             "grant_types": ["client_credentials"],
             "token_endpoint_auth_method": "private_key_jwt",
             "token_endpoint_auth_signing_alg": "PS256",
-            "jwks_uri": jwks_server.url("/tpp.jwks"),
-        })
-        .to_string(),
-    )
-    .await;
-    assert_eq!(registered.status, 201, "{}", registered.text());
-    let client_id = registered.json()["client_id"]
-        .as_str()
-        .expect("client_id")
-        .to_owned();
+            "jwks_uri": world.jwks.url("/tpp.jwks"),
+        }))
+        .await;
     assert_eq!(upstream.clients().await, vec![client_id.clone()]);
 
     let assertion = key.sign(
@@ -702,7 +681,7 @@ async fn real_upstream_starts_and_answers_its_test_routes() {
     )
     .await;
     assert_eq!(token.status, 200, "{}\n{}", token.text(), upstream.stderr());
-    assert!(jwks_server.fetch_count("/tpp.jwks") >= 1);
+    assert!(world.jwks.fetch_count("/tpp.jwks") >= 1);
 
     let state = upstream
         .fault(json!({"mode": "error_before_create", "status": 503, "count": 1}))

@@ -23,7 +23,7 @@ use crate::error::{ErrorCode, ProxyError, json_response};
 use crate::identity::PeerCert;
 use crate::jwks::JwksCache;
 use crate::jwt::{self, Jws};
-use crate::replay::ReplayGuard;
+use crate::store::replay::ReplayGuard;
 use crate::store::{RecordState, Registration, RegistrationStore, StoreError};
 use crate::upstream::{Outcome, Upstream, UpstreamError};
 use profile::Profile;

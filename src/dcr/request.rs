@@ -7,7 +7,7 @@ use crate::dcr::ssa::Ssa;
 use crate::error::{ErrorCode, ProxyError};
 use crate::jwks::{JwksCache, JwksError, KeySet};
 use crate::jwt::{self, Jws, TimeRules};
-use crate::replay::ReplayGuard;
+use crate::store::replay::ReplayGuard;
 use std::sync::Arc;
 
 /// A request JWT may not live longer than this: its jti is remembered until exp, so exp bounds our memory.
@@ -91,7 +91,7 @@ pub async fn verify(
             ssa.software_id
         )));
     }
-    let key = crate::replay::replay_key(profile.name(), &ssa.software_id, jti);
+    let key = crate::store::replay::replay_key(profile.name(), &ssa.software_id, jti);
     let first = replay
         .check_and_record(&key, exp)
         .await

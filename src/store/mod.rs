@@ -77,6 +77,7 @@
 //! `tests/support/store_conformance.rs`.
 
 pub mod postgres;
+pub mod replay;
 pub mod sqlite;
 
 use std::fmt;

@@ -39,8 +39,8 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::{PendingOp, RecordState, Registration, RegistrationStore, StoreError};
-use crate::replay::ReplayGuard;
 use crate::secret::Secret;
+use crate::store::replay::ReplayGuard;
 
 /// How to reach the database.
 #[derive(Clone, Debug)]
@@ -273,7 +273,7 @@ impl PostgresStore {
 
     /// Keeps every replay entry this much longer than the token's `exp`: the
     /// JWT validator's clock leeway, so that a token it still accepts is
-    /// still remembered. Like [`crate::replay::MemoryReplayGuard::new`]'s `skew`.
+    /// still remembered. Like [`crate::store::replay::MemoryReplayGuard::new`]'s `skew`.
     pub fn with_replay_skew(mut self, skew: Duration) -> Self {
         self.replay_skew = i64::try_from(skew.as_secs()).unwrap_or(i64::MAX);
         self

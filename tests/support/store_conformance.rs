@@ -1,13 +1,68 @@
 //! The behaviour every [`RegistrationStore`] and [`ReplayGuard`] backend owes its callers, written once against the
-//! traits; each backend's test file runs it on its own store.
+//! traits. A backend's test file implements [`Backend`] and calls [`store_conformance_tests!`], which makes one
+//! test per case below.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dcr_proxy::replay::{ReplayGuard, replay_key};
+use dcr_proxy::store::replay::{ReplayGuard, replay_key};
 use dcr_proxy::store::{PendingOp, RecordState, Registration, RegistrationStore, StoreError};
 use serde_json::json;
 use uuid::Uuid;
+
+/// What the cases need from a backend: fresh storage, and handles on it.
+pub trait Backend: Sized {
+    /// Empty storage of its own for one case, kept as long as the value lives.
+    fn fresh() -> impl Future<Output = Self>;
+    /// A new handle on this storage with its own connections; two stand for two replicas.
+    fn connect(&self) -> impl Future<Output = Arc<dyn RegistrationStore>>;
+    /// A replay guard as a deployment on this storage has it: what two of them share is what two
+    /// replicas share.
+    fn guard(&self) -> impl Future<Output = Arc<dyn ReplayGuard>>;
+    /// The state and RAT of `client_id`'s row as the storage holds them, read past the store.
+    fn stored_state_and_rat(
+        &self,
+        client_id: &str,
+    ) -> impl Future<Output = (String, Option<String>)>;
+}
+
+/// One `#[tokio::test]` per case for the [`Backend`] `$backend`, named after the case.
+// Every test binary compiles `support`; only the store test files call this.
+#[allow(unused_macros)]
+macro_rules! store_conformance_tests {
+    ($backend:ty) => {
+        $crate::support::store_conformance::store_conformance_tests! { @run $backend, #[tokio::test], [
+            full_state_machine,
+            change_in_flight_can_end_gone_or_removed,
+            software_id_freed_by_gone_and_abandon,
+            client_id_taken_by_live_record_conflicts,
+            a_pending_create_can_name_its_client_id,
+            pending_is_ordered_and_limited,
+            stored_secrets_stay_out_of_debug,
+            replay_second_use_is_refused,
+        ] }
+        // Races need worker threads to race on.
+        $crate::support::store_conformance::store_conformance_tests! { @run $backend,
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)], [
+            concurrent_creates_one_wins,
+            concurrent_creates_one_wins_across_connections,
+            duplicates_allowed_when_not_unique,
+            replay_concurrent_same_key_passes_once,
+            replay_expired_key_is_reused_once,
+        ] }
+    };
+    (@run $backend:ty, #[$test:meta], [$($case:ident,)*]) => {
+        $(
+            #[$test]
+            async fn $case() {
+                $crate::support::store_conformance::$case::<$backend>().await;
+            }
+        )*
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use store_conformance_tests;
 
 /// A fresh Pending/Create record.
 pub fn record(software_id: &str) -> Registration {
@@ -75,9 +130,11 @@ fn duplicate(e: &StoreError) -> bool {
     matches!(e, StoreError::DuplicateSoftwareId { .. })
 }
 
-/// Walks one record through every transition. Leaves `c-2` Gone, so the caller can check that its RAT was erased
-/// in storage.
-pub async fn full_state_machine(store: &dyn RegistrationStore) {
+/// Walks one record through every transition, ending with `c-2` Gone.
+pub async fn full_state_machine<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.connect().await;
+    let store = store.as_ref();
     store.ping().await.expect("ping");
 
     let rec = record("sw-1");
@@ -226,9 +283,18 @@ pub async fn full_state_machine(store: &dyn RegistrationStore) {
         not_found,
         "bump_attempts of an abandoned record",
     );
+
+    // A Gone row is kept for audit, but its dead RAT is erased in storage, not just hidden.
+    assert_eq!(
+        backend.stored_state_and_rat("c-2").await,
+        ("gone".to_owned(), None)
+    );
 }
 
-pub async fn change_in_flight_can_end_gone_or_removed(store: &dyn RegistrationStore) {
+pub async fn change_in_flight_can_end_gone_or_removed<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.connect().await;
+    let store = store.as_ref();
     create_active(store, "sw-1", "c-1").await;
     store.begin_change("c-1", PendingOp::Replace).await.unwrap();
     store.mark_gone("c-1").await.unwrap();
@@ -266,11 +332,21 @@ pub async fn race(stores: &[Arc<dyn RegistrationStore>], unique: bool) -> (usize
     (ok, dup)
 }
 
-pub async fn concurrent_creates_one_wins(stores: &[Arc<dyn RegistrationStore>]) {
-    assert_eq!(race(stores, true).await, (1, 19));
+pub async fn concurrent_creates_one_wins<B: Backend>() {
+    let backend = B::fresh().await;
+    assert_eq!(race(&[backend.connect().await], true).await, (1, 19));
 }
 
-pub async fn duplicates_allowed_when_not_unique(store: Arc<dyn RegistrationStore>) {
+/// Two handles are two connections (or replicas): only the storage's index can keep them from both inserting.
+pub async fn concurrent_creates_one_wins_across_connections<B: Backend>() {
+    let backend = B::fresh().await;
+    let stores = [backend.connect().await, backend.connect().await];
+    assert_eq!(race(&stores, true).await, (1, 19));
+}
+
+pub async fn duplicates_allowed_when_not_unique<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.connect().await;
     assert_eq!(race(std::slice::from_ref(&store), false).await, (20, 0));
     // Non-unique rows do not block a unique one, and vice versa.
     store.begin_create(&record("sw-race"), true).await.unwrap();
@@ -282,7 +358,10 @@ pub async fn duplicates_allowed_when_not_unique(store: Arc<dyn RegistrationStore
     );
 }
 
-pub async fn software_id_freed_by_gone_and_abandon(store: &dyn RegistrationStore) {
+pub async fn software_id_freed_by_gone_and_abandon<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.connect().await;
+    let store = store.as_ref();
     create_active(store, "sw", "c-1").await;
     assert_err(
         store.begin_create(&record("sw"), true).await,
@@ -309,7 +388,10 @@ pub async fn software_id_freed_by_gone_and_abandon(store: &dyn RegistrationStore
     assert!(store.get_by_client_id("c-1").await.unwrap().is_some());
 }
 
-pub async fn client_id_taken_by_live_record_conflicts(store: &dyn RegistrationStore) {
+pub async fn client_id_taken_by_live_record_conflicts<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.connect().await;
+    let store = store.as_ref();
     create_active(store, "sw-a", "c-1").await;
     let rec = record("sw-b");
     store.begin_create(&rec, true).await.unwrap();
@@ -326,7 +408,10 @@ pub async fn client_id_taken_by_live_record_conflicts(store: &dyn RegistrationSt
 
 /// With `[upstream.admin]` a pending create already names its client_id: the name is kept for the
 /// reconciler, hidden from GET, and unique among live records like any other client_id.
-pub async fn a_pending_create_can_name_its_client_id(store: &dyn RegistrationStore) {
+pub async fn a_pending_create_can_name_its_client_id<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.connect().await;
+    let store = store.as_ref();
     let mut rec = record("sw-named");
     rec.client_id = Some("named-1".into());
     store.begin_create(&rec, true).await.unwrap();
@@ -352,7 +437,10 @@ pub async fn a_pending_create_can_name_its_client_id(store: &dyn RegistrationSto
     assert_eq!(live.state, RecordState::Active);
 }
 
-pub async fn pending_is_ordered_and_limited(store: &dyn RegistrationStore) {
+pub async fn pending_is_ordered_and_limited<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.connect().await;
+    let store = store.as_ref();
     for (i, t) in [300, 100, 200].into_iter().enumerate() {
         let mut rec = record(&format!("sw-{i}"));
         rec.updated_at = t;
@@ -366,7 +454,10 @@ pub async fn pending_is_ordered_and_limited(store: &dyn RegistrationStore) {
 }
 
 /// A record read back from storage still keeps its RAT and any client_secret out of `Debug`.
-pub async fn stored_secrets_stay_out_of_debug(store: &dyn RegistrationStore) {
+pub async fn stored_secrets_stay_out_of_debug<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.connect().await;
+    let store = store.as_ref();
     let rec = record("sw");
     store.begin_create(&rec, true).await.unwrap();
     store
@@ -399,7 +490,10 @@ pub fn from_now(secs: i64) -> i64 {
     i64::try_from(now).expect("unix time fits i64") + secs
 }
 
-pub async fn replay_second_use_is_refused(guard: &dyn ReplayGuard) {
+pub async fn replay_second_use_is_refused<B: Backend>() {
+    let backend = B::fresh().await;
+    let guard = backend.guard().await;
+    let guard = guard.as_ref();
     let exp = from_now(60);
     let key = replay_key("ob", "iss", "jti-1");
     assert!(guard.check_and_record(&key, exp).await.unwrap());
@@ -438,13 +532,19 @@ pub async fn replay_race(guards: &[Arc<dyn ReplayGuard>], key: &str, exp: i64, n
     firsts
 }
 
-pub async fn replay_concurrent_same_key_passes_once(guards: &[Arc<dyn ReplayGuard>]) {
+pub async fn replay_concurrent_same_key_passes_once<B: Backend>() {
+    let backend = B::fresh().await;
+    let guards = [backend.guard().await, backend.guard().await];
+    let guards = guards.as_slice();
     let key = replay_key("ob", "iss", "same");
     assert_eq!(replay_race(guards, &key, from_now(60), 50).await, 1);
 }
 
 /// A key is accepted again once its token has expired, and then by exactly one of several racing checks.
-pub async fn replay_expired_key_is_reused_once(guards: &[Arc<dyn ReplayGuard>]) {
+pub async fn replay_expired_key_is_reused_once<B: Backend>() {
+    let backend = B::fresh().await;
+    let guards = [backend.guard().await, backend.guard().await];
+    let guards = guards.as_slice();
     let guard = &guards[0];
     let past = from_now(-120);
     let expired = replay_key("ob", "iss", "expired");

@@ -82,37 +82,40 @@ fn quoted(s: &str) -> String {
     out
 }
 
-/// The RFC 6750 WWW-Authenticate value for an error: e.g. `Bearer error="invalid_token", error_description="..."`;
-/// for Missing (and Unavailable, which is no fault of the token) just `Bearer`; for InsufficientScope
-/// `Bearer error="insufficient_scope", scope="cdr:registration"`.
-pub fn www_authenticate(e: &BearerError, realm: Option<&str>) -> HeaderValue {
-    let mut params = Vec::new();
-    if let Some(r) = realm {
-        params.push(format!("realm={}", quoted(r)));
-    }
-    match e {
-        BearerError::Missing | BearerError::Unavailable(_) => {}
-        BearerError::InsufficientScope(scope) => {
-            params.push("error=\"insufficient_scope\"".into());
-            params.push(format!("scope=\"{}\"", rfc6750_text(scope)));
+/// What a `WWW-Authenticate: Bearer` challenge says (RFC 6750 §3). Absent parameters are left out; with none
+/// it is the bare `Bearer` that §3.1 asks for when no token was sent.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Challenge<'a> {
+    pub realm: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub error_description: Option<&'a str>,
+    pub scope: Option<&'a str>,
+}
+
+impl Challenge<'_> {
+    /// The header value, e.g. `Bearer error="invalid_token", error_description="..."`, each value escaped.
+    pub fn to_header(&self) -> HeaderValue {
+        let mut params = Vec::new();
+        if let Some(r) = self.realm {
+            params.push(format!("realm={}", quoted(r)));
         }
-        BearerError::Malformed(_)
-        | BearerError::Inactive
-        | BearerError::WrongClient
-        | BearerError::CertificateMismatch => {
-            params.push("error=\"invalid_token\"".into());
-            params.push(format!(
-                "error_description=\"{}\"",
-                rfc6750_text(&e.description())
-            ));
+        let limited = [
+            ("error", self.error),
+            ("error_description", self.error_description),
+            ("scope", self.scope),
+        ];
+        for (name, value) in limited {
+            if let Some(v) = value {
+                params.push(format!("{name}=\"{}\"", rfc6750_text(v)));
+            }
         }
+        let value = if params.is_empty() {
+            "Bearer".to_string()
+        } else {
+            format!("Bearer {}", params.join(", "))
+        };
+        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
     }
-    let value = if params.is_empty() {
-        "Bearer".to_string()
-    } else {
-        format!("Bearer {}", params.join(", "))
-    };
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
 }
 
 #[cfg(test)]
@@ -177,45 +180,44 @@ mod tests {
 
     #[test]
     fn challenges_render_per_rfc_6750() {
-        let cases: Vec<(BearerError, Option<&str>, &str)> = vec![
-            (BearerError::Missing, None, "Bearer"),
-            (BearerError::Missing, Some("dcr"), r#"Bearer realm="dcr""#),
+        let cases: Vec<(Challenge<'_>, &str)> = vec![
+            (Challenge::default(), "Bearer"),
             (
-                BearerError::Inactive,
-                None,
-                r#"Bearer error="invalid_token", error_description="the access token is invalid, expired or revoked""#,
+                Challenge {
+                    realm: Some("dcr"),
+                    ..Challenge::default()
+                },
+                r#"Bearer realm="dcr""#,
             ),
             (
-                BearerError::InsufficientScope("cdr:registration".into()),
-                None,
+                Challenge {
+                    error: Some("insufficient_scope"),
+                    scope: Some("cdr:registration"),
+                    ..Challenge::default()
+                },
                 r#"Bearer error="insufficient_scope", scope="cdr:registration""#,
             ),
             (
-                BearerError::WrongClient,
-                Some("a\"b\\c"),
+                Challenge {
+                    realm: Some("a\"b\\c"),
+                    error: Some("invalid_token"),
+                    error_description: Some("the access token was not issued to this client"),
+                    scope: None,
+                },
                 r#"Bearer realm="a\"b\\c", error="invalid_token", error_description="the access token was not issued to this client""#,
             ),
+            // RFC 6750 §3 allows neither `"` nor `\` nor anything outside printable ASCII in these values.
             (
-                BearerError::CertificateMismatch,
-                None,
-                r#"Bearer error="invalid_token", error_description="the access token is not bound to the client certificate of this connection""#,
-            ),
-            (
-                BearerError::Malformed("say \"hi\" \\ é\r\n".into()),
-                None,
+                Challenge {
+                    error: Some("invalid_token"),
+                    error_description: Some("say \"hi\" \\ é\r\n"),
+                    ..Challenge::default()
+                },
                 r#"Bearer error="invalid_token", error_description="say 'hi' / ???""#,
             ),
-            (
-                BearerError::Unavailable("http://idp/x down".into()),
-                None,
-                "Bearer",
-            ),
         ];
-        for (e, realm, want) in cases {
-            assert_eq!(www_authenticate(&e, realm), want, "{e:?}");
+        for (c, want) in cases {
+            assert_eq!(c.to_header(), want, "{c:?}");
         }
-        assert_eq!(BearerError::InsufficientScope("x".into()).status(), 403);
-        assert_eq!(BearerError::Unavailable(String::new()).status(), 503);
-        assert_eq!(BearerError::WrongClient.status(), 401);
     }
 }

@@ -4,7 +4,7 @@
 
 #[cfg(test)]
 mod fake;
-pub mod header;
+mod header;
 mod introspection;
 mod jwt;
 
@@ -12,13 +12,13 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use http::{HeaderValue, StatusCode};
+use http::HeaderValue;
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
 use url::Url;
 
 use header::parse_authorization;
-pub use header::{token_of, www_authenticate};
+pub use header::{Challenge, token_of};
 use introspection::Introspector;
 use jwt::LocalJwt;
 
@@ -91,51 +91,6 @@ pub enum BearerError {
     /// The introspection endpoint or the IdP's JWKS could not be used; the detail is for logs only.
     #[error("token validation is unavailable: {0}")]
     Unavailable(String),
-}
-
-impl BearerError {
-    /// The HTTP status DCR-RULES asks for; the caller may still override it (CDR's unknown-client wording).
-    pub fn status(&self) -> StatusCode {
-        match self {
-            BearerError::Missing
-            | BearerError::Malformed(_)
-            | BearerError::Inactive
-            | BearerError::WrongClient
-            | BearerError::CertificateMismatch => StatusCode::UNAUTHORIZED,
-            BearerError::InsufficientScope(_) => StatusCode::FORBIDDEN,
-            BearerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
-    /// A small closed set, for logs and metric labels.
-    pub fn code(&self) -> &'static str {
-        match self {
-            BearerError::Missing => "missing_token",
-            BearerError::Malformed(_) => "malformed_token",
-            BearerError::Inactive => "inactive_token",
-            BearerError::WrongClient => "wrong_client",
-            BearerError::InsufficientScope(_) => "insufficient_scope",
-            BearerError::CertificateMismatch => "certificate_mismatch",
-            BearerError::Unavailable(_) => "validation_unavailable",
-        }
-    }
-
-    /// Words for the client: never the token, never an internal URL or upstream detail.
-    pub fn description(&self) -> String {
-        match self {
-            BearerError::Missing => "an access token is required".into(),
-            BearerError::Malformed(why) => why.clone(),
-            BearerError::Inactive => "the access token is invalid, expired or revoked".into(),
-            BearerError::WrongClient => "the access token was not issued to this client".into(),
-            BearerError::InsufficientScope(s) => format!("the access token lacks the scope {s}"),
-            BearerError::CertificateMismatch => {
-                "the access token is not bound to the client certificate of this connection".into()
-            }
-            BearerError::Unavailable(_) => {
-                "the access token cannot be checked right now; try again later".into()
-            }
-        }
-    }
 }
 
 /// Why a lookup did not produce an active token: `Clone` so that coalesced callers can share it.

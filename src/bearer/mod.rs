@@ -100,8 +100,7 @@ enum Refusal {
     Unavailable(String),
 }
 
-// One per process, built at start: the variants' size difference costs nothing.
-#[allow(clippy::large_enum_variant)]
+/// How a token is learnt about: asked of the IdP, or verified here with its keys.
 enum Backend {
     Introspection(Introspector),
     Jwt(LocalJwt),

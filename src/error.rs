@@ -1,9 +1,12 @@
-//! The one place where an error becomes an HTTP status and a JSON body.
+//! The one place where an error becomes an HTTP status, headers and a JSON body, and where our own answers are
+//! rendered.
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use serde_json::json;
+
+use crate::bearer::{BearerError, Challenge};
 
 /// RFC 7591 §3.2.2 codes, plus the two we need for transport problems.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,20 +64,20 @@ pub enum ProxyError {
     PayloadTooLarge(usize),
     #[error("content type {0:?} is not accepted")]
     UnsupportedMediaType(String),
-    /// RFC 6750: 401 (or 403 for insufficient_scope) with a WWW-Authenticate challenge.
-    #[error("{label}: {description}")]
-    Bearer {
-        status: StatusCode,
-        challenge: HeaderValue,
+    /// RFC 6750: a management token refused (401, or 403 for insufficient_scope, with a WWW-Authenticate
+    /// challenge), or one that cannot be checked right now (503).
+    #[error(transparent)]
+    Bearer(#[from] BearerError),
+    /// An unknown, deleted or other client's ClientId, in the profile's words: one 401 for all, so that the
+    /// answer does not reveal whether a ClientId exists.
+    #[error("unknown client: {description}")]
+    UnknownClient {
         error: &'static str,
-        description: String,
-        label: &'static str,
+        description: &'static str,
     },
     /// Another change to the same registration is in flight (or awaiting reconciliation).
     #[error("registration busy")]
     Busy,
-    #[error("token validation unavailable: {0}")]
-    TokenValidationUnavailable(String),
     #[error("no route")]
     NotFound,
     #[error("method not allowed")]
@@ -104,9 +107,17 @@ impl ProxyError {
             | ProxyError::PayloadTooLarge(_)
             | ProxyError::UnsupportedMediaType(_)
             | ProxyError::NotFound
-            | ProxyError::Bearer { .. }
+            | ProxyError::UnknownClient { .. }
             | ProxyError::MethodNotAllowed { .. } => Side::Client,
-            ProxyError::TokenValidationUnavailable(_) => Side::Upstream,
+            ProxyError::Bearer(e) => match e {
+                BearerError::Missing
+                | BearerError::Malformed(_)
+                | BearerError::Inactive
+                | BearerError::WrongClient
+                | BearerError::InsufficientScope(_)
+                | BearerError::CertificateMismatch => Side::Client,
+                BearerError::Unavailable(_) => Side::Upstream,
+            },
             ProxyError::Busy => Side::Internal,
             ProxyError::UpstreamUnavailable(_) | ProxyError::UpstreamTimeout => Side::Upstream,
             ProxyError::StoreUnavailable(_) | ProxyError::Internal(_) => Side::Internal,
@@ -121,9 +132,17 @@ impl ProxyError {
             ProxyError::PayloadTooLarge(_) => "payload_too_large",
             ProxyError::UnsupportedMediaType(_) => "unsupported_media_type",
             ProxyError::NotFound => "not_found",
-            ProxyError::Bearer { label, .. } => label,
+            ProxyError::Bearer(e) => match e {
+                BearerError::Missing => "missing_token",
+                BearerError::Malformed(_) => "malformed_token",
+                BearerError::Inactive => "inactive_token",
+                BearerError::WrongClient => "wrong_client",
+                BearerError::InsufficientScope(_) => "insufficient_scope",
+                BearerError::CertificateMismatch => "certificate_mismatch",
+                BearerError::Unavailable(_) => "token_validation_unavailable",
+            },
+            ProxyError::UnknownClient { .. } => "unknown_client",
             ProxyError::Busy => "busy",
-            ProxyError::TokenValidationUnavailable(_) => "token_validation_unavailable",
             ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
             ProxyError::UpstreamUnavailable(_) => "upstream_unavailable",
             ProxyError::UpstreamTimeout => "upstream_timeout",
@@ -132,95 +151,168 @@ impl ProxyError {
         }
     }
 
-    /// Status and body. Upstream and internal details stay in the logs; the client gets generic words.
+    /// Status, headers and body. Upstream and internal details stay in the logs; the client gets generic words.
     pub fn to_response(&self) -> Response<Full<Bytes>> {
-        let (status, code, description) = match self {
+        let a = match self {
             ProxyError::Rejected { code, description } => {
-                (StatusCode::BAD_REQUEST, code.as_str(), description.clone())
+                Answer::new(StatusCode::BAD_REQUEST, code.as_str(), description.clone())
             }
-            ProxyError::NoClientCertificate => (
+            ProxyError::NoClientCertificate => Answer::new(
                 StatusCode::FORBIDDEN,
                 "invalid_client",
                 "this endpoint needs a client certificate issued by a CA this bank trusts, presented in the TLS handshake".into(),
             ),
-            ProxyError::PayloadTooLarge(n) => (
+            ProxyError::PayloadTooLarge(n) => Answer::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request",
                 format!("the request body is larger than {n} bytes"),
             ),
-            ProxyError::UnsupportedMediaType(ct) => (
+            ProxyError::UnsupportedMediaType(ct) => Answer::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "invalid_request",
                 format!(
                     "content type `{ct}` is not accepted: send the signed request JWT as application/jwt or application/jose"
                 ),
             ),
-            ProxyError::NotFound => (StatusCode::NOT_FOUND, "invalid_request", "no such endpoint".into()),
-            ProxyError::Bearer {
-                status,
+            ProxyError::NotFound => Answer::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request",
+                "no such endpoint".into(),
+            ),
+            ProxyError::Bearer(e) => bearer_answer(e),
+            ProxyError::UnknownClient { error, description } => Answer::new(
+                StatusCode::UNAUTHORIZED,
                 error,
-                description,
-                ..
-            } => (*status, *error, description.clone()),
-            ProxyError::Busy => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "another change to this registration is in progress; try again shortly".into(),
+                description.to_string(),
+            )
+            .with_challenge(Challenge {
+                error: Some(error),
+                error_description: Some(description),
+                ..Challenge::default()
+            }),
+            ProxyError::Busy => Answer::retry_later(
+                "another change to this registration is in progress; try again shortly",
             ),
-            ProxyError::TokenValidationUnavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "the access token cannot be checked right now; try again later".into(),
-            ),
-            ProxyError::MethodNotAllowed { allow } => (
+            ProxyError::MethodNotAllowed { allow } => Answer::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "invalid_request",
                 format!("method not allowed here; allowed: {allow}"),
-            ),
-            ProxyError::UpstreamUnavailable(_) => (
+            )
+            .with(header::ALLOW, HeaderValue::from_static(allow)),
+            ProxyError::UpstreamUnavailable(_) => Answer::new(
                 StatusCode::BAD_GATEWAY,
                 "server_error",
                 "the authorisation server is unavailable; try again later".into(),
             ),
-            ProxyError::UpstreamTimeout => (
+            ProxyError::UpstreamTimeout => Answer::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "server_error",
                 "the authorisation server did not answer in time; try again later".into(),
             ),
-            ProxyError::StoreUnavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "registrations are temporarily unavailable; try again later".into(),
-            ),
-            ProxyError::Internal(_) => (
+            ProxyError::StoreUnavailable(_) => {
+                Answer::retry_later("registrations are temporarily unavailable; try again later")
+            }
+            ProxyError::Internal(_) => Answer::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
                 "an internal error occurred".into(),
             ),
         };
         let mut resp = json_response(
-            status,
-            &json!({"error": code, "error_description": description}),
+            a.status,
+            &json!({"error": a.error, "error_description": a.description}),
         );
         resp.extensions_mut().insert(ErrorLabel(self.code()));
-        match self {
-            ProxyError::MethodNotAllowed { allow } => {
-                resp.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static(allow));
-            }
-            ProxyError::StoreUnavailable(_)
-            | ProxyError::Busy
-            | ProxyError::TokenValidationUnavailable(_) => {
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            }
-            ProxyError::Bearer { challenge, .. } => {
-                resp.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, challenge.clone());
-            }
-            _ => {}
+        if let Some((name, value)) = a.header {
+            resp.headers_mut().insert(name, value);
         }
         resp
+    }
+}
+
+/// What an error answers: the status, the body's `error` and `error_description`, and at most one more header.
+struct Answer {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+    header: Option<(HeaderName, HeaderValue)>,
+}
+
+impl Answer {
+    fn new(status: StatusCode, error: &'static str, description: String) -> Self {
+        Answer {
+            status,
+            error,
+            description,
+            header: None,
+        }
+    }
+
+    /// 503 with a hint to come back: the fault is passing, and not the client's.
+    fn retry_later(description: &str) -> Self {
+        Answer::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            description.into(),
+        )
+        .with(header::RETRY_AFTER, HeaderValue::from_static("5"))
+    }
+
+    fn with(self, name: HeaderName, value: HeaderValue) -> Self {
+        Answer {
+            header: Some((name, value)),
+            ..self
+        }
+    }
+
+    fn with_challenge(self, c: Challenge<'_>) -> Self {
+        self.with(header::WWW_AUTHENTICATE, c.to_header())
+    }
+}
+
+/// A management token refused, or not checkable. RFC 6750 would call a malformed header invalid_request;
+/// DCR-RULES says invalid_token. A missing token gets the bare challenge of RFC 6750 §3.1. The words never hold
+/// the token, nor an internal URL or upstream detail.
+fn bearer_answer(e: &BearerError) -> Answer {
+    let invalid_token = |description: &str| {
+        Answer::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            description.into(),
+        )
+        .with_challenge(Challenge {
+            error: Some("invalid_token"),
+            error_description: Some(description),
+            ..Challenge::default()
+        })
+    };
+    match e {
+        BearerError::Missing => Answer::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "an access token is required".into(),
+        )
+        .with_challenge(Challenge::default()),
+        BearerError::Malformed(why) => invalid_token(why),
+        BearerError::Inactive => invalid_token("the access token is invalid, expired or revoked"),
+        BearerError::WrongClient => invalid_token("the access token was not issued to this client"),
+        BearerError::CertificateMismatch => invalid_token(
+            "the access token is not bound to the client certificate of this connection",
+        ),
+        BearerError::InsufficientScope(scope) => Answer::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("the access token lacks the scope {scope}"),
+        )
+        .with_challenge(Challenge {
+            error: Some("insufficient_scope"),
+            scope: Some(scope),
+            ..Challenge::default()
+        }),
+        // No WWW-Authenticate: the token may be fine, and a challenge would tell the client to get another.
+        BearerError::Unavailable(_) => {
+            Answer::retry_later("the access token cannot be checked right now; try again later")
+        }
     }
 }
 
@@ -238,4 +330,168 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<F
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+/// A success without a body (RFC 7592 §2.3's 204 for a deleted client), kept out of caches like every answer.
+pub fn no_content() -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use serde_json::Value;
+
+    use super::*;
+
+    async fn parts(e: ProxyError) -> (u16, Option<String>, Option<String>, Value, &'static str) {
+        let resp = e.to_response();
+        let header = |n: HeaderName| {
+            resp.headers()
+                .get(n)
+                .map(|v| v.to_str().expect("ascii").to_string())
+        };
+        let (status, challenge, retry) = (
+            resp.status().as_u16(),
+            header(header::WWW_AUTHENTICATE),
+            header(header::RETRY_AFTER),
+        );
+        let label = resp.extensions().get::<ErrorLabel>().expect("label").0;
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (
+            status,
+            challenge,
+            retry,
+            serde_json::from_slice(&body).expect("json"),
+            label,
+        )
+    }
+
+    #[tokio::test]
+    async fn refused_tokens_answer_with_their_status_challenge_and_words() {
+        let invalid = "Bearer error=\"invalid_token\", error_description=";
+        // The error, its status, WWW-Authenticate, body error and error_description, and metric label.
+        type Case = (
+            ProxyError,
+            u16,
+            Option<String>,
+            &'static str,
+            &'static str,
+            &'static str,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                BearerError::Missing.into(),
+                401,
+                Some("Bearer".into()),
+                "invalid_token",
+                "an access token is required",
+                "missing_token",
+            ),
+            (
+                BearerError::Malformed("send one \"Authorization\" header".into()).into(),
+                401,
+                Some(format!("{invalid}\"send one 'Authorization' header\"")),
+                "invalid_token",
+                "send one \"Authorization\" header",
+                "malformed_token",
+            ),
+            (
+                BearerError::Inactive.into(),
+                401,
+                Some(format!(
+                    "{invalid}\"the access token is invalid, expired or revoked\""
+                )),
+                "invalid_token",
+                "the access token is invalid, expired or revoked",
+                "inactive_token",
+            ),
+            (
+                BearerError::WrongClient.into(),
+                401,
+                Some(format!(
+                    "{invalid}\"the access token was not issued to this client\""
+                )),
+                "invalid_token",
+                "the access token was not issued to this client",
+                "wrong_client",
+            ),
+            (
+                BearerError::CertificateMismatch.into(),
+                401,
+                Some(format!(
+                    "{invalid}\"the access token is not bound to the client certificate of this connection\""
+                )),
+                "invalid_token",
+                "the access token is not bound to the client certificate of this connection",
+                "certificate_mismatch",
+            ),
+            (
+                BearerError::InsufficientScope("cdr:registration".into()).into(),
+                403,
+                Some(r#"Bearer error="insufficient_scope", scope="cdr:registration""#.into()),
+                "insufficient_scope",
+                "the access token lacks the scope cdr:registration",
+                "insufficient_scope",
+            ),
+            (
+                ProxyError::UnknownClient {
+                    error: "invalid_request",
+                    description: "The client is unknown",
+                },
+                401,
+                Some(
+                    r#"Bearer error="invalid_request", error_description="The client is unknown""#
+                        .into(),
+                ),
+                "invalid_request",
+                "The client is unknown",
+                "unknown_client",
+            ),
+        ];
+        for (e, status, challenge, error, description, label) in cases {
+            let case = format!("{e:?}");
+            let got = parts(e).await;
+            assert_eq!(got.0, status, "{case}");
+            assert_eq!(got.1, challenge, "{case}");
+            assert_eq!(got.2, None, "{case}");
+            assert_eq!(
+                got.3,
+                json!({"error": error, "error_description": description}),
+                "{case}"
+            );
+            assert_eq!(got.4, label, "{case}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_that_cannot_be_checked_is_a_503_without_a_challenge() {
+        let e = ProxyError::from(BearerError::Unavailable(
+            "http://idp.internal/x down".into(),
+        ));
+        assert_eq!(e.side(), Side::Upstream);
+        let (status, challenge, retry, body, label) = parts(e).await;
+        assert_eq!(status, 503);
+        assert_eq!(challenge, None);
+        assert_eq!(retry.as_deref(), Some("5"));
+        assert_eq!(
+            body,
+            json!({"error": "temporarily_unavailable",
+                   "error_description": "the access token cannot be checked right now; try again later"})
+        );
+        assert_eq!(label, "token_validation_unavailable");
+        assert_eq!(ProxyError::from(BearerError::Inactive).side(), Side::Client);
+    }
+
+    #[test]
+    fn no_content_has_no_body_and_is_not_cached() {
+        let resp = no_content();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        assert_eq!(resp.headers().len(), 1);
+        assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store");
+    }
 }

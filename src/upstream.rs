@@ -330,17 +330,12 @@ impl Admin {
             }
             form.finish()
         };
-        let auth = crate::bearer::basic_auth(&self.cfg.client_id, &self.cfg.client_secret);
         let reply = http
-            .send(
-                Method::POST,
+            .post_form(
                 &self.cfg.token_endpoint,
-                &[
-                    ("authorization", &auth),
-                    ("content-type", "application/x-www-form-urlencoded"),
-                    ("accept", "application/json"),
-                ],
-                Some(Bytes::from(form)),
+                &self.cfg.client_id,
+                &self.cfg.client_secret,
+                Bytes::from(form),
                 MAX_UPSTREAM_BODY,
             )
             .await

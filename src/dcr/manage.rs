@@ -4,15 +4,15 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderMap, Method, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::{Audit, Registrar, Verified, metadata, store_error};
-use crate::bearer::{BearerError, www_authenticate};
+use crate::bearer::BearerError;
 use crate::config::ProfileKind;
-use crate::error::{ErrorCode, ProxyError, json_response};
+use crate::error::{ErrorCode, ProxyError, json_response, no_content};
 use crate::identity::PeerCert;
 use crate::secret::Secret;
 use crate::store::{PendingOp, RecordState, Registration, StoreError};
@@ -65,9 +65,7 @@ impl Registrar {
         let mut auths = headers.get_all(header::AUTHORIZATION).iter();
         let auth = auths.next();
         if auths.next().is_some() {
-            return Err(self.bearer_error(BearerError::Malformed(
-                "send one Authorization header".into(),
-            )));
+            return Err(BearerError::Malformed("send one Authorization header".into()).into());
         }
         match bearer
             .authorize(auth, client_id, Some(&peer.thumbprint_s256))
@@ -83,7 +81,7 @@ impl Registrar {
                 }
                 return Err(self.unknown_client());
             }
-            Err(e) => return Err(self.bearer_error(e)),
+            Err(e) => return Err(e.into()),
         }
         // 3. Our record. Unknown or deleted looks exactly like another client's token: the answer
         //    must not reveal whether a ClientId exists.
@@ -325,11 +323,7 @@ impl Registrar {
             Err(e) => return Err(upstream_error(e)),
         }
         self.store.remove(client_id).await.map_err(store_error)?;
-        let mut resp = Response::new(Full::new(Bytes::new()));
-        *resp.status_mut() = StatusCode::NO_CONTENT;
-        resp.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        Ok(resp)
+        Ok(no_content())
     }
 
     /// An unknown, deleted or other client's ClientId: one answer for all, so existence is not revealed.
@@ -342,33 +336,7 @@ impl Registrar {
                 "the access token is not valid for this client",
             ),
         };
-        ProxyError::Bearer {
-            status: StatusCode::UNAUTHORIZED,
-            challenge: HeaderValue::from_str(&format!(
-                "Bearer error=\"{error}\", error_description=\"{description}\""
-            ))
-            .unwrap_or_else(|_| HeaderValue::from_static("Bearer")),
-            error,
-            description: description.to_string(),
-            label: "unknown_client",
-        }
-    }
-
-    fn bearer_error(&self, e: BearerError) -> ProxyError {
-        if let BearerError::Unavailable(m) = e {
-            return ProxyError::TokenValidationUnavailable(m);
-        }
-        let error = match e {
-            BearerError::InsufficientScope(_) => "insufficient_scope",
-            _ => "invalid_token",
-        };
-        ProxyError::Bearer {
-            status: e.status(),
-            challenge: www_authenticate(&e, None),
-            error,
-            description: e.description(),
-            label: e.code(),
-        }
+        ProxyError::UnknownClient { error, description }
     }
 }
 

@@ -302,6 +302,29 @@ impl World {
         .await
     }
 
+    /// Registers a client at the upstream itself (RFC 7591 with its initial access token), not through the proxy;
+    /// returns the client_id, or panics unless 201.
+    pub async fn register_upstream(&self, metadata: Value) -> String {
+        let resp = super::client::http_request(
+            "POST",
+            &self.upstream.url("/reg"),
+            &[
+                (
+                    "authorization",
+                    &format!("Bearer {}", self.upstream.initial_access_token),
+                ),
+                ("content-type", "application/json"),
+            ],
+            metadata.to_string(),
+        )
+        .await;
+        assert_eq!(resp.status, 201, "{}", resp.text());
+        resp.json()["client_id"]
+            .as_str()
+            .expect("client_id")
+            .to_string()
+    }
+
     /// Calls /register/{client_id} with a bearer token over the TPP's mTLS connection.
     pub async fn manage(
         &self,

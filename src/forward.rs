@@ -26,10 +26,10 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value};
 use url::Url;
 
+use crate::body::{BoxError, RespBody, boxed};
 use crate::error::{ErrorCode, ProxyError};
 use crate::identity::PeerCert;
 use crate::outbound::{crypto_provider, root_store};
-use crate::server::{BoxError, RespBody, boxed};
 
 /// Discovery documents are a few KiB; a larger answer is not one.
 const MAX_DISCOVERY_BYTES: usize = 256 * 1024;

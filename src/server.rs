@@ -5,10 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response};
-use http_body_util::BodyExt;
-use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -20,19 +17,13 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::body::{RespBody, boxed};
 use crate::dcr::Registrar;
 use crate::error::ProxyError;
 use crate::identity::PeerCert;
 use crate::metrics::{
     METRICS, ReasonLabels, RequestLabels, RouteLabels, handshake_reason, method_label,
 };
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type RespBody = BoxBody<Bytes, BoxError>;
-
-pub fn boxed(r: Response<http_body_util::Full<Bytes>>) -> Response<RespBody> {
-    r.map(|b| b.map_err(|never| match never {}).boxed())
-}
 
 /// Shared by every connection.
 pub struct AppState {

@@ -29,7 +29,7 @@ use url::Url;
 use crate::body::{BoxError, RespBody, boxed};
 use crate::error::{ErrorCode, ProxyError};
 use crate::identity::PeerCert;
-use crate::outbound::{crypto_provider, root_store};
+use crate::outbound::{crypto_provider, error_chain, root_store};
 
 /// Discovery documents are a few KiB; a larger answer is not one.
 const MAX_DISCOVERY_BYTES: usize = 256 * 1024;
@@ -796,17 +796,6 @@ fn url_encode(s: &str) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// A request path reduced for deny-list matching.

@@ -167,7 +167,9 @@ impl HttpClient {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error with its sources, `outer: inner: root`: hyper's own message alone ("client error
+/// (Connect)") does not say what failed.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -2,36 +2,64 @@
 //! so `registration_endpoint` names the proxy.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full, Limited};
+use http_body_util::{BodyExt, Empty, Full};
 use serde_json::{Map, Value};
 
-use super::Forwarder;
 use super::headers::set_forwarding_headers;
+use super::{ForwardConfig, Forwarder};
 use crate::body::{RespBody, boxed};
 use crate::error::ProxyError;
-use crate::outbound::error_chain;
+use crate::outbound::OutboundError;
 
 /// Discovery documents are a few KiB; a larger answer is not one.
 const MAX_DISCOVERY_BYTES: usize = 256 * 1024;
 
 /// Distinct discovery paths cached at once. Any path ending in a well-known suffix is fetched, so
 /// the bound keeps a client from growing the cache without limit.
-pub(super) const MAX_DISCOVERY_ENTRIES: u64 = 64;
+const MAX_DISCOVERY_ENTRIES: u64 = 64;
+
+/// What the forwarder keeps for discovery: the rewrite's inputs and the cache of its outputs.
+pub(super) struct Discovery {
+    registration_endpoint: String,
+    mtls_endpoint_aliases: Option<Map<String, Value>>,
+    cache: Option<moka::future::Cache<String, Bytes>>,
+    fetches: AtomicU64,
+}
+
+impl Discovery {
+    pub(super) fn new(cfg: &ForwardConfig) -> Discovery {
+        let cache = (!cfg.discovery_ttl.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(MAX_DISCOVERY_ENTRIES)
+                // moka refuses more than 1000 years; a day is already longer than any sane TTL.
+                .time_to_live(cfg.discovery_ttl.min(Duration::from_secs(86_400)))
+                .build()
+        });
+        let public = &cfg.public_url[..url::Position::AfterPath];
+        Discovery {
+            registration_endpoint: format!("{}/register", public.trim_end_matches('/')),
+            mtls_endpoint_aliases: cfg.mtls_endpoint_aliases.clone(),
+            cache,
+            fetches: AtomicU64::new(0),
+        }
+    }
+}
 
 impl Forwarder {
     /// How many times discovery was fetched from the upstream (cache misses).
     pub fn discovery_fetches(&self) -> u64 {
-        self.fetches.load(Ordering::Relaxed)
+        self.discovery.fetches.load(Ordering::Relaxed)
     }
 
     pub(super) async fn discovery(&self, path: &str) -> Response<RespBody> {
         // The query is ignored, so one cached document serves every spelling of the request.
-        let result = match &self.discovery_cache {
+        let result = match &self.discovery.cache {
             Some(cache) => {
                 cache
                     .try_get_with(path.to_owned(), self.fetch_discovery(path))
@@ -61,7 +89,7 @@ impl Forwarder {
                     }
                     boxed(resp)
                 }
-                DiscoveryError::Timeout => {
+                DiscoveryError::Fetch(OutboundError::Timeout(_)) => {
                     tracing::warn!(
                         failure = "upstream",
                         reason = "timeout",
@@ -78,10 +106,10 @@ impl Forwarder {
     }
 
     async fn fetch_discovery(&self, path: &str) -> Result<Bytes, DiscoveryError> {
-        self.fetches.fetch_add(1, Ordering::Relaxed);
+        self.discovery.fetches.fetch_add(1, Ordering::Relaxed);
         let uri = self
             .upstream_uri(path, None)
-            .map_err(|e| DiscoveryError::Unavailable(e.to_string()))?;
+            .map_err(|e| DiscoveryError::Uri(e.to_string()))?;
         // Fetched as if the public host had asked, whoever triggered the fetch, so the cached
         // document is the same for every client.
         let mut headers = HeaderMap::new();
@@ -93,51 +121,19 @@ impl Forwarder {
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
 
-        let work = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| DiscoveryError::Unavailable(error_chain(&e)))?;
-            let (parts, body) = resp.into_parts();
-            let declared = parts
-                .headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > MAX_DISCOVERY_BYTES as u64) {
-                return Err(DiscoveryError::TooLarge);
-            }
-            let body = Limited::new(body, MAX_DISCOVERY_BYTES)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some()
-                    {
-                        DiscoveryError::TooLarge
-                    } else {
-                        DiscoveryError::Unavailable(e.to_string())
-                    }
-                })?
-                .to_bytes();
-            Ok((parts, body))
-        };
-        let (parts, body) = tokio::time::timeout(self.response_timeout, work)
-            .await
-            .map_err(|_| DiscoveryError::Timeout)??;
-        if parts.status != StatusCode::OK {
+        let reply = self.client.send_request(req, MAX_DISCOVERY_BYTES).await?;
+        if reply.status != StatusCode::OK {
             // Not cached: a passing upstream error must not outlive itself.
             return Err(DiscoveryError::Status {
-                status: parts.status,
-                content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
-                body,
+                status: reply.status,
+                content_type: reply.headers.get(header::CONTENT_TYPE).cloned(),
+                body: reply.body,
             });
         }
         rewrite_discovery(
-            &body,
-            &self.registration_endpoint,
-            self.mtls_endpoint_aliases.as_ref(),
+            &reply.body,
+            &self.discovery.registration_endpoint,
+            self.discovery.mtls_endpoint_aliases.as_ref(),
         )
         .map(Bytes::from)
     }
@@ -151,14 +147,12 @@ enum DiscoveryError {
         content_type: Option<HeaderValue>,
         body: Bytes,
     },
-    #[error("no answer in time")]
-    Timeout,
-    #[error("document larger than {MAX_DISCOVERY_BYTES} bytes")]
-    TooLarge,
+    #[error(transparent)]
+    Fetch(#[from] OutboundError),
     #[error("document is not a JSON object: {0}")]
     NotJson(String),
-    #[error("{0}")]
-    Unavailable(String),
+    #[error("cannot build the upstream URI: {0}")]
+    Uri(String),
 }
 
 /// Only `registration_endpoint` (and `mtls_endpoint_aliases` when configured) change; every other

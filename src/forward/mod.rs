@@ -11,18 +11,12 @@ mod tests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value};
 use url::Url;
 
@@ -32,10 +26,10 @@ pub use headers::strip_cert_headers;
 use crate::body::{BoxError, RespBody, boxed};
 use crate::error::{ErrorCode, ProxyError};
 use crate::identity::PeerCert;
-use crate::outbound::{crypto_provider, error_chain, root_store};
+use crate::outbound::{HttpClient, OutboundError};
 use cert_header::cert_headers;
 use deny::{DenyPattern, NormalPath};
-use discovery::{MAX_DISCOVERY_ENTRIES, is_discovery_path};
+use discovery::{Discovery, is_discovery_path};
 use headers::{client_authority, prepare_request_headers, remove_hop_by_hop};
 
 /// Below the 5 s keep-alive timeout of Node's HTTP server (oidc-provider): a connection the upstream
@@ -75,11 +69,9 @@ pub struct ForwardConfig {
     pub ca_bundle: Option<PathBuf>,
 }
 
-type UpstreamClient = Client<HttpsConnector<HttpConnector>, RespBody>;
-
 /// The pass-through to the IdP; one per proxy, holding the upstream connection pool.
 pub struct Forwarder {
-    client: UpstreamClient,
+    client: HttpClient,
     /// `scheme://host[:port]` of the upstream.
     origin: String,
     /// The upstream base path without its trailing `/`.
@@ -87,13 +79,9 @@ pub struct Forwarder {
     upstream_host: HeaderValue,
     /// `host[:port]` of the public URL, used when the client's Host is unusable and for discovery.
     public_authority: String,
-    registration_endpoint: String,
     cert_header: CertHeaderFormat,
     deny: Vec<DenyPattern>,
-    response_timeout: Duration,
-    discovery_cache: Option<moka::future::Cache<String, Bytes>>,
-    mtls_endpoint_aliases: Option<Map<String, Value>>,
-    fetches: AtomicU64,
+    discovery: Discovery,
 }
 
 impl Forwarder {
@@ -127,40 +115,13 @@ impl Forwarder {
             .map(|p| DenyPattern::parse(p))
             .collect::<Result<Vec<_>, _>>()?;
 
-        // An http upstream never uses the TLS config, and a slim sidecar image may have no system
-        // roots at all, so they are only loaded when they can matter.
-        let roots = if https {
-            root_store(cfg.ca_bundle.as_deref())?
-        } else {
-            rustls::RootCertStore::empty()
-        };
-        let tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(64)
-            .build(connector);
-
-        let discovery_cache = (!cfg.discovery_ttl.is_zero()).then(|| {
-            moka::future::Cache::builder()
-                .max_capacity(MAX_DISCOVERY_ENTRIES)
-                // moka refuses more than 1000 years; a day is already longer than any sane TTL.
-                .time_to_live(cfg.discovery_ttl.min(Duration::from_secs(86_400)))
-                .build()
-        });
-        let public = &cfg.public_url[..url::Position::AfterPath];
+        let client = HttpClient::for_upstream(
+            https,
+            cfg.ca_bundle.as_deref(),
+            cfg.connect_timeout,
+            cfg.response_timeout,
+            POOL_IDLE_TIMEOUT,
+        )?;
         Ok(Forwarder {
             client,
             origin: base[..url::Position::BeforePath].to_owned(),
@@ -168,13 +129,9 @@ impl Forwarder {
             upstream_host: HeaderValue::from_str(&upstream_host)
                 .map_err(|_| "upstream_base: host is not a valid header value")?,
             public_authority,
-            registration_endpoint: format!("{}/register", public.trim_end_matches('/')),
             cert_header: cfg.cert_header,
             deny,
-            response_timeout: cfg.response_timeout,
-            discovery_cache,
-            mtls_endpoint_aliases: cfg.mtls_endpoint_aliases,
-            fetches: AtomicU64::new(0),
+            discovery: Discovery::new(&cfg),
         })
     }
 
@@ -266,26 +223,26 @@ impl Forwarder {
         parts.extensions = http::Extensions::new();
         let req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
 
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Err(_) => {
+        match self.client.stream(req).await {
+            Err(OutboundError::Timeout(timeout)) => {
                 tracing::warn!(
                     failure = "upstream",
                     reason = "timeout",
-                    timeout_ms = self.response_timeout.as_millis() as u64,
+                    timeout_ms = timeout.as_millis() as u64,
                     "the upstream sent no response headers in time"
                 );
                 boxed(ProxyError::UpstreamTimeout.to_response())
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::warn!(
                     failure = "upstream",
-                    connect = e.is_connect(),
-                    reason = %error_chain(&e),
+                    connect = matches!(e, OutboundError::Connect(_)),
+                    reason = %e,
                     "the upstream request failed"
                 );
-                boxed(ProxyError::UpstreamUnavailable(error_chain(&e)).to_response())
+                boxed(ProxyError::UpstreamUnavailable(e.to_string()).to_response())
             }
-            Ok(Ok(resp)) => {
+            Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 remove_hop_by_hop(&mut parts.headers, false);
                 Response::from_parts(parts, body.map_err(BoxError::from).boxed())

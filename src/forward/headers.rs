@@ -58,7 +58,7 @@ pub(super) fn is_cert_header(folded: &str) -> bool {
 }
 
 /// Removes every copy of every client-certificate header we know, in any case, with `_` and `-` folded.
-pub fn strip_cert_headers(headers: &mut HeaderMap) {
+fn strip_cert_headers(headers: &mut HeaderMap) {
     remove_where(headers, is_cert_header);
 }
 

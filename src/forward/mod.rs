@@ -21,7 +21,6 @@ use serde_json::{Map, Value};
 use url::Url;
 
 pub use cert_header::CertHeaders;
-pub use headers::strip_cert_headers;
 
 use crate::body::{BoxError, RespBody, boxed};
 use crate::error::{ErrorCode, ProxyError};

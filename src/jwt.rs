@@ -230,11 +230,11 @@ pub fn numeric(claims: &Map<String, Value>, name: &'static str) -> Result<Option
     }
 }
 
+/// Seconds since the epoch (a JWT NumericDate); the one clock of the crate's timestamps.
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod bearer;
+pub mod body;
 pub mod config;
 pub mod dcr;
 pub mod error;

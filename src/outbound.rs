@@ -1,12 +1,14 @@
-//! Outbound HTTP(S) from the proxy (JWKS, the upstream's registration API): pooled, bounded in time and size.
+//! Outbound HTTP(S) from the proxy (JWKS, the upstream's registration API, the pass-through to
+//! the IdP): pooled, bounded in time and size.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -14,6 +16,8 @@ use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use url::Url;
+
+use crate::body::RespBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
@@ -35,9 +39,11 @@ pub struct Reply {
     pub body: Bytes,
 }
 
+/// Request bodies are boxed so the same pool carries both our own small requests and the
+/// pass-through's streamed ones.
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    inner: Client<HttpsConnector<HttpConnector>, RespBody>,
     timeout: Duration,
 }
 
@@ -85,10 +91,42 @@ impl HttpClient {
         timeout: Duration,
         https_only: bool,
     ) -> Result<Self, String> {
+        let roots = root_store(ca_bundle)?;
+        let pool = (Duration::from_secs(30), 32);
+        Self::build(roots, connect_timeout, timeout, https_only, pool)
+    }
+
+    /// For the IdP all pass-through traffic goes to, over `http` or `https`. Its trust roots are
+    /// loaded only for `https`: an http upstream never uses them, and a slim sidecar image may have
+    /// none. Idle connections live at most `pool_idle`, so one the upstream is about to close is
+    /// not picked.
+    pub fn for_upstream(
+        https: bool,
+        ca_bundle: Option<&Path>,
+        connect_timeout: Duration,
+        timeout: Duration,
+        pool_idle: Duration,
+    ) -> Result<Self, String> {
+        let roots = if https {
+            root_store(ca_bundle)?
+        } else {
+            rustls::RootCertStore::empty()
+        };
+        Self::build(roots, connect_timeout, timeout, false, (pool_idle, 64))
+    }
+
+    /// `pool`: how long a connection may idle, and how many may idle per host.
+    fn build(
+        roots: rustls::RootCertStore,
+        connect_timeout: Duration,
+        timeout: Duration,
+        https_only: bool,
+        pool: (Duration, usize),
+    ) -> Result<Self, String> {
         let tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
-            .with_root_certificates(root_store(ca_bundle)?)
+            .with_root_certificates(roots)
             .with_no_client_auth();
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(connect_timeout));
@@ -101,8 +139,8 @@ impl HttpClient {
             builder.https_or_http().enable_http1().wrap_connector(http)
         };
         let inner = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(32)
+            .pool_idle_timeout(pool.0)
+            .pool_max_idle_per_host(pool.1)
             .build(connector);
         Ok(HttpClient { inner, timeout })
     }
@@ -121,17 +159,21 @@ impl HttpClient {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
+        let body = Full::new(body.unwrap_or_default()).map_err(|never| match never {});
         let req = req
-            .body(Full::new(body.unwrap_or_default()))
+            .body(body.boxed())
             .map_err(|_| OutboundError::BadUrl(redact_url(url)))?;
+        self.send_request(req, max_bytes).await
+    }
+
+    /// As [`send`](Self::send), for a request built by the caller (its URI taken as it is).
+    pub async fn send_request(
+        &self,
+        req: Request<RespBody>,
+        max_bytes: usize,
+    ) -> Result<Reply, OutboundError> {
         let work = async {
-            let resp = self.inner.request(req).await.map_err(|e| {
-                if e.is_connect() {
-                    OutboundError::Connect(error_chain(&e))
-                } else {
-                    OutboundError::Io(error_chain(&e))
-                }
-            })?;
+            let resp = self.inner.request(req).await.map_err(request_error)?;
             let (parts, body) = resp.into_parts();
             if let Some(len) = parts
                 .headers
@@ -164,6 +206,18 @@ impl HttpClient {
         tokio::time::timeout(self.timeout, work)
             .await
             .map_err(|_| OutboundError::Timeout(self.timeout))?
+    }
+
+    /// Sends a request with a streamed body and waits within the client's timeout for the response
+    /// headers only; the body then streams without a limit in time or size.
+    pub async fn stream(
+        &self,
+        req: Request<RespBody>,
+    ) -> Result<Response<Incoming>, OutboundError> {
+        tokio::time::timeout(self.timeout, self.inner.request(req))
+            .await
+            .map_err(|_| OutboundError::Timeout(self.timeout))?
+            .map_err(request_error)
     }
 }
 
@@ -201,7 +255,17 @@ pub fn basic_auth(client_id: &str, secret: &crate::secret::Secret) -> String {
     )
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+fn request_error(e: hyper_util::client::legacy::Error) -> OutboundError {
+    if e.is_connect() {
+        OutboundError::Connect(error_chain(&e))
+    } else {
+        OutboundError::Io(error_chain(&e))
+    }
+}
+
+/// An error with its sources, `outer: inner: root`: hyper's own message alone ("client error
+/// (Connect)") does not say what failed.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -5,10 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response};
-use http_body_util::BodyExt;
-use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -20,19 +17,13 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::body::{RespBody, boxed};
 use crate::dcr::Registrar;
 use crate::error::ProxyError;
 use crate::identity::PeerCert;
 use crate::metrics::{
     METRICS, ReasonLabels, RequestLabels, RouteLabels, handshake_reason, method_label,
 };
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type RespBody = BoxBody<Bytes, BoxError>;
-
-pub fn boxed(r: Response<http_body_util::Full<Bytes>>) -> Response<RespBody> {
-    r.map(|b| b.map_err(|never| match never {}).boxed())
-}
 
 /// Shared by every connection.
 pub struct AppState {
@@ -99,9 +90,7 @@ pub async fn run(
                 }
             };
             let peer = peer_identity(&stream, addr);
-            let cert_headers = (*peer)
-                .as_ref()
-                .map(|p| state.forwarder.cert_headers_for(p));
+            let cert_headers = peer.as_ref().map(|p| state.forwarder.cert_headers_for(p));
             let conn = Arc::new(ConnInfo { peer, cert_headers });
             let svc = service_fn(move |req| {
                 let state = state.clone();
@@ -134,22 +123,17 @@ pub async fn run(
 fn peer_identity(
     stream: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     addr: SocketAddr,
-) -> Arc<Option<PeerCert>> {
+) -> Option<PeerCert> {
     let (_, conn) = stream.get_ref();
-    let Some(certs) = conn.peer_certificates() else {
-        return Arc::new(None);
-    };
-    let Some((leaf, chain)) = certs.split_first() else {
-        return Arc::new(None);
-    };
+    let (leaf, chain) = conn.peer_certificates()?.split_first()?;
     match PeerCert::from_der(
         leaf.clone().into_owned(),
         chain.iter().map(|c| c.clone().into_owned()).collect(),
     ) {
-        Ok(p) => Arc::new(Some(p)),
+        Ok(p) => Some(p),
         Err(e) => {
             tracing::warn!(peer = %addr, failure = "client_cert", reason = %e, "verified client certificate could not be parsed");
-            Arc::new(None)
+            None
         }
     }
 }
@@ -183,7 +167,7 @@ fn interaction_id(req: &Request<Incoming>) -> String {
 
 /// What one connection knows about its peer, worked out once at the handshake.
 struct ConnInfo {
-    peer: Arc<Option<PeerCert>>,
+    peer: Option<PeerCert>,
     cert_headers: Option<crate::forward::CertHeaders>,
 }
 
@@ -193,7 +177,7 @@ async fn handle(
     addr: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<RespBody> {
-    let peer = &conn.peer;
+    let peer = conn.peer.as_ref();
     let request_id = Uuid::new_v4().to_string();
     let fapi_id = interaction_id(&req);
     let span = tracing::info_span!("request", request_id = %request_id, interaction_id = %fapi_id, method = %req.method(), peer = %addr);
@@ -260,7 +244,7 @@ async fn handle(
 
 async fn register(
     state: &AppState,
-    peer: &Option<PeerCert>,
+    peer: Option<&PeerCert>,
     req: Request<Incoming>,
 ) -> Response<RespBody> {
     if let Err(e) = crate::dcr::allowed(req.method(), true) {
@@ -268,9 +252,7 @@ async fn register(
     }
     debug_assert_eq!(req.method(), Method::POST);
     let (parts, body) = req.into_parts();
-    let work = state
-        .registrar
-        .handle_register(&parts.headers, body, peer.as_ref());
+    let work = state.registrar.handle_register(&parts.headers, body, peer);
     match tokio::time::timeout(state.request_timeout, work).await {
         Ok(r) => boxed(r),
         Err(_) => boxed(ProxyError::UpstreamTimeout.to_response()),
@@ -279,18 +261,14 @@ async fn register(
 
 async fn manage(
     state: &AppState,
-    peer: &Option<PeerCert>,
+    peer: Option<&PeerCert>,
     client_id: &str,
     req: Request<Incoming>,
 ) -> Response<RespBody> {
     let (parts, body) = req.into_parts();
-    let work = state.registrar.handle_client(
-        &parts.method,
-        client_id,
-        &parts.headers,
-        body,
-        peer.as_ref(),
-    );
+    let work = state
+        .registrar
+        .handle_client(&parts.method, client_id, &parts.headers, body, peer);
     match tokio::time::timeout(state.request_timeout, work).await {
         Ok(r) => boxed(r),
         Err(_) => boxed(ProxyError::UpstreamTimeout.to_response()),

@@ -22,7 +22,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_lc_rs::digest;
@@ -39,6 +39,7 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::{PendingOp, RecordState, Registration, RegistrationStore, StoreError};
+use crate::jwt::now;
 use crate::secret::Secret;
 use crate::store::replay::ReplayGuard;
 
@@ -406,12 +407,6 @@ fn tls_connector(
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// What a failure means to the caller. Only the SQLSTATE and the primary

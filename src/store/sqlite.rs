@@ -24,7 +24,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
@@ -32,6 +32,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{PendingOp, RecordState, Registration, RegistrationStore, StoreError};
+use crate::jwt::now;
 
 /// How long a statement waits for a lock held by another connection (a second
 /// process on the same file, a backup tool) before reporting Unavailable.
@@ -354,12 +355,6 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         .map_err(map_err)?;
     }
     tx.commit().map_err(map_err)
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn map_err(e: rusqlite::Error) -> StoreError {

@@ -1,0 +1,274 @@
+//! Everything that is not the registration API passes through to the IdP. This file holds the
+//! pass-through itself; the deny-list, the header rules, the client-certificate encodings and the
+//! discovery rewrite each have their own submodule.
+
+mod cert_header;
+mod deny;
+mod discovery;
+mod headers;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::{Map, Value};
+use url::Url;
+
+pub use cert_header::CertHeaders;
+
+use crate::body::{BoxError, RespBody, boxed};
+use crate::error::{ErrorCode, ProxyError};
+use crate::identity::PeerCert;
+use crate::outbound::{HttpClient, OutboundError};
+use cert_header::cert_headers;
+use deny::{DenyPattern, NormalPath};
+use discovery::{Discovery, is_discovery_path};
+use headers::{client_authority, prepare_request_headers, remove_hop_by_hop};
+
+/// Below the 5 s keep-alive timeout of Node's HTTP server (oidc-provider): a connection the upstream
+/// is about to close must not be picked from the pool. The upstream is a sidecar neighbour, so
+/// reconnecting is cheap.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// How the verified client certificate is handed to the IdP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertHeaderFormat {
+    /// RFC 9440 `Client-Cert` / `Client-Cert-Chain` (Keycloak `rfc9440` lookup provider).
+    Rfc9440,
+    /// `ssl-client-cert: <URL-encoded PEM>` and `ssl-client-verify: SUCCESS`, as nginx sends
+    /// `$ssl_client_escaped_cert` (Keycloak `nginx` lookup provider, ForgeRock AM's header option).
+    Nginx,
+    /// Envoy's `x-forwarded-client-cert` with `Hash`, `Cert` and `Chain`.
+    Envoy,
+}
+
+#[derive(Clone, Debug)]
+pub struct ForwardConfig {
+    /// `http(s)://host:port[/prefix]`; the prefix is put in front of every forwarded path.
+    pub upstream_base: Url,
+    /// The proxy's public URL; discovery advertises `<public_url>/register`.
+    pub public_url: Url,
+    pub cert_header: CertHeaderFormat,
+    /// Path patterns never forwarded; see [`ForwardConfig::default_deny_paths`] for the syntax.
+    pub deny_paths: Vec<String>,
+    pub connect_timeout: Duration,
+    /// Time until the upstream's response headers arrive; the body then streams without a limit.
+    pub response_timeout: Duration,
+    /// Zero disables the discovery cache.
+    pub discovery_ttl: Duration,
+    /// Put into discovery as-is when set.
+    pub mtls_endpoint_aliases: Option<Map<String, Value>>,
+    /// Trust roots for an https upstream; the system's when absent.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+/// The pass-through to the IdP; one per proxy, holding the upstream connection pool.
+pub struct Forwarder {
+    client: HttpClient,
+    /// `scheme://host[:port]` of the upstream.
+    origin: String,
+    /// The upstream base path without its trailing `/`.
+    prefix: String,
+    upstream_host: HeaderValue,
+    /// `host[:port]` of the public URL, used when the client's Host is unusable and for discovery.
+    public_authority: String,
+    cert_header: CertHeaderFormat,
+    deny: Vec<DenyPattern>,
+    discovery: Discovery,
+}
+
+impl Forwarder {
+    pub fn new(cfg: ForwardConfig) -> Result<Self, String> {
+        let base = &cfg.upstream_base;
+        let https = match base.scheme() {
+            "https" => true,
+            "http" => false,
+            other => {
+                return Err(format!(
+                    "upstream_base: scheme {other:?} is not http or https"
+                ));
+            }
+        };
+        let upstream_host = authority_of(base).ok_or("upstream_base: has no host")?;
+        // Credentials in the URL would be sent nowhere (we never set Authorization from them)
+        // and could end up in logs; a query or fragment has no meaning for a base.
+        if !base.username().is_empty() || base.password().is_some() {
+            return Err("upstream_base: must not contain user information".into());
+        }
+        if base.query().is_some() || base.fragment().is_some() {
+            return Err("upstream_base: must not have a query or fragment".into());
+        }
+        let public_authority = authority_of(&cfg.public_url).ok_or("public_url: has no host")?;
+        if cfg.connect_timeout.is_zero() || cfg.response_timeout.is_zero() {
+            return Err("connect_timeout and response_timeout must be greater than 0s".into());
+        }
+        let deny = cfg
+            .deny_paths
+            .iter()
+            .map(|p| DenyPattern::parse(p))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let client = HttpClient::for_upstream(
+            https,
+            cfg.ca_bundle.as_deref(),
+            cfg.connect_timeout,
+            cfg.response_timeout,
+            POOL_IDLE_TIMEOUT,
+        )?;
+        Ok(Forwarder {
+            client,
+            origin: base[..url::Position::BeforePath].to_owned(),
+            prefix: base.path().trim_end_matches('/').to_owned(),
+            upstream_host: HeaderValue::from_str(&upstream_host)
+                .map_err(|_| "upstream_base: host is not a valid header value")?,
+            public_authority,
+            cert_header: cfg.cert_header,
+            deny,
+            discovery: Discovery::new(&cfg),
+        })
+    }
+
+    /// The certificate headers for a peer, in the configured format. Computed once per connection
+    /// by the server (base64 and PEM encoding showed up in profiles when done per request).
+    pub fn cert_headers_for(&self, peer: &PeerCert) -> CertHeaders {
+        cert_headers(peer, self.cert_header).into()
+    }
+
+    /// Everything that is not a registration route: the deny-list, then the discovery rewrite,
+    /// then a streamed pass-through. Never fails: upstream faults become 502/504 JSON bodies.
+    /// `peer` is the connection's verified client certificate, `client_addr` its TCP peer.
+    pub async fn forward(
+        &self,
+        req: Request<Incoming>,
+        peer: Option<&PeerCert>,
+        client_addr: SocketAddr,
+    ) -> Response<RespBody> {
+        let cert = peer.map(|p| self.cert_headers_for(p));
+        self.forward_with(req, cert.as_deref(), client_addr).await
+    }
+
+    /// As `forward`, with the connection's certificate headers already encoded.
+    pub async fn forward_with(
+        &self,
+        req: Request<Incoming>,
+        cert: Option<&[(HeaderName, HeaderValue)]>,
+        client_addr: SocketAddr,
+    ) -> Response<RespBody> {
+        let path = req.uri().path();
+        // Asterisk-form (`OPTIONS *`) and authority-form (CONNECT) name no resource of the IdP.
+        if !path.starts_with('/') {
+            return boxed(ProxyError::NotFound.to_response());
+        }
+        let normal = NormalPath::new(path);
+        if let Some(pattern) = self.deny.iter().find(|p| p.matches(&normal.segments)) {
+            tracing::info!(
+                path = %normal,
+                pattern = %pattern.source,
+                "refused: the path is on the deny list"
+            );
+            return boxed(ProxyError::NotFound.to_response());
+        }
+        // The deny-list matched the resolved path, but the IdP receives the path as sent: a `..`
+        // could climb out of the upstream prefix there. Conforming clients resolve dot segments
+        // before sending (RFC 3986 section 5.2.4), so refusing them costs nothing.
+        if normal.had_dot_segments {
+            tracing::info!(path = %normal, "refused: dot segments in the path");
+            return boxed(
+                ProxyError::rejected(
+                    ErrorCode::InvalidRequest,
+                    "the request path must not contain `.` or `..` segments",
+                )
+                .to_response(),
+            );
+        }
+        if req.method() == Method::GET && is_discovery_path(path) {
+            let path = path.to_owned();
+            return self.discovery(&path).await;
+        }
+        self.pass_through(req, cert, client_addr).await
+    }
+
+    async fn pass_through(
+        &self,
+        req: Request<Incoming>,
+        cert: Option<&[(HeaderName, HeaderValue)]>,
+        client_addr: SocketAddr,
+    ) -> Response<RespBody> {
+        let (mut parts, body) = req.into_parts();
+        let uri = match self.upstream_uri(parts.uri.path(), parts.uri.query()) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot build the upstream URI");
+                return boxed(ProxyError::NotFound.to_response());
+            }
+        };
+        let host = client_authority(&parts.headers, &parts.uri)
+            .unwrap_or_else(|| self.public_authority.clone());
+        prepare_request_headers(&mut parts.headers, parts.version, client_addr, &host, cert);
+        // Host names the server we talk to; the name the client used travels in the forwarding
+        // headers, which the IdP reads only when told to trust its proxy.
+        parts
+            .headers
+            .insert(header::HOST, self.upstream_host.clone());
+        parts.uri = uri;
+        // hyper's client refuses an HTTP/2 request on the HTTP/1.1 connections it opens upstream.
+        parts.version = Version::HTTP_11;
+        parts.extensions = http::Extensions::new();
+        let req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
+
+        match self.client.stream(req).await {
+            Err(OutboundError::Timeout(timeout)) => {
+                tracing::warn!(
+                    failure = "upstream",
+                    reason = "timeout",
+                    timeout_ms = timeout.as_millis() as u64,
+                    "the upstream sent no response headers in time"
+                );
+                boxed(ProxyError::UpstreamTimeout.to_response())
+            }
+            Err(e) => {
+                tracing::warn!(
+                    failure = "upstream",
+                    connect = matches!(e, OutboundError::Connect(_)),
+                    reason = %e,
+                    "the upstream request failed"
+                );
+                boxed(ProxyError::UpstreamUnavailable(e.to_string()).to_response())
+            }
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                remove_hop_by_hop(&mut parts.headers, false);
+                Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+            }
+        }
+    }
+
+    fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::uri::InvalidUri> {
+        let mut s = String::with_capacity(
+            self.origin.len() + self.prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        s.push_str(&self.origin);
+        s.push_str(&self.prefix);
+        s.push_str(path);
+        if let Some(q) = query {
+            s.push('?');
+            s.push_str(q);
+        }
+        s.parse()
+    }
+}
+
+/// `host[:port]` of a URL, brackets kept around an IPv6 address.
+fn authority_of(u: &Url) -> Option<String> {
+    let host = u.host_str()?;
+    Some(match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    })
+}

@@ -4,7 +4,8 @@
 // certificate is issued by a throwaway CA (made with the openssl CLI), and
 // exercises registration, management, tokens, introspection, revocation, the
 // test inspection routes and fault injection; then the same and more for the
-// Keycloak stand-in (smoke-keycloak.mjs). Exits non-zero on any failure.
+// Keycloak stand-in (smoke-keycloak.mjs) and the ForgeRock AM stand-in
+// (smoke-forgerock-am.mjs). Exits non-zero on any failure.
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -664,6 +665,14 @@ const { keycloakChecks } = await import('./smoke-keycloak.mjs');
 await keycloakChecks({
   check, call, bearer, basic, admin, expectStatus, startUpstream, makeClientKeys, assertion, certHeaders, issue,
   openssl, tmp, clientPem, otherPem, caPem: fs.readFileSync(caFile, 'utf8'), clientThumbprint, IAT, INTROSPECTION, ADMIN,
+});
+
+// ---------------------------------------------------------------- ForgeRock AM stand-in (UPSTREAM_FLAVOUR=forgerock-am)
+
+const { forgerockAmChecks } = await import('./smoke-forgerock-am.mjs');
+await forgerockAmChecks({
+  check, call, bearer, basic, admin, expectStatus, startUpstream, makeClientKeys, assertion, certHeaders, issue,
+  openssl, tmp, clientPem, otherPem, clientThumbprint, IAT, INTROSPECTION,
 });
 
 jwksServer.close();

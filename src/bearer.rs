@@ -15,7 +15,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::config::JwksConfig;
+use crate::jwks::JwksConfig;
 use crate::jwks::{JwksCache, JwksError};
 use crate::jwt::{self, Jws, TimeRules};
 use crate::outbound::{HttpClient, redact_url};

@@ -28,7 +28,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use config::{Config, ProcessEnv, StoreConfig, TlsConfig};
+use config::{Config, ProcessEnv};
+use store::StoreConfig;
+use tls::TlsConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -39,6 +41,16 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+impl StartError {
+    /// The configuration key to blame, if a setting (rather than the network) is at fault.
+    pub fn key(&self) -> Option<&'static str> {
+        match self {
+            StartError::Setup { key, .. } => Some(key),
+            StartError::Bind { .. } => None,
+        }
+    }
 }
 
 fn setup(key: &'static str, problem: impl ToString) -> StartError {
@@ -101,15 +113,50 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
             (s.clone(), s)
         }
     };
-    let registrar =
-        dcr::Registrar::new(cfg, jwks, store.clone(), replay).map_err(|e| setup("upstream", e))?;
+    // What is left to fail in these constructors is loading trust roots, named by the key that chose them.
+    let upstream = Arc::new(
+        upstream::Upstream::new(&cfg.upstream).map_err(|e| setup("upstream.ca_bundle", e))?,
+    );
+    let status = match &cfg.profile.software_product_status {
+        // The Register is fetched like the JWKS it also publishes.
+        Some(s) => Some(dcr::status::StatusChecker::new(
+            s.clone(),
+            outbound::HttpClient::new(
+                cfg.jwks.ca_bundle.as_deref(),
+                cfg.jwks.connect_timeout,
+                cfg.jwks.timeout,
+                true,
+            )
+            .map_err(|e| setup("jwks.ca_bundle", e))?,
+        )),
+        None => None,
+    };
+    // Management calls the upstream's token endpoints, so it trusts what the upstream is trusted with.
+    let bearer = cfg
+        .management
+        .clone()
+        .map(bearer::BearerValidator::new)
+        .transpose()
+        .map_err(|e| setup("upstream.ca_bundle", e))?;
+    let registrar = dcr::Registrar::new(dcr::Parts {
+        profile: cfg.profile.clone(),
+        trust_anchors: cfg.trust_anchors.clone(),
+        jwks,
+        store: store.clone(),
+        replay,
+        upstream: upstream.clone(),
+        max_body: cfg.server.max_body_bytes,
+        bearer,
+        status,
+    });
     background.push(Box::pin(dcr::reconcile::run(
         store.clone(),
-        registrar.upstream.clone(),
+        upstream,
         cfg.reconcile.clone(),
     )));
-    let forwarder =
-        forward::Forwarder::new(cfg.forward.clone()).map_err(|e| setup("forward", e))?;
+    // The upstream's trust roots loaded above, so only an extra deny path can be refused here.
+    let forwarder = forward::Forwarder::new(cfg.forward.clone())
+        .map_err(|e| setup("forward.extra_deny_paths", e))?;
     let probe_http = outbound::HttpClient::new(
         cfg.upstream.ca_bundle.as_deref(),
         cfg.upstream.connect_timeout,

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
+use url::Url;
 use uuid::Uuid;
 
 use crate::dcr::Registrar;
@@ -32,6 +33,20 @@ pub type RespBody = BoxBody<Bytes, BoxError>;
 
 pub fn boxed(r: Response<http_body_util::Full<Bytes>>) -> Response<RespBody> {
     r.map(|b| b.map_err(|never| match never {}).boxed())
+}
+
+/// `[server]` and `[admin]`: where the proxy listens and how long it waits.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The plaintext admin listener (/live, /ready, /metrics); None disables it.
+    pub admin_listen: Option<SocketAddr>,
+    pub drain_timeout: Duration,
+    pub reload_interval: Duration,
+    pub public_url: Url,
+    pub handshake_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
 }
 
 /// Shared by every connection.

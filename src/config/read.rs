@@ -167,7 +167,8 @@ impl<'r, 'i> Table<'r, 'i> {
         match T::deserialize(ValueDeserializer::from(v.clone())) {
             Ok(t) => Some(t),
             Err(e) => {
-                self.reader.fail(self.path(name), e.message().trim());
+                self.reader
+                    .fail(self.path(name), in_toml_terms(e.message().trim()));
                 None
             }
         }
@@ -301,6 +302,16 @@ impl<'r, 'i> Table<'r, 'i> {
                 .push(Problem::at(&self.path(name), problem));
         }
     }
+}
+
+/// serde names Rust types ("expected u64"); the operator wrote TOML.
+fn in_toml_terms(message: &str) -> String {
+    message
+        .replace("expected u64", "expected a whole number")
+        .replace("expected a sequence", "expected an array")
+        .replace("expected a map", "expected a table")
+        .replace("invalid type: sequence", "invalid type: array")
+        .replace("invalid type: map", "invalid type: table")
 }
 
 /// The known key a typo most likely meant: at most two edits away.

@@ -378,3 +378,63 @@ pub async fn start(p: Prepared, config_path: Option<&Path>) -> Result<Running, S
         reloader,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// A config whose files all load, except that `upstream.ca_bundle` names a file that holds no certificate.
+    fn config_with_unusable_upstream_ca() -> (PathBuf, Config) {
+        let dir = std::env::temp_dir().join(format!("dcr-lib-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+        std::fs::write(dir.join("cert.pem"), ck.cert.pem()).expect("write");
+        std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).expect("write");
+        std::fs::write(dir.join("upstream-ca.pem"), "not a certificate").expect("write");
+        let src = r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "https://localhost"
+[admin]
+enabled = false
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+client_ca = "cert.pem"
+[upstream]
+base_url = "https://127.0.0.1:1"
+registration_endpoint = "/reg"
+initial_access_token_env = "IAT"
+ca_bundle = "upstream-ca.pem"
+[jwks]
+ca_bundle = "cert.pem"
+[profile]
+kind = "ob-v3.1"
+audiences = ["bank"]
+[[trust_anchors]]
+issuer = "OpenBanking Ltd"
+jwks_uri = "https://keystore.example/openbanking.jwks"
+[store]
+backend = "sqlite"
+path = "dcr.sqlite"
+"#;
+        let env = HashMap::from([("IAT".to_string(), "x".to_string())]);
+        let cfg = Config::from_toml_str(src, "proxy.toml", &dir, &env).expect("valid config");
+        (dir, cfg)
+    }
+
+    #[tokio::test]
+    async fn a_trust_root_that_does_not_load_is_blamed_on_its_key() {
+        let (dir, cfg) = config_with_unusable_upstream_ca();
+        let e = prepare(&cfg)
+            .await
+            .err()
+            .expect("the upstream CA bundle is unusable");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(e.key(), Some("upstream.ca_bundle"), "{e}");
+        assert!(e.to_string().contains("upstream-ca.pem"), "{e}");
+        assert_eq!(cfg.line_of("upstream.ca_bundle"), Some(15));
+    }
+}

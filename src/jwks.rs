@@ -1,8 +1,9 @@
 //! JWKS fetch and cache: keys parsed once per fetch, one fetch per URL however many callers, bounded staleness.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -12,8 +13,20 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use moka::ops::compute::{CompResult, Op};
 use url::Url;
 
-use crate::config::JwksConfig;
 use crate::outbound::{HttpClient, OutboundError, redact_url};
+
+/// `[jwks]`: how software statement and TPP key sets are fetched and how long they are trusted.
+#[derive(Debug, Clone)]
+pub struct JwksConfig {
+    pub ca_bundle: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub max_bytes: usize,
+    pub ttl: Duration,
+    pub stale_for: Duration,
+    pub refetch_interval: Duration,
+    pub max_urls: u64,
+}
 
 #[derive(Debug, thiserror::Error, Clone)]
 pub enum JwksError {

@@ -28,8 +28,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use config::{Config, ProcessEnv, StoreConfig, TlsConfig};
+use config::{Config, ProcessEnv};
+use store::StoreConfig;
 use store::replay;
+use tls::TlsConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -40,6 +42,16 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+impl StartError {
+    /// The configuration key to blame, if a setting (rather than the network) is at fault.
+    pub fn key(&self) -> Option<&'static str> {
+        match self {
+            StartError::Setup { key, .. } => Some(key),
+            StartError::Bind { .. } => None,
+        }
+    }
 }
 
 fn setup(key: &'static str, problem: impl ToString) -> StartError {
@@ -102,15 +114,50 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
             (s.clone(), s)
         }
     };
-    let registrar =
-        dcr::Registrar::new(cfg, jwks, store.clone(), replay).map_err(|e| setup("upstream", e))?;
+    // What is left to fail in these constructors is loading trust roots, named by the key that chose them.
+    let upstream = Arc::new(
+        upstream::Upstream::new(&cfg.upstream).map_err(|e| setup("upstream.ca_bundle", e))?,
+    );
+    let status = match &cfg.profile.software_product_status {
+        // The Register is fetched like the JWKS it also publishes.
+        Some(s) => Some(dcr::status::StatusChecker::new(
+            s.clone(),
+            outbound::HttpClient::new(
+                cfg.jwks.ca_bundle.as_deref(),
+                cfg.jwks.connect_timeout,
+                cfg.jwks.timeout,
+                true,
+            )
+            .map_err(|e| setup("jwks.ca_bundle", e))?,
+        )),
+        None => None,
+    };
+    // Management calls the upstream's token endpoints, so it trusts what the upstream is trusted with.
+    let bearer = cfg
+        .management
+        .clone()
+        .map(bearer::BearerValidator::new)
+        .transpose()
+        .map_err(|e| setup("upstream.ca_bundle", e))?;
+    let registrar = dcr::Registrar::new(dcr::Parts {
+        profile: cfg.profile.clone(),
+        trust_anchors: cfg.trust_anchors.clone(),
+        jwks,
+        store: store.clone(),
+        replay,
+        upstream: upstream.clone(),
+        max_body: cfg.server.max_body_bytes,
+        bearer,
+        status,
+    });
     background.push(Box::pin(dcr::reconcile::run(
         store.clone(),
-        registrar.upstream.clone(),
+        upstream,
         cfg.reconcile.clone(),
     )));
-    let forwarder =
-        forward::Forwarder::new(cfg.forward.clone()).map_err(|e| setup("forward", e))?;
+    // The upstream's trust roots loaded above, so only an extra deny path can be refused here.
+    let forwarder = forward::Forwarder::new(cfg.forward.clone())
+        .map_err(|e| setup("forward.extra_deny_paths", e))?;
     let probe_http = outbound::HttpClient::new(
         cfg.upstream.ca_bundle.as_deref(),
         cfg.upstream.connect_timeout,
@@ -331,4 +378,64 @@ pub async fn start(p: Prepared, config_path: Option<&Path>) -> Result<Running, S
         readiness: p.readiness,
         reloader,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// A config whose files all load, except that `upstream.ca_bundle` names a file that holds no certificate.
+    fn config_with_unusable_upstream_ca() -> (PathBuf, Config) {
+        let dir = std::env::temp_dir().join(format!("dcr-lib-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+        std::fs::write(dir.join("cert.pem"), ck.cert.pem()).expect("write");
+        std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).expect("write");
+        std::fs::write(dir.join("upstream-ca.pem"), "not a certificate").expect("write");
+        let src = r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "https://localhost"
+[admin]
+enabled = false
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+client_ca = "cert.pem"
+[upstream]
+base_url = "https://127.0.0.1:1"
+registration_endpoint = "/reg"
+initial_access_token_env = "IAT"
+ca_bundle = "upstream-ca.pem"
+[jwks]
+ca_bundle = "cert.pem"
+[profile]
+kind = "ob-v3.1"
+audiences = ["bank"]
+[[trust_anchors]]
+issuer = "OpenBanking Ltd"
+jwks_uri = "https://keystore.example/openbanking.jwks"
+[store]
+backend = "sqlite"
+path = "dcr.sqlite"
+"#;
+        let env = HashMap::from([("IAT".to_string(), "x".to_string())]);
+        let cfg = Config::from_toml_str(src, "proxy.toml", &dir, &env).expect("valid config");
+        (dir, cfg)
+    }
+
+    #[tokio::test]
+    async fn a_trust_root_that_does_not_load_is_blamed_on_its_key() {
+        let (dir, cfg) = config_with_unusable_upstream_ca();
+        let e = prepare(&cfg)
+            .await
+            .err()
+            .expect("the upstream CA bundle is unusable");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(e.key(), Some("upstream.ca_bundle"), "{e}");
+        assert!(e.to_string().contains("upstream-ca.pem"), "{e}");
+        assert_eq!(cfg.line_of("upstream.ca_bundle"), Some(15));
+    }
 }

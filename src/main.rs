@@ -49,7 +49,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{file}: {e}");
+                eprintln!("{}: {e}", at(&cfg, &file, &e));
                 ExitCode::from(EXIT_CONFIG as u8)
             }
         };
@@ -60,7 +60,7 @@ fn main() -> ExitCode {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "start-up failed");
-                eprintln!("{file}: {e}");
+                eprintln!("{}: {e}", at(&cfg, &file, &e));
                 return ExitCode::from(EXIT_CONFIG as u8);
             }
         };
@@ -80,6 +80,14 @@ fn main() -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// `file:line` of the key a start-up failure blames, as config problems are printed.
+fn at(cfg: &Config, file: &str, e: &dcr_proxy::StartError) -> String {
+    match e.key().and_then(|k| cfg.line_of(k)) {
+        Some(line) => format!("{file}:{line}"),
+        None => file.to_string(),
+    }
 }
 
 /// Returns on SIGTERM or SIGINT; SIGHUP reloads certificates and trust anchors and keeps serving.

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
+use url::Url;
 use uuid::Uuid;
 
 use crate::body::{RespBody, boxed};
@@ -24,6 +25,20 @@ use crate::identity::PeerCert;
 use crate::metrics::{
     METRICS, ReasonLabels, RequestLabels, RouteLabels, handshake_reason, method_label,
 };
+
+/// `[server]` and `[admin]`: where the proxy listens and how long it waits.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The plaintext admin listener (/live, /ready, /metrics); None disables it.
+    pub admin_listen: Option<SocketAddr>,
+    pub drain_timeout: Duration,
+    pub reload_interval: Duration,
+    pub public_url: Url,
+    pub handshake_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+}
 
 /// Shared by every connection.
 pub struct AppState {

@@ -2,7 +2,18 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+/// `[log]`, after the DCR_LOG_FORMAT / DCR_LOG_LEVEL overrides.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
 
 /// Installs the global subscriber once; later calls (tests starting several servers) are no-ops.
 pub fn init(format: LogFormat, level: &str) {

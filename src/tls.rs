@@ -8,7 +8,22 @@ use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{ClientAuth, TlsConfig};
+use std::path::PathBuf;
+
+/// `[tls]`: the listener's certificate, key and the CA bundle client certificates must chain to.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    pub client_auth: ClientAuth,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    Optional,
+    Required,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

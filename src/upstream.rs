@@ -1,15 +1,70 @@
 //! The RFC 7591/7592 client to the IdP: create, read, replace and delete clients, and how we authenticate there.
 
+use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::Value;
 use url::Url;
 
-use crate::config::{UpstreamAdminConfig, UpstreamConfig};
 use crate::outbound::{HttpClient, OutboundError, redact_url};
 use crate::secret::Secret;
+
+/// `[upstream]`: where the IdP's registration API is and how the proxy authenticates there.
+#[derive(Clone)]
+pub struct UpstreamConfig {
+    pub base_url: Url,
+    pub registration_endpoint: Url,
+    pub initial_access_token_env: String,
+    pub initial_access_token: Secret,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    /// How long a create or replace that outlived `timeout` is still awaited, so it can be undone or kept.
+    pub settle_timeout: Duration,
+    pub ca_bundle: Option<PathBuf>,
+    /// Crash recovery through an administrator's credential; None keeps plain RFC 7591/7592.
+    pub admin: Option<UpstreamAdminConfig>,
+}
+
+/// `[upstream.admin]`: with it the proxy names each client_id before the upstream creates the client, and
+/// deletes clients whose registration access token it never learnt (or lost) with a client_credentials token
+/// of an administrator client (Keycloak: a service account with the manage-clients role).
+#[derive(Clone)]
+pub struct UpstreamAdminConfig {
+    pub token_endpoint: Url,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scope: Option<String>,
+}
+
+impl fmt::Debug for UpstreamAdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamAdminConfig")
+            .field("token_endpoint", &self.token_endpoint.as_str())
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+impl fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("base_url", &self.base_url.as_str())
+            .field(
+                "registration_endpoint",
+                &self.registration_endpoint.as_str(),
+            )
+            .field("initial_access_token_env", &self.initial_access_token_env)
+            .field("initial_access_token", &self.initial_access_token)
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Upstream answers are small JSON documents; anything bigger is not a registration response.
 const MAX_UPSTREAM_BODY: usize = 256 * 1024;

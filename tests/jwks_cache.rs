@@ -5,7 +5,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dcr_proxy::config::JwksConfig;
+use dcr_proxy::jwks::JwksConfig;
 use dcr_proxy::jwks::{JwksCache, JwksError};
 use jsonwebtoken::Algorithm;
 use support::jwks_server::JwksServer;

@@ -297,21 +297,9 @@ async fn unreadable_row_is_corrupt_not_a_panic() {
 
 #[tokio::test]
 async fn configuration_mistakes_are_refused() {
+    // A password in the URL, a pool of 0 and zero timeouts are refused by the configuration
+    // (config::tests::postgres_settings_the_driver_would_refuse_are_refused_here).
     let server = PgServer::shared().await;
-    let mut cfg = server.config("postgres");
-    cfg.url = format!(
-        "postgres://postgres:hunter2@127.0.0.1:{}/postgres",
-        server.port()
-    );
-    let err = PostgresStore::connect(&cfg).await.unwrap_err();
-    let msg = err.to_string();
-    assert!(msg.contains("password"), "{msg}");
-    assert!(!msg.contains("hunter2"), "{msg}");
-
-    let mut cfg = server.config("postgres");
-    cfg.pool_size = 0;
-    assert!(PostgresStore::connect(&cfg).await.is_err());
-
     let mut cfg = server.config("postgres");
     cfg.url = "not a url at all".into();
     assert!(matches!(

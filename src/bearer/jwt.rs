@@ -10,7 +10,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::{Refusal, TokenInfo, confirmation, split_scope};
-use crate::config::JwksConfig;
+use crate::jwks::JwksConfig;
 use crate::jwks::{JwksCache, JwksError};
 use crate::jwt::{Jws, TimeRules};
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{Audit, Registrar, Verified, metadata, store_error};
 use crate::bearer::BearerError;
-use crate::config::ProfileKind;
+use crate::dcr::profile::ProfileKind;
 use crate::error::{ErrorCode, ProxyError, json_response, no_content};
 use crate::identity::PeerCert;
 use crate::secret::Secret;

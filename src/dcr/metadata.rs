@@ -4,8 +4,7 @@
 use serde_json::{Map, Value, json};
 use url::{Host, Url};
 
-use crate::config::ProfileKind;
-use crate::dcr::profile::Profile;
+use crate::dcr::profile::{Profile, ProfileKind};
 use crate::dcr::ssa::Ssa;
 use crate::error::{ErrorCode, ProxyError};
 use crate::identity::{DistinguishedName, PeerCert};

@@ -18,7 +18,6 @@ use hyper::body::Incoming;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::config::{Config, TrustAnchor};
 use crate::error::{ErrorCode, ProxyError, json_response};
 use crate::identity::PeerCert;
 use crate::jwks::JwksCache;
@@ -26,7 +25,7 @@ use crate::jwt::{self, Jws};
 use crate::store::replay::ReplayGuard;
 use crate::store::{RecordState, Registration, RegistrationStore, StoreError};
 use crate::upstream::{Outcome, Upstream, UpstreamError};
-use profile::Profile;
+use profile::{Profile, ProfileConfig, TrustAnchor};
 
 /// Everything a registration needs, built once at start-up and shared by all connections.
 pub struct Registrar {
@@ -59,39 +58,33 @@ pub struct Audit {
     pub client_id: Option<String>,
 }
 
+/// What a [`Registrar`] is built from; each part that can fail to build is built (and its failure named)
+/// by the caller.
+pub struct Parts {
+    pub profile: ProfileConfig,
+    pub trust_anchors: Vec<TrustAnchor>,
+    pub jwks: Arc<JwksCache>,
+    pub store: Arc<dyn RegistrationStore>,
+    pub replay: Arc<dyn ReplayGuard>,
+    pub upstream: Arc<Upstream>,
+    pub max_body: usize,
+    pub bearer: Option<crate::bearer::BearerValidator>,
+    pub status: Option<status::StatusChecker>,
+}
+
 impl Registrar {
-    pub fn new(
-        cfg: &Config,
-        jwks: Arc<JwksCache>,
-        store: Arc<dyn RegistrationStore>,
-        replay: Arc<dyn ReplayGuard>,
-    ) -> Result<Self, String> {
-        Ok(Registrar {
-            profile: Profile::new(cfg.profile.clone()),
-            anchors: std::sync::RwLock::new(Arc::new(cfg.trust_anchors.clone())),
-            jwks,
-            store,
-            replay,
-            upstream: Arc::new(Upstream::new(&cfg.upstream)?),
-            max_body: cfg.server.max_body_bytes,
-            status: match &cfg.profile.software_product_status {
-                Some(s) => Some(status::StatusChecker::new(
-                    s.clone(),
-                    crate::outbound::HttpClient::new(
-                        cfg.jwks.ca_bundle.as_deref(),
-                        cfg.jwks.connect_timeout,
-                        cfg.jwks.timeout,
-                        true,
-                    )?,
-                )),
-                None => None,
-            },
-            bearer: cfg
-                .management
-                .clone()
-                .map(crate::bearer::BearerValidator::new)
-                .transpose()?,
-        })
+    pub fn new(p: Parts) -> Self {
+        Registrar {
+            profile: Profile::new(p.profile),
+            anchors: std::sync::RwLock::new(Arc::new(p.trust_anchors)),
+            jwks: p.jwks,
+            store: p.store,
+            replay: p.replay,
+            upstream: p.upstream,
+            max_body: p.max_body,
+            bearer: p.bearer,
+            status: p.status,
+        }
     }
 
     pub fn trust_anchors(&self) -> Arc<Vec<TrustAnchor>> {

@@ -1,6 +1,163 @@
 //! What differs between UK OB DCR v3.1 and AU CDR DCR 1.13, as data plus small rule functions.
 
-use crate::config::{ProfileConfig, ProfileKind};
+use std::time::Duration;
+
+use url::Url;
+
+use crate::dcr::status::StatusConfig;
+use crate::identity::DnMatchRule;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileKind {
+    ObV31,
+    Cdr113,
+}
+
+impl ProfileKind {
+    pub const NAMES: &[&str] = &["ob-v3.1", "cdr-1.13"];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ob-v3.1" => Some(ProfileKind::ObV31),
+            "cdr-1.13" => Some(ProfileKind::Cdr113),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProfileKind::ObV31 => "ob-v3.1",
+            ProfileKind::Cdr113 => "cdr-1.13",
+        }
+    }
+
+    pub fn rules(self) -> &'static Rules {
+        match self {
+            ProfileKind::ObV31 => &OB_RULES,
+            ProfileKind::Cdr113 => &CDR_RULES,
+        }
+    }
+
+    /// Whether `a` can be this profile's `aud` of a request JWT; the error says what it should look like.
+    pub fn check_audience(self, a: &str) -> Result<(), String> {
+        match self {
+            ProfileKind::ObV31
+                if !(1..=18).contains(&a.len())
+                    || a.chars().any(|c| !c.is_ascii_alphanumeric()) =>
+            {
+                Err(format!(
+                    "`{a}`: an OB audience is the bank's Base62 id, 1-18 letters and digits"
+                ))
+            }
+            ProfileKind::Cdr113 if Url::parse(a).is_err() => {
+                Err(format!("`{a}`: a CDR audience is the holder's issuer URL"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `[profile]` once checked: the regulation, and what the operator narrowed within it.
+#[derive(Debug, Clone)]
+pub struct ProfileConfig {
+    pub kind: ProfileKind,
+    pub audiences: Vec<String>,
+    pub clock_skew: Duration,
+    pub ssa_max_age: Option<Duration>,
+    pub request_algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub signing_algorithms: Vec<String>,
+    pub token_endpoint_auth_methods: Vec<String>,
+    pub allowed_scopes: Vec<String>,
+    pub default_scopes: Vec<String>,
+    pub response_types: Vec<String>,
+    pub id_token_encryption_algs: Vec<String>,
+    pub id_token_encryption_encs: Vec<String>,
+    pub require_transport_cert_in_ssa_jwks: bool,
+    pub dn_match: DnMatchRule,
+    pub unique_software_id: bool,
+    /// CDR: consult the Register's software product status (off when None).
+    pub software_product_status: Option<StatusConfig>,
+}
+
+/// `[[trust_anchors]]`: an issuer of software statements and the keys its signatures are checked with.
+#[derive(Debug, Clone)]
+pub struct TrustAnchor {
+    pub issuer: String,
+    pub jwks_uri: Url,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+}
+
+/// What a regulation allows in the settings an operator may narrow, and what applies when the operator
+/// says nothing.
+pub struct Rules {
+    /// Values the `*_alg` signing metadata may take.
+    pub signing_algs: &'static [&'static str],
+    pub default_signing_algs: &'static [&'static str],
+    /// Allowed and default `token_endpoint_auth_methods`.
+    pub auth_methods: &'static [&'static str],
+    /// Allowed and default scopes.
+    pub scopes: &'static [&'static str],
+    pub response_types: &'static [&'static str],
+    pub default_response_types: &'static [&'static str],
+    /// Allowed and default id_token encryption algorithms and encodings.
+    pub id_token_encryption_algs: &'static [&'static str],
+    pub id_token_encryption_encs: &'static [&'static str],
+    pub require_transport_cert_in_ssa_jwks: bool,
+    pub unique_software_id: bool,
+    /// The scope a management token must carry unless `management.required_scope` says otherwise.
+    pub management_scope: Option<&'static str>,
+    /// Whether management tokens must be bound to the client certificate (RFC 8705) by default.
+    pub management_certificate_binding: bool,
+}
+
+const ENC_ALGS: &[&str] = &["RSA-OAEP", "RSA-OAEP-256", "ECDH-ES"];
+const ENC_ENCS: &[&str] = &["A256GCM", "A128CBC-HS256"];
+/// PS256 and ES256 are what FAPI permits; RS256 stays available to an operator who opts in (OB).
+const FAPI_SIGNING_ALGS: &[&str] = &["PS256", "ES256"];
+
+const OB_RULES: Rules = Rules {
+    // The algorithms the OB v3.1 data dictionary enumerates for the *_alg metadata.
+    signing_algs: &["RS256", "PS256", "ES256"],
+    default_signing_algs: FAPI_SIGNING_ALGS,
+    auth_methods: &["private_key_jwt", "tls_client_auth"],
+    scopes: &["openid", "accounts", "payments", "fundsconfirmations"],
+    response_types: &["code", "code id_token"],
+    default_response_types: &["code", "code id_token"],
+    id_token_encryption_algs: ENC_ALGS,
+    id_token_encryption_encs: ENC_ENCS,
+    require_transport_cert_in_ssa_jwks: true,
+    unique_software_id: false,
+    management_scope: None,
+    management_certificate_binding: false,
+};
+
+const CDR_RULES: Rules = Rules {
+    // CDR 1.13 allows only these for every signing alg metadata field.
+    signing_algs: FAPI_SIGNING_ALGS,
+    default_signing_algs: FAPI_SIGNING_ALGS,
+    auth_methods: &["private_key_jwt"],
+    scopes: &[
+        "openid",
+        "profile",
+        "cdr:registration",
+        "bank:accounts.basic:read",
+        "bank:accounts.detail:read",
+        "bank:transactions:read",
+        "bank:payees:read",
+        "bank:regular_payments:read",
+        "common:customer.basic:read",
+        "common:customer.detail:read",
+    ],
+    response_types: &["code id_token", "code"],
+    // 1.13 data holders must support the hybrid flow; `code` (with JARM) is an operator opt-in.
+    default_response_types: &["code id_token"],
+    id_token_encryption_algs: ENC_ALGS,
+    id_token_encryption_encs: ENC_ENCS,
+    require_transport_cert_in_ssa_jwks: false,
+    unique_software_id: true,
+    management_scope: Some("cdr:registration"),
+    management_certificate_binding: true,
+};
 
 /// Claim names and requirements of a profile's software statement.
 pub struct SsaShape {

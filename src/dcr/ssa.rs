@@ -3,8 +3,7 @@
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::config::TrustAnchor;
-use crate::dcr::profile::Profile;
+use crate::dcr::profile::{Profile, TrustAnchor};
 use crate::error::{ErrorCode, ProxyError};
 use crate::jwks::{JwksCache, JwksError};
 use crate::jwt::{self, Jws, JwtError, TimeRules};

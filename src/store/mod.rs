@@ -81,11 +81,19 @@ pub mod replay;
 pub mod sqlite;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use async_trait::async_trait;
 use serde_json::Value;
 use uuid::Uuid;
+
+/// `[store]`: which backend keeps the records.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Sqlite { path: PathBuf },
+    Postgres(postgres::PostgresConfig),
+}
 
 /// Where a record is in its lifecycle; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,0 +1,371 @@
+//! The file as written: one struct per section, each key read on its own with its default beside it
+//! (the same defaults the annotated proxy.toml documents). Meaning is checked later, in validate.rs.
+
+use super::read::Table;
+
+pub(super) struct RawConfig {
+    pub server: RawServer,
+    pub admin: RawAdmin,
+    pub tls: RawTls,
+    pub upstream: RawUpstream,
+    pub jwks: RawJwks,
+    pub profile: RawProfile,
+    pub trust_anchors: Vec<RawAnchor>,
+    pub store: RawStore,
+    pub log: RawLog,
+    pub management: Option<RawManagement>,
+    pub forward: RawForward,
+}
+
+impl RawConfig {
+    pub fn read(mut t: Table<'_, '_>) -> Self {
+        let raw = RawConfig {
+            server: RawServer::read(t.req_table("server")),
+            admin: RawAdmin::read(t.table_or_empty("admin")),
+            tls: RawTls::read(t.req_table("tls")),
+            upstream: RawUpstream::read(t.req_table("upstream")),
+            jwks: RawJwks::read(t.table_or_empty("jwks")),
+            profile: RawProfile::read(t.req_table("profile")),
+            trust_anchors: t
+                .tables("trust_anchors")
+                .into_iter()
+                .map(RawAnchor::read)
+                .collect(),
+            store: RawStore::read(t.req_table("store")),
+            log: RawLog::read(t.table_or_empty("log")),
+            management: t.table("management").map(RawManagement::read),
+            forward: RawForward::read(t.table_or_empty("forward")),
+        };
+        t.finish();
+        raw
+    }
+}
+
+pub(super) struct RawServer {
+    pub listen: String,
+    pub public_url: String,
+    pub handshake_timeout: String,
+    pub request_timeout: String,
+    pub max_body_bytes: u64,
+    pub drain_timeout: String,
+    pub reload_interval: String,
+}
+
+impl RawServer {
+    fn read(mut t: Table<'_, '_>) -> Self {
+        let raw = RawServer {
+            listen: t.req("listen"),
+            public_url: t.req("public_url"),
+            handshake_timeout: t.or("handshake_timeout", "10s"),
+            request_timeout: t.or("request_timeout", "30s"),
+            max_body_bytes: t.or("max_body_bytes", 64u64 * 1024),
+            drain_timeout: t.or("drain_timeout", "20s"),
+            reload_interval: t.or("reload_interval", "10s"),
+        };
+        t.finish();
+        raw
+    }
+}
+
+pub(super) struct RawAdmin {
+    pub listen: String,
+    pub enabled: bool,
+}
+
+impl RawAdmin {
+    fn read(mut t: Table<'_, '_>) -> Self {
+        let raw = RawAdmin {
+            listen: t.or("listen", "127.0.0.1:9901"),
+            enabled: t.or("enabled", true),
+        };
+        t.finish();
+        raw
+    }
+}
+
+pub(super) struct RawTls {
+    pub cert: String,
+    pub key: String,
+    pub client_ca: String,
+    pub client_auth: String,
+}
+
+impl RawTls {
+    fn read(mut t: Table<'_, '_>) -> Self {
+        let raw = RawTls {
+            cert: t.req("cert"),
+            key: t.req("key"),
+            client_ca: t.req("client_ca"),
+            client_auth: t.or("client_auth", "optional"),
+        };
+        t.finish();
+        raw
+    }
+}
+
+pub(super) struct RawUpstream {
+    pub base_url: String,
+    pub registration_endpoint: String,
+    pub initial_access_token_env: String,
+    pub connect_timeout: String,
+    pub timeout: String,
+    pub settle_timeout: String,
+    pub ca_bundle: Option<String>,
+    pub admin: Option<RawUpstreamAdmin>,
+}
+
+impl RawUpstream {
+    fn read(mut t: Table<'_, '_>) -> Self {
+        let raw = RawUpstream {
+            base_url: t.req("base_url"),
+            registration_endpoint: t.req("registration_endpoint"),
+            // Secrets come from variables named DCR_<SECTION>_<KEY> unless a `*_env` key names another.
+            initial_access_token_env: t.or(
+                "initial_access_token_env",
+                "DCR_UPSTREAM_INITIAL_ACCESS_TOKEN",
+            ),
+            connect_timeout: t.or("connect_timeout", "2s"),
+            timeout: t.or("timeout", "10s"),
+            settle_timeout: t.or("settle_timeout", "60s"),
+            ca_bundle: t.opt("ca_bundle"),
+            admin: t.table("admin").map(RawUpstreamAdmin::read),
+        };
+        t.finish();
+        raw
+    }
+}
+
+pub(super) struct RawUpstreamAdmin {
+    pub token_endpoint: String,
+    pub client_id: String,
+    pub client_secret_env: String,
+    pub scope: Option<String>,
+}
+
+impl RawUpstreamAdmin {
+    fn read(mut t: Table<'_, '_>) -> Self {
+        let raw = RawUpstreamAdmin {
+            token_endpoint: t.req("token_endpoint"),
+            client_id: t.req("client_id"),
+            client_secret_env: t.or("client_secret_env", "DCR_UPSTREAM_ADMIN_CLIENT_SECRET"),
+            scope: t.opt("scope"),
+        };
+        t.finish();
+        raw
+    }
+}
+
+pub(super) struct RawJwks {
+    pub ca_bundle: Option<String>,
+    pub connect_timeout: String,
+    pub timeout: String,
+    pub max_bytes: u64,
+    pub ttl: String,
+    pub stale_for: String,
+    pub refetch_interval: String,
+    pub max_urls: u64,
+}
+
+impl RawJwks {
+    fn read(mut t: Table<'_, '_>) -> Self {
+        let raw = RawJwks {
+            ca_bundle: t.opt("ca_bundle"),
+            connect_timeout: t.or("connect_timeout", "2s"),
+            timeout: t.or("timeout", "5s"),
+            max_bytes: t.or("max_bytes", 256u64 * 1024),
+            ttl: t.or("ttl", "5m"),
+            stale_for: t.or("stale_for", "1h"),
+            refetch_interval: t.or("refetch_interval", "30s"),
+            max_urls: t.or("max_urls", 10_000u64),
+        };
+        t.finish();
+        raw
+    }
+}
+
+/// Lists left out here take the profile's own defaults (dcr/profile.rs), so they stay `Option`.
+pub(super) struct RawProfile {
+    pub kind: String,
+    pub audiences: Vec<String>,
+    pub clock_skew: String,
+    pub ssa_max_age: Option<String>,
+    pub request_algorithms: Option<Vec<String>>,
+    pub signing_algorithms: Option<Vec<String>>,
+    pub token_endpoint_auth_methods: Option<Vec<String>>,
+    pub allowed_scopes: Option<Vec<String>>,
+    pub default_scopes: Option<Vec<String>>,
+    pub response_types: Option<Vec<String>>,
+    pub id_token_encryption_algs: Option<Vec<String>>,
+    pub id_token_encryption_encs: Option<Vec<String>>,
+    pub require_transport_cert_in_ssa_jwks: Option<bool>,
+    pub dn_match: String,
+    pub dn_match_attributes: Vec<String>,
+    pub unique_software_id: Option<bool>,
+    pub software_product_status_uri: Option<String>,
+    pub software_product_status_ttl: String,
+    pub software_product_status_max_stale: String,
+}
+
+impl RawProfile {
+    fn read(mut t: Table<'_, '_>) -> Self {
+        let raw = RawProfile {
+            kind: t.req("kind"),
+            audiences: t.req("audiences"),
+            clock_skew: t.or("clock_skew", "10s"),
+            ssa_max_age: t.opt("ssa_max_age"),
+            request_algorithms: t.opt("request_algorithms"),
+            signing_algorithms: t.opt("signing_algorithms"),
+            token_endpoint_auth_methods: t.opt("token_endpoint_auth_methods"),
+            allowed_scopes: t.opt("allowed_scopes"),
+            default_scopes: t.opt("default_scopes"),
+            response_types: t.opt("response_types"),
+            id_token_encryption_algs: t.opt("id_token_encryption_algs"),
+            id_token_encryption_encs: t.opt("id_token_encryption_encs"),
+            require_transport_cert_in_ssa_jwks: t.opt("require_transport_cert_in_ssa_jwks"),
+            dn_match: t.or("dn_match", "unordered"),
+            dn_match_attributes: t.or("dn_match_attributes", Vec::new()),
+            unique_software_id: t.opt("unique_software_id"),
+            software_product_status_uri: t.opt("software_product_status_uri"),
+            software_product_status_ttl: t.or("software_product_status_ttl", "5m"),
+            software_product_status_max_stale: t.or("software_product_status_max_stale", "1h"),
+        };
+        t.finish();
+        raw
+    }
+}
+
+pub(super) struct RawAnchor {
+    /// Where the anchor sits: `trust_anchors[<i>]`.
+    pub key: String,
+    pub issuer: String,
+    pub jwks_uri: String,
+    pub algorithms: Option<Vec<String>>,
+}
+
+impl RawAnchor {
+    fn read(mut t: Table<'_, '_>) -> Self {
+        let raw = RawAnchor {
+            key: t.key().to_string(),
+            issuer: t.req("issuer"),
+            jwks_uri: t.req("jwks_uri"),
+            algorithms: t.opt("algorithms"),
+        };
+        t.finish();
+        raw
+    }
+}
+
+pub(super) struct RawStore {
+    pub backend: String,
+    pub path: Option<String>,
+    pub url: Option<String>,
+    pub password_env: Option<String>,
+    pub pool_size: u64,
+    pub connect_timeout: String,
+    pub statement_timeout: String,
+    pub tls: String,
+    pub ca_bundle: Option<String>,
+    pub reconcile_interval: String,
+    pub reconcile_after: String,
+}
+
+impl RawStore {
+    fn read(mut t: Table<'_, '_>) -> Self {
+        let raw = RawStore {
+            backend: t.req("backend"),
+            path: t.opt("path"),
+            url: t.opt("url"),
+            password_env: t.opt("password_env"),
+            pool_size: t.or("pool_size", 8u64),
+            connect_timeout: t.or("connect_timeout", "2s"),
+            statement_timeout: t.or("statement_timeout", "5s"),
+            tls: t.or("tls", "disable"),
+            ca_bundle: t.opt("ca_bundle"),
+            reconcile_interval: t.or("reconcile_interval", "30s"),
+            reconcile_after: t.or("reconcile_after", "2m"),
+        };
+        t.finish();
+        raw
+    }
+}
+
+pub(super) struct RawLog {
+    pub format: String,
+    pub level: String,
+}
+
+impl RawLog {
+    fn read(mut t: Table<'_, '_>) -> Self {
+        let raw = RawLog {
+            format: t.or("format", "json"),
+            level: t.or("level", "info"),
+        };
+        t.finish();
+        raw
+    }
+}
+
+/// Keys left `Option` here are required or defaulted by the validation mode or the profile.
+pub(super) struct RawManagement {
+    pub token_validation: String,
+    pub introspection_endpoint: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret_env: String,
+    pub revocation_endpoint: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub algorithms: Option<Vec<String>>,
+    pub required_scope: Option<String>,
+    pub require_certificate_binding: Option<bool>,
+    pub cache_ttl: String,
+    pub connect_timeout: String,
+    pub timeout: String,
+}
+
+impl RawManagement {
+    fn read(mut t: Table<'_, '_>) -> Self {
+        let raw = RawManagement {
+            token_validation: t.or("token_validation", "introspection"),
+            introspection_endpoint: t.opt("introspection_endpoint"),
+            client_id: t.opt("client_id"),
+            client_secret_env: t.or("client_secret_env", "DCR_MANAGEMENT_CLIENT_SECRET"),
+            revocation_endpoint: t.opt("revocation_endpoint"),
+            jwks_uri: t.opt("jwks_uri"),
+            issuer: t.opt("issuer"),
+            audience: t.opt("audience"),
+            algorithms: t.opt("algorithms"),
+            required_scope: t.opt("required_scope"),
+            require_certificate_binding: t.opt("require_certificate_binding"),
+            cache_ttl: t.or("cache_ttl", "60s"),
+            connect_timeout: t.or("connect_timeout", "2s"),
+            timeout: t.or("timeout", "5s"),
+        };
+        t.finish();
+        raw
+    }
+}
+
+pub(super) struct RawForward {
+    pub cert_header: String,
+    pub extra_deny_paths: Vec<String>,
+    pub connect_timeout: String,
+    pub response_timeout: String,
+    pub discovery_ttl: String,
+    pub mtls_endpoint_aliases: Option<toml::Table>,
+}
+
+impl RawForward {
+    fn read(mut t: Table<'_, '_>) -> Self {
+        let raw = RawForward {
+            cert_header: t.or("cert_header", "rfc9440"),
+            extra_deny_paths: t.or("extra_deny_paths", Vec::new()),
+            connect_timeout: t.or("connect_timeout", "2s"),
+            response_timeout: t.or("response_timeout", "30s"),
+            discovery_ttl: t.or("discovery_ttl", "60s"),
+            mtls_endpoint_aliases: t.opt("mtls_endpoint_aliases"),
+        };
+        t.finish();
+        raw
+    }
+}

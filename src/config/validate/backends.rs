@@ -1,0 +1,256 @@
+//! The sections of what the proxy talks to: `[upstream]` (with `[upstream.admin]`), `[forward]` and `[store]`.
+
+use std::time::Duration;
+
+use url::Url;
+
+use super::Validator;
+use crate::config::raw::{RawForward, RawStore, RawUpstream, RawUpstreamAdmin};
+use crate::dcr::reconcile::ReconcileConfig;
+use crate::forward::{CertHeaderFormat, ForwardConfig};
+use crate::secret::Secret;
+use crate::store::StoreConfig;
+use crate::store::postgres::{PgTls, PostgresConfig};
+use crate::upstream::{UpstreamAdminConfig, UpstreamConfig};
+
+impl Validator<'_> {
+    /// `[upstream]` and `[upstream.admin]`. None when the base URL or registration endpoint is unusable;
+    /// a missing secret is a problem but leaves a stand-in, so the sections built on the base are checked.
+    pub(super) fn upstream(&mut self, u: &RawUpstream) -> Option<UpstreamConfig> {
+        let base_url = self.url("upstream.base_url", &u.base_url, &["http", "https"]);
+        if let Some(b) = &base_url
+            && (b.query().is_some() || b.fragment().is_some())
+        {
+            self.problem("upstream.base_url", "must not have a query or fragment");
+        }
+        let registration_endpoint =
+            base_url
+                .as_ref()
+                .and_then(|b| match b.join(&u.registration_endpoint) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        self.problem(
+                            "upstream.registration_endpoint",
+                            format!("`{}` is not a path or URL: {e}", u.registration_endpoint),
+                        );
+                        None
+                    }
+                });
+        let initial_access_token = self
+            .secret(
+                "upstream.initial_access_token_env",
+                &u.initial_access_token_env,
+            )
+            .unwrap_or_else(|| Secret::new(String::new()));
+        let connect_timeout = self.duration("upstream.connect_timeout", &u.connect_timeout, false);
+        let timeout = self.duration("upstream.timeout", &u.timeout, false);
+        let settle_timeout = self.duration("upstream.settle_timeout", &u.settle_timeout, false);
+        let ca_bundle = u
+            .ca_bundle
+            .as_deref()
+            .map(|p| self.file("upstream.ca_bundle", p));
+        let admin = u
+            .admin
+            .as_ref()
+            .and_then(|a| self.upstream_admin(a, base_url.as_ref()));
+        Some(UpstreamConfig {
+            base_url: base_url?,
+            registration_endpoint: registration_endpoint?,
+            initial_access_token_env: u.initial_access_token_env.clone(),
+            initial_access_token,
+            connect_timeout,
+            timeout,
+            settle_timeout,
+            ca_bundle,
+            admin,
+        })
+    }
+
+    fn upstream_admin(
+        &mut self,
+        a: &RawUpstreamAdmin,
+        base: Option<&Url>,
+    ) -> Option<UpstreamAdminConfig> {
+        let token_endpoint =
+            self.relative_url("upstream.admin.token_endpoint", base, &a.token_endpoint);
+        if a.client_id.trim().is_empty() {
+            self.problem("upstream.admin.client_id", "must not be empty");
+        }
+        let client_secret = self.secret("upstream.admin.client_secret_env", &a.client_secret_env);
+        Some(UpstreamAdminConfig {
+            token_endpoint: token_endpoint?,
+            client_id: a.client_id.trim().to_string(),
+            client_secret: client_secret?,
+            scope: a.scope.clone().filter(|s| !s.trim().is_empty()),
+        })
+    }
+
+    /// `[store]`, with the reconciler's timing (which must let late upstream answers settle first).
+    pub(super) fn store(
+        &mut self,
+        s: RawStore,
+        settle: Duration,
+    ) -> (Option<StoreConfig>, ReconcileConfig) {
+        let reconcile = ReconcileConfig {
+            interval: self.duration("store.reconcile_interval", &s.reconcile_interval, false),
+            after: self.duration("store.reconcile_after", &s.reconcile_after, true),
+        };
+        if reconcile.after < settle {
+            self.problem(
+                "store.reconcile_after",
+                "must be at least upstream.settle_timeout, so late upstream answers settle first",
+            );
+        }
+        let store = match s.backend.as_str() {
+            "sqlite" => match &s.path {
+                Some(p) => Some(StoreConfig::Sqlite {
+                    path: self.base.join(p),
+                }),
+                None => {
+                    self.problem("store.path", "required for the sqlite backend");
+                    None
+                }
+            },
+            "postgres" => self.postgres(s).map(StoreConfig::Postgres),
+            other => {
+                self.problem(
+                    "store.backend",
+                    format!("`{other}` must be \"sqlite\" or \"postgres\""),
+                );
+                None
+            }
+        };
+        (store, reconcile)
+    }
+
+    fn postgres(&mut self, s: RawStore) -> Option<PostgresConfig> {
+        let url = match s.url {
+            None => {
+                self.problem("store.url", "required for the postgres backend");
+                None
+            }
+            Some(u) => self.postgres_url(u),
+        };
+        let password = match s.password_env.as_deref() {
+            // Optional (trust or certificate auth needs none); the default name is used when set.
+            None => self
+                .env
+                .var("DCR_STORE_PASSWORD")
+                .filter(|v| !v.is_empty())
+                .map(Secret::new),
+            Some(var) => self.secret("store.password_env", var),
+        };
+        if !(1..=256).contains(&s.pool_size) {
+            self.problem("store.pool_size", "must be between 1 and 256");
+        }
+        // Zero means "no limit" to PostgreSQL and "fail at once" to the pool; neither is what anyone
+        // configuring a timeout wants.
+        let connect_timeout = self.duration("store.connect_timeout", &s.connect_timeout, false);
+        let statement_timeout =
+            self.duration("store.statement_timeout", &s.statement_timeout, false);
+        let tls = self.choice(
+            "store.tls",
+            &s.tls,
+            &[("disable", false), ("require", true)],
+        );
+        let tls = match tls {
+            Some(true) => PgTls::Require {
+                ca_bundle: s
+                    .ca_bundle
+                    .as_deref()
+                    .map(|p| self.file("store.ca_bundle", p)),
+            },
+            _ => PgTls::Disable,
+        };
+        Some(PostgresConfig {
+            url: url?,
+            password,
+            pool_size: usize::try_from(s.pool_size).unwrap_or(usize::MAX),
+            connect_timeout,
+            statement_timeout,
+            tls,
+        })
+    }
+
+    /// Read the way the driver reads it, so whatever passes here also connects, and a password is found
+    /// wherever it is written (user info or `?password=`): URLs end up in logs and process listings.
+    fn postgres_url(&mut self, u: String) -> Option<String> {
+        let is_url = Url::parse(&u).is_ok_and(|p| matches!(p.scheme(), "postgres" | "postgresql"));
+        match u.parse::<tokio_postgres::Config>() {
+            Ok(pg) if is_url => {
+                if pg.get_password().is_some() {
+                    self.problem(
+                        "store.url",
+                        "must not carry a password; name its variable in store.password_env",
+                    );
+                    return None;
+                }
+                Some(u)
+            }
+            _ => {
+                self.problem(
+                    "store.url",
+                    "must be a postgres://user@host:port/database URL",
+                );
+                None
+            }
+        }
+    }
+
+    /// `[forward]`: everything that is not a registration route goes to the IdP.
+    pub(super) fn forward(
+        &mut self,
+        f: RawForward,
+        upstream: Option<&UpstreamConfig>,
+        public_url: Option<&Url>,
+    ) -> Option<ForwardConfig> {
+        let cert_header = self.choice(
+            "forward.cert_header",
+            &f.cert_header,
+            &[
+                ("rfc9440", CertHeaderFormat::Rfc9440),
+                ("nginx", CertHeaderFormat::Nginx),
+                ("envoy", CertHeaderFormat::Envoy),
+            ],
+        );
+        let connect_timeout = self.duration("forward.connect_timeout", &f.connect_timeout, false);
+        let response_timeout =
+            self.duration("forward.response_timeout", &f.response_timeout, false);
+        let discovery_ttl = self.duration("forward.discovery_ttl", &f.discovery_ttl, true);
+        let mtls_endpoint_aliases = match f.mtls_endpoint_aliases {
+            None => None,
+            Some(t) => match serde_json::to_value(t) {
+                Ok(serde_json::Value::Object(m)) => Some(m),
+                _ => {
+                    self.problem(
+                        "forward.mtls_endpoint_aliases",
+                        "must be a table of endpoint URLs",
+                    );
+                    None
+                }
+            },
+        };
+        let upstream = upstream?;
+        let mut deny_paths = ForwardConfig::default_deny_paths();
+        // The upstream's own registration endpoint is never reachable around our checks, whatever it is called.
+        let (base, reg) = (&upstream.base_url, &upstream.registration_endpoint);
+        if reg.origin() == base.origin()
+            && let Some(rest) = reg.path().strip_prefix(base.path().trim_end_matches('/'))
+            && rest.len() > 1
+        {
+            deny_paths.push(format!("{}/**", rest.trim_end_matches('/')));
+        }
+        deny_paths.extend(f.extra_deny_paths);
+        Some(ForwardConfig {
+            upstream_base: base.clone(),
+            public_url: public_url?.clone(),
+            cert_header: cert_header?,
+            deny_paths,
+            connect_timeout,
+            response_timeout,
+            discovery_ttl,
+            mtls_endpoint_aliases,
+            ca_bundle: upstream.ca_bundle.clone(),
+        })
+    }
+}

@@ -1,0 +1,328 @@
+//! The sections of the registration API: `[profile]` (against its regulation's rules), `[[trust_anchors]]`
+//! and `[management]`.
+
+use std::collections::BTreeSet;
+
+use url::Url;
+
+use super::Validator;
+use crate::bearer::{BearerConfig, BearerMode};
+use crate::config::raw::{RawAnchor, RawManagement, RawProfile};
+use crate::dcr::profile::{ProfileConfig, ProfileKind, TrustAnchor};
+use crate::dcr::status::StatusConfig;
+use crate::identity::{DnMatchRule, attribute_oid};
+use crate::upstream::UpstreamConfig;
+
+/// Management tokens longer than this are refused before any lookup.
+const MAX_TOKEN_LEN: usize = 8192;
+
+impl Validator<'_> {
+    pub(super) fn profile_kind(&mut self, kind: &str) -> Option<ProfileKind> {
+        let kind_of = ProfileKind::parse(kind);
+        if kind_of.is_none() {
+            let names: Vec<String> = ProfileKind::NAMES
+                .iter()
+                .map(|n| format!("\"{n}\""))
+                .collect();
+            self.problem(
+                "profile.kind",
+                format!("`{kind}` must be one of {}", names.join(", ")),
+            );
+        }
+        kind_of
+    }
+
+    /// `[profile]`, against the rules of its `kind` (dcr/profile.rs).
+    pub(super) fn profile(&mut self, kind: ProfileKind, p: RawProfile) -> ProfileConfig {
+        let rules = kind.rules();
+        if p.audiences.is_empty() {
+            self.problem(
+                "profile.audiences",
+                "must name at least one audience (OB: the bank's id from the directory; CDR: the holder's issuer URL)",
+            );
+        }
+        for a in &p.audiences {
+            if let Err(e) = kind.check_audience(a) {
+                self.problem("profile.audiences", e);
+            }
+        }
+        let clock_skew = self.duration("profile.clock_skew", &p.clock_skew, true);
+        let ssa_max_age = p
+            .ssa_max_age
+            .as_deref()
+            .map(|s| self.duration("profile.ssa_max_age", s, true))
+            .filter(|d| !d.is_zero());
+        let request_algorithms = self.algorithms(
+            "profile.request_algorithms",
+            p.request_algorithms,
+            &["PS256", "ES256"],
+        );
+        let signing_algorithms = self.subset(
+            "profile.signing_algorithms",
+            p.signing_algorithms,
+            rules.signing_algs,
+            rules.default_signing_algs,
+        );
+        let token_endpoint_auth_methods = self.subset(
+            "profile.token_endpoint_auth_methods",
+            p.token_endpoint_auth_methods,
+            rules.auth_methods,
+            rules.auth_methods,
+        );
+        let allowed_scopes = match p.allowed_scopes {
+            Some(s) if s.is_empty() => {
+                self.problem("profile.allowed_scopes", "must not be empty");
+                s
+            }
+            Some(s) => s,
+            None => rules.scopes.iter().map(|s| s.to_string()).collect(),
+        };
+        let default_scopes = p.default_scopes.unwrap_or_else(|| allowed_scopes.clone());
+        for s in &default_scopes {
+            if !allowed_scopes.contains(s) {
+                self.problem(
+                    "profile.default_scopes",
+                    format!("`{s}` is not in profile.allowed_scopes"),
+                );
+            }
+        }
+        let response_types = self.subset(
+            "profile.response_types",
+            p.response_types,
+            rules.response_types,
+            rules.default_response_types,
+        );
+        let id_token_encryption_algs = self.subset(
+            "profile.id_token_encryption_algs",
+            p.id_token_encryption_algs,
+            rules.id_token_encryption_algs,
+            rules.id_token_encryption_algs,
+        );
+        let id_token_encryption_encs = self.subset(
+            "profile.id_token_encryption_encs",
+            p.id_token_encryption_encs,
+            rules.id_token_encryption_encs,
+            rules.id_token_encryption_encs,
+        );
+        let dn_match = self.dn_match(&p.dn_match, &p.dn_match_attributes);
+        let software_product_status = match p.software_product_status_uri.as_deref() {
+            None => None,
+            Some(_) if kind != ProfileKind::Cdr113 => {
+                self.problem(
+                    "profile.software_product_status_uri",
+                    "the CDR Register status check applies to the cdr-1.13 profile only",
+                );
+                None
+            }
+            Some(u) => {
+                let url = self.url("profile.software_product_status_uri", u, &["https"]);
+                let ttl = self.duration(
+                    "profile.software_product_status_ttl",
+                    &p.software_product_status_ttl,
+                    false,
+                );
+                let max_stale = self.duration(
+                    "profile.software_product_status_max_stale",
+                    &p.software_product_status_max_stale,
+                    true,
+                );
+                url.map(|url| StatusConfig {
+                    url,
+                    ttl,
+                    max_stale,
+                })
+            }
+        };
+        ProfileConfig {
+            kind,
+            audiences: p.audiences,
+            clock_skew,
+            ssa_max_age,
+            request_algorithms,
+            signing_algorithms,
+            token_endpoint_auth_methods,
+            allowed_scopes,
+            default_scopes,
+            response_types,
+            id_token_encryption_algs,
+            id_token_encryption_encs,
+            require_transport_cert_in_ssa_jwks: p
+                .require_transport_cert_in_ssa_jwks
+                .unwrap_or(rules.require_transport_cert_in_ssa_jwks),
+            dn_match,
+            unique_software_id: p.unique_software_id.unwrap_or(rules.unique_software_id),
+            software_product_status,
+        }
+    }
+
+    fn dn_match(&mut self, mode: &str, attributes: &[String]) -> DnMatchRule {
+        if attributes.is_empty() {
+            return self
+                .choice(
+                    "profile.dn_match",
+                    mode,
+                    &[
+                        ("unordered", DnMatchRule::Unordered),
+                        ("ordered", DnMatchRule::Ordered),
+                    ],
+                )
+                .unwrap_or(DnMatchRule::Unordered);
+        }
+        let mut oids = Vec::new();
+        for a in attributes {
+            match attribute_oid(a) {
+                Some(o) => oids.push(o),
+                None => self.problem(
+                    "profile.dn_match_attributes",
+                    format!("`{a}` is not a known attribute type or dotted OID"),
+                ),
+            }
+        }
+        DnMatchRule::Attributes(oids)
+    }
+
+    /// `[[trust_anchors]]`.
+    pub(super) fn trust_anchors(&mut self, raw: Vec<RawAnchor>) -> Vec<TrustAnchor> {
+        if raw.is_empty() {
+            self.problem(
+                "trust_anchors",
+                "at least one [[trust_anchors]] entry is needed to verify software statements",
+            );
+        }
+        let mut anchors = Vec::new();
+        let mut seen = BTreeSet::new();
+        for a in raw {
+            let key = a.key;
+            if a.issuer.trim().is_empty() {
+                self.problem(&format!("{key}.issuer"), "must not be empty");
+            } else if !seen.insert(a.issuer.clone()) {
+                self.problem(
+                    &format!("{key}.issuer"),
+                    format!("`{}` is named by two trust anchors", a.issuer),
+                );
+            }
+            let jwks_uri = self.url(&format!("{key}.jwks_uri"), &a.jwks_uri, &["https"]);
+            let algorithms =
+                self.algorithms(&format!("{key}.algorithms"), a.algorithms, &["PS256"]);
+            if let Some(jwks_uri) = jwks_uri {
+                anchors.push(TrustAnchor {
+                    issuer: a.issuer,
+                    jwks_uri,
+                    algorithms,
+                });
+            }
+        }
+        anchors
+    }
+
+    /// `[management]`: GET/PUT/DELETE /register/{ClientId}. Every check the token validator would make of
+    /// its settings is made here, with the key to blame.
+    pub(super) fn management(
+        &mut self,
+        m: RawManagement,
+        kind: Option<ProfileKind>,
+        upstream: Option<&UpstreamConfig>,
+    ) -> Option<BearerConfig> {
+        let base = upstream.map(|u| &u.base_url);
+        let rules = kind.unwrap_or(ProfileKind::ObV31).rules();
+        let revocation_endpoint = m
+            .revocation_endpoint
+            .as_deref()
+            .and_then(|s| self.relative_url("management.revocation_endpoint", base, s));
+        let mode = match m.token_validation.as_str() {
+            "introspection" => self.introspection(&m, base),
+            "jwt" => {
+                if revocation_endpoint.is_some() {
+                    self.problem(
+                        "management.revocation_endpoint",
+                        "needs introspection credentials; not available with jwt validation",
+                    );
+                }
+                self.jwt_validation(&m)
+            }
+            other => {
+                self.problem(
+                    "management.token_validation",
+                    format!("`{other}` must be \"introspection\" or \"jwt\""),
+                );
+                None
+            }
+        };
+        let required_scope = m
+            .required_scope
+            .or_else(|| rules.management_scope.map(str::to_string))
+            .filter(|s| !s.is_empty());
+        if required_scope.as_deref().is_some_and(|s| s.contains(' ')) {
+            self.problem(
+                "management.required_scope",
+                "must be one scope, without spaces",
+            );
+        }
+        let cache_ttl = self.duration("management.cache_ttl", &m.cache_ttl, true);
+        let connect_timeout =
+            self.duration("management.connect_timeout", &m.connect_timeout, false);
+        let timeout = self.duration("management.timeout", &m.timeout, false);
+        Some(BearerConfig {
+            mode: mode?,
+            revocation_endpoint,
+            required_scope,
+            require_certificate_binding: m
+                .require_certificate_binding
+                .unwrap_or(rules.management_certificate_binding),
+            cache_ttl,
+            max_token_len: MAX_TOKEN_LEN,
+            connect_timeout,
+            timeout,
+            // The token endpoints are the upstream's, so they are trusted like it.
+            ca_bundle: upstream.and_then(|u| u.ca_bundle.clone()),
+        })
+    }
+
+    fn introspection(&mut self, m: &RawManagement, base: Option<&Url>) -> Option<BearerMode> {
+        let endpoint = match m.introspection_endpoint.as_deref() {
+            Some(s) => self.relative_url("management.introspection_endpoint", base, s),
+            None => {
+                self.problem(
+                    "management.introspection_endpoint",
+                    "required for introspection",
+                );
+                None
+            }
+        };
+        let client_id = m.client_id.clone().unwrap_or_default();
+        if client_id.is_empty() {
+            self.problem("management.client_id", "required for introspection");
+        }
+        let client_secret = self.secret("management.client_secret_env", &m.client_secret_env);
+        Some(BearerMode::Introspection {
+            endpoint: endpoint?,
+            client_id,
+            client_secret: client_secret?,
+        })
+    }
+
+    fn jwt_validation(&mut self, m: &RawManagement) -> Option<BearerMode> {
+        let jwks_uri = match m.jwks_uri.as_deref() {
+            Some(s) => self.url("management.jwks_uri", s, &["https"]),
+            None => {
+                self.problem("management.jwks_uri", "required for jwt validation");
+                None
+            }
+        };
+        let issuer = m.issuer.clone().unwrap_or_default();
+        if issuer.is_empty() {
+            self.problem("management.issuer", "required for jwt validation");
+        }
+        let algorithms = self.algorithms(
+            "management.algorithms",
+            m.algorithms.clone(),
+            &["PS256", "ES256", "RS256"],
+        );
+        Some(BearerMode::Jwt {
+            jwks_uri: jwks_uri?,
+            issuer,
+            audience: m.audience.clone(),
+            algorithms,
+        })
+    }
+}

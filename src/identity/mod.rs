@@ -1,8 +1,8 @@
 //! Client-certificate identity: the verified mTLS leaf parsed once per connection into its subject
 //! DN, subjectAltNames, validity and RFC 8705 `x5t#S256` thumbprint.
 //!
-//! The DN model, its RFC 4514 text form and its comparison with a registered
-//! `tls_client_auth_dn` are in the `dn` submodule.
+//! The DN model, its text forms (RFC 4514, and Java's RFC 2253 for Java IdPs) and its comparison
+//! with a registered `tls_client_auth_dn` are in the `dn` submodule.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -13,7 +13,7 @@ use x509_parser::extensions::GeneralName;
 
 mod dn;
 
-pub use dn::{DistinguishedName, DnError, DnMatchRule, attribute_oid};
+pub use dn::{DistinguishedName, DnError, DnMatchRule, DnRendering, attribute_oid};
 
 /// The verified client certificate, parsed once per connection.
 #[derive(Clone, Debug)]

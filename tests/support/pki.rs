@@ -466,3 +466,47 @@ fn escape_rfc4514(value: &str) -> String {
     }
     out
 }
+
+/// `cert_der` with its subject swapped for `name_der` (a DER `Name`), for tests of DN parsers that need
+/// subjects rcgen cannot encode: multi-valued RDNs, repeated attributes, BMPString, T61String, non-string values.
+/// The signature no longer verifies, so such a certificate is for parsers only, never for a TLS handshake.
+pub fn replace_subject(cert_der: &[u8], name_der: &[u8]) -> Vec<u8> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(cert_der).expect("a certificate to rewrite");
+    let offset = |part: &[u8]| part.as_ptr() as usize - cert_der.as_ptr() as usize;
+    let tbs = cert.tbs_certificate.as_ref();
+    let (tbs_start, tbs_end) = (offset(tbs), offset(tbs) + tbs.len());
+    let subject = cert.subject().as_raw();
+    let (subject_start, subject_end) = (offset(subject), offset(subject) + subject.len());
+    let tbs_header = der_header_len(tbs);
+    let tbs_content = [
+        &cert_der[tbs_start + tbs_header..subject_start],
+        name_der,
+        &cert_der[subject_end..tbs_end],
+    ]
+    .concat();
+    let signed = [&der_sequence(&tbs_content)[..], &cert_der[tbs_end..]].concat();
+    der_sequence(&signed)
+}
+
+fn der_header_len(tlv: &[u8]) -> usize {
+    match tlv[1] {
+        short if short < 0x80 => 2,
+        long => 2 + usize::from(long & 0x7f),
+    }
+}
+
+fn der_sequence(content: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x30];
+    match content.len() {
+        len if len < 0x80 => out.push(len as u8),
+        len => {
+            let bytes = len.to_be_bytes();
+            let skip = bytes.iter().take_while(|&&b| b == 0).count();
+            out.push(0x80 | (bytes.len() - skip) as u8);
+            out.extend_from_slice(&bytes[skip..]);
+        }
+    }
+    out.extend_from_slice(content);
+    out
+}

@@ -1,5 +1,6 @@
 //! Attribute values as BER: the string types certificates use decoded to text, anything else kept
-//! as a minimal DER re-encoding that compares byte for byte.
+//! as a minimal DER re-encoding that compares byte for byte, and the value's ASN.1 identity
+//! ([`Encoded`]) kept beside both for renderings that print the type.
 
 use std::cmp::Ordering;
 use std::fmt::Write as _;
@@ -40,6 +41,43 @@ pub(super) fn decode_value(
     let der = encode_tlv(class, constructed, tag, content);
     let shown = format!("#{}", hex_upper(&der));
     Ok((Value::Der(der), shown))
+}
+
+/// An attribute value as BER identified it. Comparison ignores the string type, but Java prints
+/// attributes it has no RFC 2253 keyword for as the hex of their DER, so a UTF8String and a
+/// PrintableString holding the same text render differently there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Encoded {
+    class: u8,
+    constructed: bool,
+    tag: u32,
+    content: Vec<u8>,
+}
+
+impl Encoded {
+    pub(super) fn new(class: u8, constructed: bool, tag: u32, content: &[u8]) -> Encoded {
+        Encoded {
+            class,
+            constructed,
+            tag,
+            content: content.to_vec(),
+        }
+    }
+
+    /// Minimal DER: what Java's `DerValue.toByteArray` writes for the same value, since it too
+    /// re-encodes the length rather than copying the original octets.
+    pub(super) fn to_der(&self) -> Vec<u8> {
+        encode_tlv(self.class, self.constructed, self.tag, &self.content)
+    }
+
+    /// The universal tag number of a primitive universal value; `None` for anything else.
+    pub(super) fn universal_primitive_tag(&self) -> Option<u32> {
+        (self.class == 0 && !self.constructed).then_some(self.tag)
+    }
+
+    pub(super) fn content(&self) -> &[u8] {
+        &self.content
+    }
 }
 
 fn decode_bmp(content: &[u8]) -> Result<String, &'static str> {
@@ -102,7 +140,7 @@ fn encode_tlv(class: u8, constructed: bool, tag: u32, content: &[u8]) -> Vec<u8>
 }
 
 /// Reads exactly one BER TLV with a definite length and decodes it like a certificate value.
-pub(super) fn decode_ber(bytes: &[u8]) -> Result<(Value, String), &'static str> {
+pub(super) fn decode_ber(bytes: &[u8]) -> Result<(Value, String, Encoded), &'static str> {
     let (&ident, mut rest) = bytes.split_first().ok_or("no bytes after `#`")?;
     let class = ident >> 6;
     let constructed = ident & 0x20 != 0;
@@ -142,7 +180,10 @@ pub(super) fn decode_ber(bytes: &[u8]) -> Result<(Value, String), &'static str> 
     match rest.len().cmp(&len) {
         Ordering::Less => Err("value is shorter than its encoded length"),
         Ordering::Greater => Err("there are bytes after the encoded value"),
-        Ordering::Equal => decode_value(class, constructed, tag, rest),
+        Ordering::Equal => {
+            let (value, shown) = decode_value(class, constructed, tag, rest)?;
+            Ok((value, shown, Encoded::new(class, constructed, tag, rest)))
+        }
     }
 }
 

@@ -69,8 +69,16 @@ pub const ORG_ID_NEAR_MISSES: &[&str] = &[
 // Hand-built Name DER for cases rcgen cannot produce: other string types, multi-valued RDNs,
 // non-string values and malformed strings.
 pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    assert!(content.len() < 128, "test helper uses short lengths only");
-    let mut out = vec![tag, content.len() as u8];
+    let len = u16::try_from(content.len()).expect("test helper uses lengths below 64 KiB");
+    let mut out = vec![tag];
+    match u8::try_from(len) {
+        Ok(short) if short < 0x80 => out.push(short),
+        Ok(one) => out.extend_from_slice(&[0x81, one]),
+        Err(_) => {
+            out.push(0x82);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+    }
     out.extend_from_slice(content);
     out
 }

@@ -4,8 +4,8 @@
 //! Both sides of the comparison are reduced to the same shape, a sequence of RDNs each holding a
 //! set of (attribute type OID, folded value) pairs, so that the many ways banks and TPPs spell one
 //! DN compare equal while a DN that differs in any attribute does not. Text forms are separate
-//! from the model: `rfc4514` reads and writes RFC 4514 strings, `attributes` knows the type
-//! names, `ber` decodes attribute values.
+//! from the model: `rfc4514` reads and writes RFC 4514 strings, `x500` writes what Java's
+//! `X500Principal` prints, `attributes` knows the type names, `ber` decodes attribute values.
 
 use std::cmp::Ordering;
 
@@ -16,10 +16,12 @@ mod ber;
 #[cfg(test)]
 pub(super) mod fixtures;
 mod rfc4514;
+mod x500;
 
 pub use attributes::attribute_oid;
 use attributes::canonical_numeric_oid;
-use ber::decode_value;
+use ber::{Encoded, decode_value};
+pub use x500::DnRendering;
 
 /// A distinguished name reduced for comparison: RDNs in DER order (least specific first), each a
 /// set of attribute type OIDs in dotted form with folded values.
@@ -50,7 +52,12 @@ pub enum DnMatchRule {
 struct Rdn(Vec<Ava>);
 
 impl Rdn {
+    /// `avas` in the order the certificate's SET or the string held them; that order is recorded
+    /// in each AVA before sorting.
     fn new(mut avas: Vec<Ava>) -> Rdn {
+        for (position, ava) in avas.iter_mut().enumerate() {
+            ava.position = position;
+        }
         avas.sort();
         Rdn(avas)
     }
@@ -62,6 +69,12 @@ struct Ava {
     value: Value,
     /// The value as written or encoded, before folding, so that logs show what the peer sent.
     shown: String,
+    /// The value's ASN.1 type and content octets: always known for a certificate and for a
+    /// `#hex` value in a string, never for text written in a string.
+    encoded: Option<Encoded>,
+    /// Place within its RDN as stored (certificate) or written (string), set by [`Rdn::new`].
+    /// Java prints a multi-valued RDN in this order rather than sorted.
+    position: usize,
 }
 
 impl Ava {
@@ -115,17 +128,22 @@ impl DistinguishedName {
                     return Err(DnError::CertificateAttributeType(oid));
                 }
                 let any = atv.attr_value();
-                let (value, shown) = decode_value(
-                    any.class() as u8,
-                    any.header.is_constructed(),
-                    any.tag().0,
-                    any.data,
-                )
-                .map_err(|reason| DnError::CertificateValue {
-                    oid: oid.clone(),
-                    reason,
-                })?;
-                avas.push(Ava { oid, value, shown });
+                let (class, constructed, tag) =
+                    (any.class() as u8, any.header.is_constructed(), any.tag().0);
+                let (value, shown) =
+                    decode_value(class, constructed, tag, any.data).map_err(|reason| {
+                        DnError::CertificateValue {
+                            oid: oid.clone(),
+                            reason,
+                        }
+                    })?;
+                avas.push(Ava {
+                    oid,
+                    value,
+                    shown,
+                    encoded: Some(Encoded::new(class, constructed, tag, any.data)),
+                    position: 0,
+                });
             }
             rdns.push(Rdn::new(avas));
         }

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use super::attributes::display_name;
 use super::ber::decode_ber;
-use super::{Ava, DistinguishedName, DnError, Rdn, Value, attribute_oid, fold};
+use super::{Ava, DistinguishedName, DnError, Encoded, Rdn, Value, attribute_oid, fold};
 
 impl DistinguishedName {
     /// Parses the request side (`tls_client_auth_dn`), most-specific RDN first.
@@ -169,15 +169,30 @@ impl Parser<'_> {
         }
         self.bump();
         self.skip_spaces();
-        let (value, shown) = match self.peek() {
-            Some('#') => self.hex_value()?,
-            Some('"') => self.quoted_value()?,
-            _ => self.plain_value()?,
+        let (value, shown, encoded) = match self.peek() {
+            Some('#') => {
+                let (value, shown, encoded) = self.hex_value()?;
+                (value, shown, Some(encoded))
+            }
+            Some('"') => {
+                let (value, shown) = self.quoted_value()?;
+                (value, shown, None)
+            }
+            _ => {
+                let (value, shown) = self.plain_value()?;
+                (value, shown, None)
+            }
         };
-        Ok(Ava { oid, value, shown })
+        Ok(Ava {
+            oid,
+            value,
+            shown,
+            encoded,
+            position: 0,
+        })
     }
 
-    fn hex_value(&mut self) -> Result<(Value, String), DnError> {
+    fn hex_value(&mut self) -> Result<(Value, String, Encoded), DnError> {
         let start = self.pos;
         self.bump();
         let digits_start = self.pos;

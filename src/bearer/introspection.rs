@@ -25,23 +25,16 @@ pub(super) struct Introspector {
     calls: AtomicU64,
 }
 
-pub(super) fn check_http_url(what: &str, u: &Url) -> Result<(), String> {
-    match u.scheme() {
-        "https" => Ok(()),
-        "http" => {
-            let loopback = match u.host() {
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-                None => false,
-            };
-            if !loopback {
-                // Allowed for a sidecar on a pod network, but the operator should know what crosses it in clear.
-                tracing::warn!(url = %redact_url(u), "{what} is plain http to a non-loopback host: tokens and the client secret travel unencrypted");
-            }
-            Ok(())
-        }
-        other => Err(format!("{what} must be an http(s) URL, not {other}:")),
+/// Plain http is allowed for a sidecar on a pod network, but the operator should know what crosses it in clear.
+fn warn_if_plain_http(what: &str, u: &Url) {
+    let loopback = match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    if u.scheme() == "http" && !loopback {
+        tracing::warn!(url = %redact_url(u), "{what} is plain http to a non-loopback host: tokens and the client secret travel unencrypted");
     }
 }
 
@@ -53,12 +46,9 @@ impl Introspector {
         client_id: String,
         client_secret: Secret,
     ) -> Result<Self, String> {
-        check_http_url("the introspection endpoint", &endpoint)?;
-        if client_id.is_empty() || client_secret.is_empty() {
-            return Err("the introspection client id and secret must not be empty".into());
-        }
+        warn_if_plain_http("the introspection endpoint", &endpoint);
         if let Some(u) = &revocation_endpoint {
-            check_http_url("the revocation endpoint", u)?;
+            warn_if_plain_http("the revocation endpoint", u);
         }
         Ok(Introspector {
             http,

@@ -361,3 +361,44 @@ fn durations_need_units_and_whole_numbers() {
     assert_eq!(decimal("1.5h"), "`1.5h`: decimals are not allowed; use 90m");
     assert!(decimal("0.0001s").contains("whole number"));
 }
+
+#[test]
+fn management_settings_that_cannot_work_are_refused_with_their_key() {
+    let jwt = "token_validation = \"jwt\"\nissuer = \"https://idp\"\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "jwks_uri = \"https://idp/jwks\"\nalgorithms = []\n",
+            "management.algorithms",
+        ),
+        (
+            "jwks_uri = \"https://idp/jwks\"\nalgorithms = [\"PS256\", \"HS256\"]\n",
+            "management.algorithms",
+        ),
+        ("jwks_uri = \"http://idp/jwks\"\n", "management.jwks_uri"),
+        (
+            "jwks_uri = \"https://idp/jwks\"\nrevocation_endpoint = \"/revoke\"\n",
+            "management.revocation_endpoint",
+        ),
+    ];
+    for (extra, key) in cases {
+        let src = format!("{GOOD}[management]\n{jwt}{extra}");
+        let e = load(&src, &env()).expect_err(extra);
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, [*key], "{extra}: {e}");
+    }
+    let intro = |endpoint: &str| {
+        format!(
+            "{GOOD}[management]\ntoken_validation = \"introspection\"\nintrospection_endpoint = \"{endpoint}\"\nclient_id = \"c\"\nclient_secret_env = \"MGMT\"\n"
+        )
+    };
+    let mut with_secret = env();
+    with_secret.insert("MGMT".into(), "s".into());
+    assert!(load(&intro("/introspect"), &with_secret).is_ok());
+    let e = load(&intro("/introspect"), &env()).expect_err("no secret");
+    assert_eq!(e.problems[0].key, "management.client_secret_env", "{e}");
+    let e = load(&intro("ftp://idp/introspect"), &with_secret).expect_err("ftp");
+    assert_eq!(
+        e.problems[0].key, "management.introspection_endpoint",
+        "{e}"
+    );
+}

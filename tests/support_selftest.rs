@@ -655,7 +655,7 @@ async fn real_upstream_starts_and_answers_its_test_routes() {
         .jwks
         .set("/tpp.jwks", jwks(&[key.public_jwk(Some("sig"))]));
     let client_id = world
-        .register_at_upstream(json!({
+        .register_upstream(json!({
             "redirect_uris": [],
             "response_types": [],
             "grant_types": ["client_credentials"],

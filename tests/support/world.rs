@@ -393,29 +393,6 @@ impl World {
             .to_string()
     }
 
-    /// Registers a client straight at the upstream with its initial access token, past the proxy, and returns
-    /// the client_id; panics unless 201.
-    pub async fn register_at_upstream(&self, metadata: Value) -> String {
-        let resp = super::client::http_request(
-            "POST",
-            &self.upstream.url("/reg"),
-            &[
-                (
-                    "authorization",
-                    &format!("Bearer {}", self.upstream.initial_access_token),
-                ),
-                ("content-type", "application/json"),
-            ],
-            metadata.to_string(),
-        )
-        .await;
-        assert_eq!(resp.status, 201, "{}", resp.text());
-        resp.json()["client_id"]
-            .as_str()
-            .expect("client_id")
-            .to_string()
-    }
-
     pub async fn post_register(&self, client: &TlsClient, body: &str) -> Response {
         client
             .request(

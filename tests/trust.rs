@@ -194,6 +194,76 @@ async fn a_stale_crl_under_the_closed_policy_refuses_until_a_fresh_one_loads() {
     .await;
     w.register(&tpp, json!({})).await;
     assert_eq!(metric(&metrics(&w).await, "dcr_proxy_crl_stale "), 0.0);
+
+    // A CRL goes stale by the clock alone, with no file change: fresh, it revokes `revoked`; stale, the closed
+    // policy no longer takes its word and answers unknown_ca.
+    let revoked = w.tpp();
+    let now = time::OffsetDateTime::now_utc();
+    w.publish_crl_file(&w.pki.crl(
+        &[&revoked.cert],
+        now - time::Duration::hours(1),
+        now + time::Duration::seconds(8),
+    ));
+    eventually("the short-lived CRL is in force", || async {
+        handshake_alert(&w, &revoked).await == Some(AlertDescription::CertificateRevoked)
+    })
+    .await;
+    eventually(
+        "the short-lived CRL goes stale at its nextUpdate",
+        || async { handshake_alert(&w, &revoked).await == Some(AlertDescription::UnknownCA) },
+    )
+    .await;
+    assert_eq!(
+        handshake_alert(&w, &tpp).await,
+        Some(AlertDescription::UnknownCA)
+    );
+}
+
+#[tokio::test]
+async fn crl_urls_are_fetched_on_sighup_within_size_and_time_caps() {
+    let w =
+        World::start(Options {
+            crl_url: true,
+            tls_extra:
+                "crl_refresh_interval = \"1h\"\ncrl_max_bytes = 2048\ncrl_fetch_timeout = \"1s\""
+                    .into(),
+            ..Options::default()
+        })
+        .await;
+    let tpp = w.tpp();
+    let failures = |m: &str| metric(m, "dcr_proxy_crl_refresh_failures_total");
+    let before = failures(&metrics(&w).await);
+
+    // Too large: refused, and the CRL held stays in force.
+    w.jwks
+        .set_raw(CRL_PATH, vec![b'x'; 4096], "application/pkix-crl");
+    w.proxy.signal("HUP");
+    eventually("the oversized CRL is refused", || async {
+        failures(&metrics(&w).await) > before
+    })
+    .await;
+    assert!(logged(&w, "larger than 2048 bytes"));
+    assert_eq!(handshake_alert(&w, &tpp).await, None);
+
+    // Too slow: refused the same way.
+    w.publish_crl_url(&w.pki.fresh_crl(&[&tpp.cert]));
+    w.jwks.set_delay(CRL_PATH, Duration::from_secs(3));
+    let before = failures(&metrics(&w).await);
+    w.proxy.signal("HUP");
+    eventually("the slow CRL is given up on", || async {
+        failures(&metrics(&w).await) > before
+    })
+    .await;
+    assert!(logged(&w, "no answer within"));
+    assert_eq!(handshake_alert(&w, &tpp).await, None);
+
+    // Within the caps, SIGHUP fetches it at once although the refresh interval is an hour.
+    w.jwks.set_delay(CRL_PATH, Duration::ZERO);
+    w.proxy.signal("HUP");
+    eventually("SIGHUP fetched the CRL that revokes the TPP", || async {
+        handshake_alert(&w, &tpp).await == Some(AlertDescription::CertificateRevoked)
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -88,6 +88,9 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("the registration store is unavailable: {0}")]
     StoreUnavailable(String),
+    /// The client certificate's revocation status rests on a stale CRL (crl_stale_policy = open_for_passthrough).
+    #[error("the client certificate's revocation status cannot be confirmed with a fresh CRL")]
+    RevocationUnconfirmed,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -120,7 +123,9 @@ impl ProxyError {
             },
             ProxyError::Busy => Side::Internal,
             ProxyError::UpstreamUnavailable(_) | ProxyError::UpstreamTimeout => Side::Upstream,
-            ProxyError::StoreUnavailable(_) | ProxyError::Internal(_) => Side::Internal,
+            ProxyError::StoreUnavailable(_)
+            | ProxyError::RevocationUnconfirmed
+            | ProxyError::Internal(_) => Side::Internal,
         }
     }
 
@@ -147,6 +152,7 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable(_) => "upstream_unavailable",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::StoreUnavailable(_) => "store_unavailable",
+            ProxyError::RevocationUnconfirmed => "revocation_unconfirmed",
             ProxyError::Internal(_) => "internal",
         }
     }
@@ -212,6 +218,9 @@ impl ProxyError {
             ProxyError::StoreUnavailable(_) => {
                 Answer::retry_later("registrations are temporarily unavailable; try again later")
             }
+            ProxyError::RevocationUnconfirmed => Answer::retry_later(
+                "the revocation status of your client certificate cannot be confirmed right now (its issuer's CRL is out of date here); registration is paused until a fresh CRL is loaded",
+            ),
             ProxyError::Internal(_) => Answer::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",

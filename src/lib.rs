@@ -13,6 +13,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod metrics;
 pub mod outbound;
+pub mod revocation;
 pub mod secret;
 pub mod server;
 pub mod store;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use config::{Config, ProcessEnv};
+use revocation::Revocation;
 use store::StoreConfig;
 use store::replay;
 use tls::TlsConfig;
@@ -65,6 +67,8 @@ fn setup(key: &'static str, problem: impl ToString) -> StartError {
 pub struct Prepared {
     tls: Arc<rustls::ServerConfig>,
     tls_cfg: TlsConfig,
+    tls_material: tls::Material,
+    revocation: Arc<Revocation>,
     state: Arc<server::AppState>,
     readiness: Arc<admin::Readiness>,
     listen: SocketAddr,
@@ -76,13 +80,26 @@ pub struct Prepared {
 
 type BackgroundTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-pub async fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
-    let tls = tls::server_config(&cfg.tls).map_err(|e| match e {
+fn tls_setup(e: tls::TlsError) -> StartError {
+    match e {
         tls::TlsError::Material { key, problem } => setup(key, problem),
+    }
+}
+
+pub async fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
+    let tls_material = tls::Material::load(&cfg.tls).map_err(tls_setup)?;
+    let revocation = Revocation::new(&cfg.tls.crl, &cfg.tls.client_ca).map_err(|e| match e {
+        revocation::RevocationError::Setup { key, problem } => setup(key, problem),
     })?;
+    // A CRL URL that does not answer does not stop the start: its CRL counts as stale until it does.
+    revocation.fetch_now().await;
+    let built = tls::build(&cfg.tls, &tls_material, &revocation.view()).map_err(tls_setup)?;
+    revocation.enforce(built.verifiers);
+    let tls = built.server;
     let jwks =
         Arc::new(jwks::JwksCache::new(cfg.jwks.clone()).map_err(|e| setup("jwks.ca_bundle", e))?);
     let mut background: Vec<BackgroundTask> = Vec::new();
+    background.push(Box::pin(revocation.clone().run()));
     let (store, replay): (
         Arc<dyn store::RegistrationStore>,
         Arc<dyn replay::ReplayGuard>,
@@ -173,9 +190,12 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
     Ok(Prepared {
         tls,
         tls_cfg: cfg.tls.clone(),
+        tls_material,
+        revocation: revocation.clone(),
         state: Arc::new(server::AppState {
             registrar,
             forwarder,
+            revocation,
             handshake_timeout: cfg.server.handshake_timeout,
             request_timeout: cfg.server.request_timeout,
         }),
@@ -211,17 +231,20 @@ impl Running {
         }
     }
 
-    /// SIGHUP: reload TLS material and trust anchors now.
+    /// SIGHUP: reload TLS material, CRL files and trust anchors now, and fetch the CRL URLs.
     pub fn reload(&self) {
         self.reloader.reload_tls(true);
         self.reloader.reload_config(true);
     }
 }
 
-/// Watches the TLS files and the config file; applies what changed, keeps the old on any error.
+/// Watches the TLS files and the config file; applies what changed, keeps the old on any error. The CRLs are
+/// revocation.rs's; a change there rebuilds the TLS config from the material last loaded.
 struct Reloader {
     tls_cfg: TlsConfig,
     tls_tx: watch::Sender<Arc<rustls::ServerConfig>>,
+    tls_material: std::sync::Mutex<tls::Material>,
+    revocation: Arc<Revocation>,
     config_path: Option<PathBuf>,
     state: Arc<server::AppState>,
     /// Fingerprints of the TLS files and of the config file last applied (or attempted).
@@ -253,6 +276,11 @@ impl Reloader {
     }
 
     fn reload_tls(&self, force: bool) {
+        // A changed CRL file wakes the task that calls `rebuild_tls`.
+        self.revocation.poll_files(force);
+        if force {
+            self.revocation.refetch();
+        }
         let files = [
             self.tls_cfg.cert.as_path(),
             self.tls_cfg.key.as_path(),
@@ -273,17 +301,30 @@ impl Reloader {
             }
             seen.0 = Some(now);
         }
-        match tls::server_config(&self.tls_cfg) {
-            Ok(cfg) => {
-                let _ = self.tls_tx.send(cfg);
-                tracing::info!(
-                    "TLS material reloaded; new handshakes use it, open connections keep theirs"
-                );
-            }
+        let loaded = tls::Material::load(&self.tls_cfg).and_then(|m| {
+            *self.tls_material.lock().unwrap_or_else(|p| p.into_inner()) = m;
+            self.rebuild_tls()
+        });
+        match loaded {
+            Ok(()) => tracing::info!(
+                "TLS material reloaded; new handshakes use it, open connections keep theirs"
+            ),
             Err(e) => {
                 tracing::error!(error = %e, "TLS reload failed; keeping the current certificate, key and CA bundle")
             }
         }
+    }
+
+    /// Puts the CRLs in force now into a new TLS config, over the material last loaded.
+    fn rebuild_tls(&self) -> Result<(), tls::TlsError> {
+        let view = self.revocation.view();
+        let built = {
+            let m = self.tls_material.lock().unwrap_or_else(|p| p.into_inner());
+            tls::build(&self.tls_cfg, &m, &view)?
+        };
+        let _ = self.tls_tx.send(built.server);
+        self.revocation.enforce(built.verifiers);
+        Ok(())
     }
 
     fn reload_config(&self, force: bool) {
@@ -341,6 +382,8 @@ pub async fn start(p: Prepared, config_path: Option<&Path>) -> Result<Running, S
     let reloader = Arc::new(Reloader {
         tls_cfg: p.tls_cfg,
         tls_tx,
+        tls_material: std::sync::Mutex::new(p.tls_material),
+        revocation: p.revocation.clone(),
         config_path: config_path.map(Path::to_path_buf),
         state: p.state.clone(),
         seen: std::sync::Mutex::new((None, None)),
@@ -368,6 +411,22 @@ pub async fn start(p: Prepared, config_path: Option<&Path>) -> Result<Running, S
             poll.reload_config(false);
         }
     }));
+    if p.revocation.enabled() {
+        let rebuild = reloader.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                rebuild.revocation.changed().await;
+                match rebuild.rebuild_tls() {
+                    Ok(()) => tracing::info!(
+                        "CRLs in force changed: new handshakes use them, open connections are checked against them"
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e, "applying changed CRLs failed; the previous ones stay in force")
+                    }
+                }
+            }
+        }));
+    }
     let server_task = tokio::spawn(server::run(listener, tls_rx, p.state, shutdown_rx, p.drain));
     Ok(Running {
         data_addr,

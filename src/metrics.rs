@@ -7,6 +7,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -51,6 +52,10 @@ pub struct Metrics {
     pub jwks_fetch_failures: Counter,
     pub jwks_cache_hits: Counter,
     pub handshake_failures: Family<ReasonLabels, Counter>,
+    /// CRLs past nextUpdate + crl_max_stale, plus CRL sources holding none; 0 when all are fresh.
+    pub crl_stale: Gauge,
+    pub crl_refresh_failures: Counter,
+    pub revoked_connections_closed: Family<ReasonLabels, Counter>,
     pub store_errors: Counter,
     pub replay_rejections: Counter,
 }
@@ -74,6 +79,9 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let jwks_fetch_failures = Counter::default();
     let jwks_cache_hits = Counter::default();
     let handshake_failures = Family::<ReasonLabels, Counter>::default();
+    let crl_stale = Gauge::default();
+    let crl_refresh_failures = Counter::default();
+    let revoked_connections_closed = Family::<ReasonLabels, Counter>::default();
     let store_errors = Counter::default();
     let replay_rejections = Counter::default();
     registry.register(
@@ -117,6 +125,21 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         handshake_failures.clone(),
     );
     registry.register(
+        "crl_stale",
+        "Client-certificate CRLs past nextUpdate plus crl_max_stale, and CRL sources holding none",
+        crl_stale.clone(),
+    );
+    registry.register(
+        "crl_refresh_failures",
+        "CRL fetches and file reloads that failed (the CRL held before stays in force)",
+        crl_refresh_failures.clone(),
+    );
+    registry.register(
+        "revoked_connections_closed",
+        "Open connections closed because the CRLs now in force refuse their client certificate, by reason",
+        revoked_connections_closed.clone(),
+    );
+    registry.register(
         "store_errors",
         "Registration store operations that failed",
         store_errors.clone(),
@@ -136,6 +159,9 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         jwks_fetch_failures,
         jwks_cache_hits,
         handshake_failures,
+        crl_stale,
+        crl_refresh_failures,
+        revoked_connections_closed,
         store_errors,
         replay_rejections,
     }
@@ -186,6 +212,13 @@ pub fn handshake_reason(e: &std::io::Error) -> &'static str {
         Error::InvalidCertificate(
             CertificateError::Expired | CertificateError::ExpiredContext { .. },
         ) => "expired_certificate",
+        Error::InvalidCertificate(CertificateError::Revoked) => "revoked_certificate",
+        // No fresh CRL speaks for the certificate (closed policy): see revocation.rs.
+        Error::InvalidCertificate(
+            CertificateError::UnknownRevocationStatus
+            | CertificateError::ExpiredRevocationList
+            | CertificateError::ExpiredRevocationListContext { .. },
+        ) => "revocation_unknown",
         Error::InvalidCertificate(_) => "bad_certificate",
         Error::PeerIncompatible(_) => "incompatible",
         Error::AlertReceived(_) => "alert_received",

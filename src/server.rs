@@ -44,6 +44,7 @@ pub struct ServerConfig {
 pub struct AppState {
     pub registrar: Registrar,
     pub forwarder: crate::forward::Forwarder,
+    pub revocation: Arc<crate::revocation::Revocation>,
     pub handshake_timeout: Duration,
     pub request_timeout: Duration,
 }
@@ -107,6 +108,7 @@ pub async fn run(
             let peer = peer_identity(&stream, addr);
             let cert_headers = peer.as_ref().map(|p| state.forwarder.cert_headers_for(p));
             let conn = Arc::new(ConnInfo { peer, cert_headers });
+            let (info, revocation) = (conn.clone(), state.revocation.clone());
             let svc = service_fn(move |req| {
                 let state = state.clone();
                 let conn = conn.clone();
@@ -118,7 +120,9 @@ pub async fn run(
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10));
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+            let served = Box::pin(watcher.watch(conn.into_owned()));
+            // Closed early (None) once the CRLs in force refuse the peer's certificate.
+            if let Some(Err(e)) = revocation.guard(info.peer.as_ref(), addr, served).await {
                 tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
             }
         });
@@ -266,6 +270,9 @@ async fn register(
         return boxed(e.to_response());
     }
     debug_assert_eq!(req.method(), Method::POST);
+    if let Some(e) = state.revocation.registration_refusal(peer) {
+        return boxed(e.to_response());
+    }
     let (parts, body) = req.into_parts();
     let work = state.registrar.handle_register(&parts.headers, body, peer);
     match tokio::time::timeout(state.request_timeout, work).await {
@@ -280,6 +287,9 @@ async fn manage(
     client_id: &str,
     req: Request<Incoming>,
 ) -> Response<RespBody> {
+    if let Some(e) = state.revocation.registration_refusal(peer) {
+        return boxed(e.to_response());
+    }
     let (parts, body) = req.into_parts();
     let work = state
         .registrar

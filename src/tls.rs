@@ -1,22 +1,32 @@
-//! The listener's rustls ServerConfig: operator cert/key, client-CA verifier, FAPI suites, no resumption.
+//! The listener's rustls ServerConfig: operator cert/key, client-CA verifier (with the CRLs revocation.rs keeps),
+//! FAPI suites, no resumption.
 
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::crypto::aws_lc_rs::{self, cipher_suite};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme,
+    client::danger::HandshakeSignatureValid,
+};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 
 use std::path::PathBuf;
 
-/// `[tls]`: the listener's certificate, key and the CA bundle client certificates must chain to.
+use crate::revocation::{CrlConfig, CrlView, StalePolicy, Verifiers};
+
+/// `[tls]`: the listener's certificate, key, the CA bundle client certificates must chain to, and the CRLs they are
+/// checked against.
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: PathBuf,
     pub client_auth: ClientAuth,
+    pub crl: CrlConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,31 +82,60 @@ pub fn load_certs(
     Ok(certs)
 }
 
-/// Builds the server config from files; every failure names the config key it comes from.
+/// The files behind a ServerConfig, loaded: kept by the reloader so new CRLs can be put in force even while a
+/// certificate file is being rewritten.
+pub struct Material {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    roots: Arc<rustls::RootCertStore>,
+}
+
+impl Material {
+    pub fn load(cfg: &TlsConfig) -> Result<Material, TlsError> {
+        let chain = load_certs(&cfg.cert, "tls.cert")?;
+        let key = PrivateKeyDer::from_pem_file(&cfg.key)
+            .map_err(|e| material("tls.key", format!("{}: {e}", cfg.key.display())))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in load_certs(&cfg.client_ca, "tls.client_ca")? {
+            roots.add(ca).map_err(|e| {
+                material("tls.client_ca", format!("{}: {e}", cfg.client_ca.display()))
+            })?;
+        }
+        Ok(Material {
+            chain,
+            key,
+            roots: Arc::new(roots),
+        })
+    }
+}
+
+/// A ServerConfig and the client verifiers in it, for revocation.rs to hold open connections to.
+pub struct Built {
+    pub server: Arc<rustls::ServerConfig>,
+    pub verifiers: Verifiers,
+}
+
+/// Builds the server config from files, without revocation lists: the running proxy builds through [`build`]
+/// with the CRLs revocation.rs holds.
 pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    Ok(build(cfg, &Material::load(cfg)?, &CrlView::none())?.server)
+}
+
+/// The server config for `m` with the CRLs of `crls`; every failure names the config key it comes from.
+pub fn build(cfg: &TlsConfig, m: &Material, crls: &CrlView) -> Result<Built, TlsError> {
     let provider = fapi_provider();
-    let chain = load_certs(&cfg.cert, "tls.cert")?;
-    let key = PrivateKeyDer::from_pem_file(&cfg.key)
-        .map_err(|e| material("tls.key", format!("{}: {e}", cfg.key.display())))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in load_certs(&cfg.client_ca, "tls.client_ca")? {
-        roots
-            .add(ca)
-            .map_err(|e| material("tls.client_ca", format!("{}: {e}", cfg.client_ca.display())))?;
-    }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-    // Optional lets browser paths of the IdP work without a certificate; /register checks for one itself.
-    let verifier = match cfg.client_auth {
-        ClientAuth::Optional => verifier.allow_unauthenticated(),
-        ClientAuth::Required => verifier,
-    }
-    .build()
-    .map_err(|e| material("tls.client_ca", e))?;
+    let handshake = client_verifier(cfg, m, crls, crls.policy == StalePolicy::Closed)?;
+    // Registrations are held to the closed policy even when the handshake is not.
+    let strict = if crls.enabled && crls.policy == StalePolicy::OpenForPassthrough {
+        Some(client_verifier(cfg, m, crls, true)?)
+    } else {
+        None
+    };
     let mut sc = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| material("tls.cert", e))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
+        .with_client_cert_verifier(handshake.clone())
+        .with_single_cert(m.chain.clone(), m.key.clone_key())
         .map_err(|e| {
             material(
                 "tls.key",
@@ -107,5 +146,119 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsEr
     sc.session_storage = Arc::new(NoServerSessionStorage {});
     sc.send_tls13_tickets = 0;
     sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(sc))
+    Ok(Built {
+        server: Arc::new(sc),
+        verifiers: Verifiers { handshake, strict },
+    })
+}
+
+/// rustls' WebPKI verifier over the client CA bundle and, when revocation is configured, the CRLs of `crls`.
+///
+/// Revocation settings, all rustls' own: every certificate of the chain below the trust anchor is checked (the
+/// builder's default depth, not `only_check_end_entity_revocation`), so a revoked issuing CA refuses what it issued;
+/// rustls' nextUpdate check stays off (`ExpirationPolicy::Ignore`, the default, rather than
+/// `enforce_revocation_expiration`) because our bound is nextUpdate + `crl_max_stale`, applied by revocation.rs
+/// sorting CRLs into fresh and stale. `closed`: only fresh CRLs, and a certificate none of them speaks for is
+/// refused (the default `UnknownStatusPolicy::Deny`); otherwise stale CRLs count too and a certificate no CRL
+/// speaks for passes (`allow_unknown_revocation_status`).
+fn client_verifier(
+    cfg: &TlsConfig,
+    m: &Material,
+    crls: &CrlView,
+    closed: bool,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let builder = WebPkiClientVerifier::builder_with_provider(m.roots.clone(), fapi_provider());
+    // Optional lets browser paths of the IdP work without a certificate; /register checks for one itself.
+    let builder = match cfg.client_auth {
+        ClientAuth::Optional => builder.allow_unauthenticated(),
+        ClientAuth::Required => builder,
+    };
+    let build = |b: rustls::server::ClientCertVerifierBuilder| {
+        b.build().map_err(|e| material("tls.client_ca", e))
+    };
+    if !crls.enabled {
+        return build(builder);
+    }
+    if closed {
+        // rustls checks nothing when handed no CRL at all, which for us means none is fresh: refuse instead.
+        if crls.fresh.is_empty() {
+            return Ok(Arc::new(NoFreshCrl(build(builder)?)));
+        }
+        return build(builder.with_crls(crls.fresh.iter().cloned()));
+    }
+    build(
+        builder
+            .with_crls(crls.fresh.iter().chain(&crls.stale).cloned())
+            .allow_unknown_revocation_status(),
+    )
+}
+
+/// Parses a CRL as the verifier will, so that one it would refuse is refused where its file or URL can be named.
+pub fn check_crl(crl: &CertificateRevocationListDer<'static>) -> Result<(), String> {
+    // The anchor only makes the builder valid; parsing the CRL does not depend on it.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.roots.push(rustls_pki_types::TrustAnchor {
+        subject: Vec::new().into(),
+        subject_public_key_info: Vec::new().into(),
+        name_constraints: None,
+    });
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), fapi_provider())
+        .with_crls([crl.clone()])
+        .build()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Revocation is configured but no CRL is fresh (nor, at start, fetched): every certificate has an unknown
+/// revocation status, which the closed policy refuses. Everything else is the wrapped verifier's.
+#[derive(Debug)]
+struct NoFreshCrl(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for NoFreshCrl {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        // An unknown CA or an expired certificate is reported as such, not as a revocation problem.
+        self.0.verify_client_cert(end_entity, intermediates, now)?;
+        Err(Error::InvalidCertificate(
+            CertificateError::UnknownRevocationStatus,
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }

@@ -88,6 +88,14 @@ pub(super) struct RawTls {
     pub key: String,
     pub client_ca: String,
     pub client_auth: String,
+    pub crl_files: Vec<String>,
+    pub crl_urls: Vec<String>,
+    pub crl_refresh_interval: String,
+    pub crl_fetch_timeout: String,
+    pub crl_max_bytes: u64,
+    pub crl_ca_bundle: Option<String>,
+    pub crl_max_stale: String,
+    pub crl_stale_policy: String,
 }
 
 impl RawTls {
@@ -97,6 +105,14 @@ impl RawTls {
             key: t.req("key"),
             client_ca: t.req("client_ca"),
             client_auth: t.or("client_auth", "optional"),
+            crl_files: t.or("crl_files", Vec::new()),
+            crl_urls: t.or("crl_urls", Vec::new()),
+            crl_refresh_interval: t.or("crl_refresh_interval", "5m"),
+            crl_fetch_timeout: t.or("crl_fetch_timeout", "10s"),
+            crl_max_bytes: t.or("crl_max_bytes", 10u64 * 1024 * 1024),
+            crl_ca_bundle: t.opt("crl_ca_bundle"),
+            crl_max_stale: t.or("crl_max_stale", "1h"),
+            crl_stale_policy: t.or("crl_stale_policy", "closed"),
         };
         t.finish();
         raw

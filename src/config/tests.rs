@@ -402,3 +402,59 @@ fn management_settings_that_cannot_work_are_refused_with_their_key() {
         "{e}"
     );
 }
+
+#[test]
+fn crl_settings_default_to_off_and_closed() {
+    let c = load(GOOD, &env()).expect("valid");
+    assert!(!c.tls.crl.enabled());
+    assert_eq!(
+        c.tls.crl.stale_policy,
+        crate::revocation::StalePolicy::Closed
+    );
+    assert_eq!(c.tls.crl.refresh_interval, Duration::from_secs(300));
+    assert_eq!(c.tls.crl.max_stale, Duration::from_secs(3600));
+    assert_eq!(c.tls.crl.max_bytes, 10 * 1024 * 1024);
+
+    let src = GOOD.replace(
+        "client_ca = \"ca.pem\"\n",
+        "client_ca = \"ca.pem\"\ncrl_files = [\"ca.pem\"]\ncrl_urls = [\"http://crl.example/ca.crl\"]\n\
+         crl_stale_policy = \"open_for_passthrough\"\ncrl_max_stale = \"0s\"\n",
+    );
+    let c = load(&src, &env()).expect("valid");
+    assert!(c.tls.crl.enabled());
+    assert_eq!(c.tls.crl.urls[0].as_str(), "http://crl.example/ca.crl");
+    assert_eq!(c.tls.crl.max_stale, Duration::ZERO);
+    assert_eq!(
+        c.tls.crl.stale_policy,
+        crate::revocation::StalePolicy::OpenForPassthrough
+    );
+}
+
+#[test]
+fn crl_settings_that_cannot_work_are_refused_with_their_key() {
+    let src = GOOD.replace(
+        "client_ca = \"ca.pem\"\n",
+        "client_ca = \"ca.pem\"\ncrl_files = [\"ca.pem\", \"missing.crl\"]\n\
+         crl_urls = [\"ftp://crl.example/ca.crl\", \"https://crl.example/a.crl\", \"https://crl.example/a.crl\"]\n\
+         crl_refresh_interval = \"0s\"\ncrl_fetch_timeout = \"10\"\ncrl_max_bytes = 10\n\
+         crl_ca_bundle = \"nope.pem\"\ncrl_stale_policy = \"lenient\"\n",
+    );
+    let e = load(&src, &env()).expect_err("every crl_ key is wrong");
+    let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "tls.crl_files[1]",
+            "tls.crl_urls[0]",
+            "tls.crl_urls[2]",
+            "tls.crl_refresh_interval",
+            "tls.crl_fetch_timeout",
+            "tls.crl_max_bytes",
+            "tls.crl_ca_bundle",
+            "tls.crl_stale_policy",
+        ],
+        "{e}"
+    );
+    assert!(e.to_string().contains("listed twice"), "{e}");
+    assert!(e.to_string().contains("\"open_for_passthrough\""), "{e}");
+}

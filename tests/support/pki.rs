@@ -8,9 +8,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rcgen::string::{Ia5String, PrintableString};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, DnValue,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-    PKCS_RSA_SHA256, RsaKeySize,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer,
+    DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, RevocationReason, RevokedCertParams,
+    RsaKeySize, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -181,6 +182,13 @@ pub struct ServerCert {
     pub key_der: Vec<u8>,
 }
 
+/// A CRL signed by the trusted root.
+#[derive(Clone, Debug)]
+pub struct Crl {
+    pub pem: String,
+    pub der: Vec<u8>,
+}
+
 /// Where [`Pki::write_to`] put the files.
 #[derive(Clone, Debug)]
 pub struct PkiFiles {
@@ -302,6 +310,53 @@ impl Pki {
         }
     }
 
+    /// A CRL of the trusted root revoking `revoked` (key compromise), issued at `this_update` and due again at
+    /// `next_update`. Each call carries a higher CRL number, as a CA's successive CRLs do.
+    pub fn crl(
+        &self,
+        revoked: &[&ClientCert],
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Crl {
+        static NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let crl = CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: SerialNumber::from(
+                NUMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|c| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&serial_of(&c.cert_der)),
+                    revocation_time: this_update,
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.ca)
+        .expect("rcgen signs a CRL");
+        Crl {
+            pem: crl.pem().expect("the CRL encodes as PEM"),
+            der: crl.der().to_vec(),
+        }
+    }
+
+    /// A CRL issued an hour ago and due again in a day.
+    pub fn fresh_crl(&self, revoked: &[&ClientCert]) -> Crl {
+        let now = OffsetDateTime::now_utc();
+        self.crl(revoked, now - Duration::hours(1), now + Duration::days(1))
+    }
+
+    /// A CRL whose nextUpdate passed an hour ago.
+    pub fn stale_crl(&self, revoked: &[&ClientCert]) -> Crl {
+        let now = OffsetDateTime::now_utc();
+        self.crl(revoked, now - Duration::hours(3), now - Duration::hours(1))
+    }
+
     /// Writes `ca.pem`, `server.pem` and `server-key.pem`, the files the proxy's TLS config points at.
     pub fn write_to(&self, dir: &Path) -> PkiFiles {
         std::fs::create_dir_all(dir).expect("create the PKI output directory");
@@ -315,6 +370,12 @@ impl Pki {
         std::fs::write(&files.server_key, &self.server.key_pem).expect("write server-key.pem");
         files
     }
+}
+
+/// The serial number of a certificate, as its DER writes it.
+fn serial_of(cert_der: &[u8]) -> Vec<u8> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).expect("a certificate");
+    cert.raw_serial().to_vec()
 }
 
 fn new_key(kind: KeyKind) -> KeyPair {

@@ -19,6 +19,7 @@ pub const ADMIN_ENV: &str = "DCR_UPSTREAM_ADMIN_CLIENT_SECRET";
 pub const INTROSPECTION_ENV: &str = "DCR_MANAGEMENT_CLIENT_SECRET";
 pub const DIRECTORY_JWKS: &str = "/directory/openbanking.jwks";
 pub const REGISTER_JWKS: &str = "/cdr-register/v1/jwks";
+pub const CRL_PATH: &str = "/pki/root.crl";
 pub const REDIRECTS: &[&str] = &["https://tpp.example.com/cb", "https://tpp.example.com/cb2"];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -47,6 +48,12 @@ pub struct Options {
     pub upstream_extra: String,
     /// Adds `[upstream.admin]` with the test upstream's administrator client.
     pub upstream_admin: bool,
+    /// Extra lines inside `[tls]` (e.g. `crl_stale_policy`).
+    pub tls_extra: String,
+    /// A CRL file of the root (fresh, revoking nothing) at [`World::crl_path`], in `tls.crl_files`.
+    pub crl_file: bool,
+    /// A CRL of the root (fresh, revoking nothing) served at [`CRL_PATH`] by the JWKS server, in `tls.crl_urls`.
+    pub crl_url: bool,
 }
 
 impl Default for Options {
@@ -62,6 +69,9 @@ impl Default for Options {
             store: None,
             upstream_extra: String::new(),
             upstream_admin: false,
+            tls_extra: String::new(),
+            crl_file: false,
+            crl_url: false,
         }
     }
 }
@@ -116,6 +126,12 @@ impl World {
             REGISTER_JWKS,
             jwks_doc(&[register_key.public_jwk(Some("sig"))]),
         );
+        if options.crl_file {
+            write_crl(&dir.join("pki").join("root.crl"), &pki.fresh_crl(&[]));
+        }
+        if options.crl_url {
+            jwks.set_raw(CRL_PATH, pki.fresh_crl(&[]).der, "application/pkix-crl");
+        }
         let upstream = Upstream::start(UpstreamOptions {
             ca_pem_path: files.ca.clone(),
             cert_header: options.cert_header,
@@ -165,6 +181,22 @@ impl World {
         self.proxy = ProxyProcess::try_start_config(config, &proxy_env(&self.upstream))
             .await
             .unwrap_or_else(|logs| panic!("dcr-proxy did not restart:\n{logs}"));
+    }
+
+    /// The CRL file `Options::crl_file` puts in `tls.crl_files`.
+    pub fn crl_path(&self) -> std::path::PathBuf {
+        self.dir.join("pki").join("root.crl")
+    }
+
+    /// Replaces the CRL file (atomically, as an operator's job would), for the proxy's next reload poll.
+    pub fn publish_crl_file(&self, crl: &super::pki::Crl) {
+        write_crl(&self.crl_path(), crl);
+    }
+
+    /// Replaces the CRL the JWKS server serves at [`CRL_PATH`].
+    pub fn publish_crl_url(&self, crl: &super::pki::Crl) {
+        self.jwks
+            .set_raw(CRL_PATH, crl.der.clone(), "application/pkix-crl");
     }
 
     /// A new TPP with an OB transport certificate whose software JWKS lists its signing key and the certificate.
@@ -414,6 +446,12 @@ pub fn proxy_env(upstream: &Upstream) -> Vec<(&'static str, &str)> {
     ]
 }
 
+fn write_crl(path: &std::path::Path, crl: &super::pki::Crl) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &crl.pem).expect("write the CRL");
+    std::fs::rename(&tmp, path).expect("move the CRL into place");
+}
+
 pub fn jwks_doc(keys: &[Value]) -> Value {
     jwks(keys)
 }
@@ -449,6 +487,8 @@ cert = "{cert}"
 key = "{key}"
 client_ca = "{ca}"
 client_auth = "{client_auth}"
+{crl}
+{tls_extra}
 
 [upstream]
 base_url = "{upstream_url}"
@@ -510,6 +550,24 @@ client_secret_env = "{INTROSPECTION_ENV}"
         key = files.server_key.display(),
         ca = files.ca.display(),
         client_auth = o.client_auth,
+        crl = {
+            let mut lines = String::new();
+            if o.crl_file {
+                lines.push_str(&format!(
+                    "crl_files = [\"{}\"]\n",
+                    dir.join("pki").join("root.crl").display()
+                ));
+            }
+            if o.crl_url {
+                lines.push_str(&format!(
+                    "crl_urls = [\"{}\"]\ncrl_ca_bundle = \"{}\"\n",
+                    jwks.url(CRL_PATH),
+                    files.ca.display()
+                ));
+            }
+            lines
+        },
+        tls_extra = o.tls_extra,
         anchor_jwks = jwks.url(anchor_path),
         store = o.store.clone().unwrap_or_else(|| format!(
             "backend = \"sqlite\"\npath = \"{}\"",

@@ -15,6 +15,7 @@ use url::Url;
 use super::raw::{RawAdmin, RawConfig, RawJwks, RawLog, RawServer, RawTls};
 use super::{Config, Env, Problem};
 use crate::jwks::JwksConfig;
+use crate::revocation::{CrlConfig, StalePolicy};
 use crate::secret::Secret;
 use crate::server::ServerConfig;
 use crate::telemetry::{LogConfig, LogFormat};
@@ -361,11 +362,67 @@ impl<'e> Validator<'e> {
                 ("required", ClientAuth::Required),
             ],
         );
+        let crl = self.crl(t);
         Some(TlsConfig {
             cert,
             key,
             client_ca,
             client_auth: client_auth?,
+            crl: crl?,
+        })
+    }
+
+    /// The `crl_*` keys of `[tls]`: files must exist now, like the certificates; that they hold CRLs the client
+    /// CAs signed is known once revocation.rs has loaded them.
+    fn crl(&mut self, t: &RawTls) -> Option<CrlConfig> {
+        let files: Vec<PathBuf> = t
+            .crl_files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| self.file(&format!("tls.crl_files[{i}]"), f))
+            .collect();
+        let mut urls: Vec<Url> = Vec::new();
+        for (i, u) in t.crl_urls.iter().enumerate() {
+            let key = format!("tls.crl_urls[{i}]");
+            if let Some(url) = self.url(&key, u, &["http", "https"]) {
+                if urls.contains(&url) {
+                    self.problem(&key, format!("`{u}` is listed twice"));
+                }
+                urls.push(url);
+            }
+        }
+        let refresh_interval =
+            self.duration("tls.crl_refresh_interval", &t.crl_refresh_interval, false);
+        let fetch_timeout = self.duration("tls.crl_fetch_timeout", &t.crl_fetch_timeout, false);
+        let max_stale = self.duration("tls.crl_max_stale", &t.crl_max_stale, true);
+        if !(1024..=256 * 1024 * 1024).contains(&t.crl_max_bytes) {
+            self.problem(
+                "tls.crl_max_bytes",
+                "must be between 1024 and 268435456 bytes",
+            );
+        }
+        let ca_bundle = t
+            .crl_ca_bundle
+            .as_deref()
+            .map(|p| self.file("tls.crl_ca_bundle", p));
+        let stale_policy = self.choice(
+            "tls.crl_stale_policy",
+            &t.crl_stale_policy,
+            &[
+                ("closed", StalePolicy::Closed),
+                ("open", StalePolicy::Open),
+                ("open_for_passthrough", StalePolicy::OpenForPassthrough),
+            ],
+        );
+        Some(CrlConfig {
+            files,
+            urls,
+            refresh_interval,
+            fetch_timeout,
+            max_bytes: usize::try_from(t.crl_max_bytes).unwrap_or(usize::MAX),
+            ca_bundle,
+            max_stale,
+            stale_policy: stale_policy?,
         })
     }
 

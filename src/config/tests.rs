@@ -361,3 +361,23 @@ fn durations_need_units_and_whole_numbers() {
     assert_eq!(decimal("1.5h"), "`1.5h`: decimals are not allowed; use 90m");
     assert!(decimal("0.0001s").contains("whole number"));
 }
+
+#[test]
+fn request_max_age_defaults_to_five_minutes_and_stays_within_an_hour() {
+    let c = load(GOOD, &env()).expect("valid");
+    assert_eq!(c.profile.request_max_age, Duration::from_secs(300));
+    let with = |v: &str| {
+        GOOD.replace(
+            "audiences = [\"0015800001041RHAAY\"]",
+            &format!("audiences = [\"0015800001041RHAAY\"]\nrequest_max_age = \"{v}\""),
+        )
+    };
+    let c = load(&with("90s"), &env()).expect("valid");
+    assert_eq!(c.profile.request_max_age, Duration::from_secs(90));
+    for bad in ["0s", "2h", "61m", "5"] {
+        let e = load(&with(bad), &env()).expect_err(bad);
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["profile.request_max_age"], "{bad}: {e}");
+    }
+    assert!(load(&with("1h"), &env()).is_ok());
+}

@@ -278,8 +278,12 @@ pub fn validate(
         if dn.len() > 1024 {
             return Err(bad("`tls_client_auth_dn` is too long"));
         }
-        let wanted = DistinguishedName::parse_rfc4514(dn)
-            .map_err(|e| bad(format!("`tls_client_auth_dn` is not a valid DN: {e}")))?;
+        let wanted = DistinguishedName::parse_rfc4514(dn).map_err(|e| {
+            bad(format!(
+                "`tls_client_auth_dn` is not a valid DN: {}",
+                echo(&e.to_string())
+            ))
+        })?;
         if !peer.subject.matches(&wanted, &cfg.dn_match) {
             return Err(bad(format!(
                 "`tls_client_auth_dn` `{}` does not match the subject of the presented transport certificate `{}`",

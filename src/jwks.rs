@@ -16,7 +16,8 @@ use url::Url;
 use crate::error::echo;
 use crate::outbound::{HttpClient, OutboundError, redact_url};
 
-/// The smallest RSA modulus a signature is checked with (FAPI 1.0 Advanced §8.6: RSA keys of at least 2048 bits).
+/// The smallest RSA modulus a signature is checked with: RFC 7518 §3.3 and §3.5 ("A key of size 2048 bits or
+/// larger MUST be used"). aws-lc's verifier refuses smaller ones too; checking here names the reason.
 const MIN_RSA_BITS: usize = 2048;
 /// The only RSA public exponent accepted, big-endian: 65537. Small exponents such as 3 are what the classic
 /// signature forgeries against lax PKCS#1 verifiers need, and no key generator in use today produces them.
@@ -57,10 +58,12 @@ pub struct Key {
     pub kid: Option<String>,
     pub use_: Option<String>,
     pub alg: Option<String>,
-    /// RFC 7517 §4.3 `key_ops`, when the key lists them; anything not a string array reads as an empty list.
+    /// RFC 7517 §4.3 `key_ops`, when the key lists them (entries that are not strings are dropped).
     pub key_ops: Option<Vec<String>>,
     pub jwk: Jwk,
     decoding: Option<DecodingKey>,
+    /// Why an RSA key is too weak to verify anything, judged once when the set is parsed.
+    rsa_weakness: Option<String>,
     /// DER of the first `x5c` certificate, if any: OB software JWKS list transport certificates this way.
     pub x5c_leaf: Option<Vec<u8>>,
 }
@@ -96,6 +99,10 @@ impl KeySet {
             if decoding.is_none() && x5c_leaf.is_none() {
                 continue;
             }
+            let rsa_weakness = match &jwk.algorithm {
+                AlgorithmParameters::RSA(rsa) => rsa_strength(&rsa.n, &rsa.e).err(),
+                _ => None,
+            };
             keys.push(Key {
                 kid: raw.get("kid").and_then(|k| k.as_str()).map(str::to_string),
                 use_: raw.get("use").and_then(|k| k.as_str()).map(str::to_string),
@@ -111,6 +118,7 @@ impl KeySet {
                 }),
                 jwk,
                 decoding,
+                rsa_weakness,
                 x5c_leaf,
             });
         }
@@ -168,8 +176,8 @@ fn suitable(key: &Key, alg: Algorithm) -> Result<&DecodingKey, String> {
     {
         return Err(format!("it is declared for `{}`", echo(a)));
     }
-    if let AlgorithmParameters::RSA(rsa) = &key.jwk.algorithm {
-        rsa_strength(&rsa.n, &rsa.e)?;
+    if let Some(why) = &key.rsa_weakness {
+        return Err(why.clone());
     }
     let fits = match (&key.jwk.algorithm, alg) {
         (

@@ -6,14 +6,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use http::Method;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use moka::ops::compute::{CompResult, Op};
 use url::Url;
 
+use crate::error::echo;
 use crate::outbound::{HttpClient, OutboundError, redact_url};
+
+/// The smallest RSA modulus a signature is checked with: RFC 7518 §3.3 and §3.5 ("A key of size 2048 bits or
+/// larger MUST be used"). aws-lc's verifier refuses smaller ones too; checking here names the reason.
+const MIN_RSA_BITS: usize = 2048;
+/// The only RSA public exponent accepted, big-endian: 65537. Small exponents such as 3 are what the classic
+/// signature forgeries against lax PKCS#1 verifiers need, and no key generator in use today produces them.
+const RSA_EXPONENT: &[u8] = &[1, 0, 1];
 
 /// `[jwks]`: how software statement and TPP key sets are fetched and how long they are trusted.
 #[derive(Debug, Clone)]
@@ -50,8 +58,12 @@ pub struct Key {
     pub kid: Option<String>,
     pub use_: Option<String>,
     pub alg: Option<String>,
+    /// RFC 7517 §4.3 `key_ops`, when the key lists them (entries that are not strings are dropped).
+    pub key_ops: Option<Vec<String>>,
     pub jwk: Jwk,
     decoding: Option<DecodingKey>,
+    /// Why an RSA key is too weak to verify anything, judged once when the set is parsed.
+    rsa_weakness: Option<String>,
     /// DER of the first `x5c` certificate, if any: OB software JWKS list transport certificates this way.
     pub x5c_leaf: Option<Vec<u8>>,
 }
@@ -87,12 +99,26 @@ impl KeySet {
             if decoding.is_none() && x5c_leaf.is_none() {
                 continue;
             }
+            let rsa_weakness = match &jwk.algorithm {
+                AlgorithmParameters::RSA(rsa) => rsa_strength(&rsa.n, &rsa.e).err(),
+                _ => None,
+            };
             keys.push(Key {
                 kid: raw.get("kid").and_then(|k| k.as_str()).map(str::to_string),
                 use_: raw.get("use").and_then(|k| k.as_str()).map(str::to_string),
                 alg: raw.get("alg").and_then(|k| k.as_str()).map(str::to_string),
+                key_ops: raw.get("key_ops").map(|ops| {
+                    ops.as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|o| o.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                }),
                 jwk,
                 decoding,
+                rsa_weakness,
                 x5c_leaf,
             });
         }
@@ -100,11 +126,11 @@ impl KeySet {
     }
 
     fn find(&self, kid: &str) -> Option<&Key> {
-        // A TLS key may share a kid with a signing key in OB sets; prefer the one meant for signatures.
-        self.keys
-            .iter()
-            .filter(|k| k.kid.as_deref() == Some(kid))
-            .find(|k| k.use_.as_deref() != Some("tls") && k.use_.as_deref() != Some("enc"))
+        // A TLS or encryption key may share a kid with a signing key in OB sets: prefer the one meant for
+        // signatures, else return the other so that `suitable` can say why it does not verify.
+        let mut named = self.keys.iter().filter(|k| k.kid.as_deref() == Some(kid));
+        let first = named.clone().next();
+        named.find(|k| k.meant_for_signatures()).or(first)
     }
 
     /// Does any key with `use` = `tls` carry exactly this certificate as `x5c[0]`?
@@ -118,17 +144,40 @@ impl KeySet {
     }
 }
 
-/// Checks that a key may verify `alg`: right key type and curve, `use` = sig when given, `alg` equal when given.
+impl Key {
+    fn meant_for_signatures(&self) -> bool {
+        self.use_.as_deref().is_none_or(|u| u == "sig")
+            && self
+                .key_ops
+                .as_ref()
+                .is_none_or(|ops| ops.iter().any(|o| o == "verify"))
+    }
+}
+
+/// Checks that a key may verify `alg`: right key type and curve, `use` = sig and `key_ops` ∋ verify when given,
+/// `alg` equal when given, and an RSA key of at least 2048 bits with exponent 65537.
 fn suitable(key: &Key, alg: Algorithm) -> Result<&DecodingKey, String> {
     if let Some(u) = &key.use_
         && u != "sig"
     {
-        return Err(format!("its `use` is `{u}`, not `sig`"));
+        return Err(format!("its `use` is `{}`, not `sig`", echo(u)));
+    }
+    if let Some(ops) = &key.key_ops
+        && !ops.iter().any(|o| o == "verify")
+    {
+        let ops: Vec<String> = ops.iter().map(|o| echo(o).to_string()).collect();
+        return Err(format!(
+            "its `key_ops` are [{}], which do not include `verify`",
+            ops.join(", ")
+        ));
     }
     if let Some(a) = &key.alg
         && a != &format!("{alg:?}")
     {
-        return Err(format!("it is declared for `{a}`"));
+        return Err(format!("it is declared for `{}`", echo(a)));
+    }
+    if let Some(why) = &key.rsa_weakness {
+        return Err(why.clone());
     }
     let fits = match (&key.jwk.algorithm, alg) {
         (
@@ -155,6 +204,28 @@ fn suitable(key: &Key, alg: Algorithm) -> Result<&DecodingKey, String> {
     key.decoding
         .as_ref()
         .ok_or_else(|| "its key material is malformed".to_string())
+}
+
+/// The RSA rules of [`suitable`], on the JWK's base64url `n` and `e` (leading zero octets ignored).
+fn rsa_strength(n: &str, e: &str) -> Result<(), String> {
+    let decode = |v: &str| URL_SAFE_NO_PAD.decode(v.trim_end_matches('=')).ok();
+    let (Some(n), Some(e)) = (decode(n), decode(e)) else {
+        return Err("its key material is malformed".into());
+    };
+    let significant = |b: &[u8]| -> Vec<u8> { b.iter().copied().skip_while(|x| *x == 0).collect() };
+    let n = significant(&n);
+    let bits = n
+        .first()
+        .map_or(0, |top| n.len() * 8 - top.leading_zeros() as usize);
+    if bits < MIN_RSA_BITS {
+        return Err(format!(
+            "its RSA modulus has {bits} bits; at least {MIN_RSA_BITS} are required"
+        ));
+    }
+    if significant(&e) != RSA_EXPONENT {
+        return Err("its RSA public exponent is not 65537".into());
+    }
+    Ok(())
 }
 
 #[derive(Clone)]
@@ -227,12 +298,12 @@ impl JwksCache {
         }
         let key = set.find(kid).ok_or_else(|| JwksError::UnknownKid {
             url: redact_url(url),
-            kid: kid.to_string(),
+            kid: echo(kid).to_string(),
         })?;
         let dk = suitable(key, alg)
             .map_err(|reason| JwksError::Unsuitable {
                 url: redact_url(url),
-                kid: kid.to_string(),
+                kid: echo(kid).to_string(),
                 alg,
                 reason,
             })?
@@ -404,10 +475,112 @@ mod tests {
         let k = set.find("e").expect("signing key");
         assert!(suitable(k, Algorithm::ES256).is_ok());
         assert!(suitable(k, Algorithm::PS256).is_err());
+        let tls = set.find("t").expect("found, so the refusal can say why");
+        let why = suitable(tls, Algorithm::ES256).err().unwrap_or_default();
         assert!(
-            set.find("t").is_none(),
-            "a tls key never verifies signatures"
+            why.contains("`use` is `tls`"),
+            "a tls key never verifies signatures: {why}"
         );
+    }
+
+    fn rsa_jwk(n_bytes: &[u8], e: &[u8], extra: serde_json::Value) -> Vec<u8> {
+        let mut jwk = serde_json::json!({
+            "kty": "RSA", "kid": "r",
+            "n": URL_SAFE_NO_PAD.encode(n_bytes),
+            "e": URL_SAFE_NO_PAD.encode(e),
+        });
+        if let (Some(o), Some(x)) = (jwk.as_object_mut(), extra.as_object()) {
+            o.extend(x.clone());
+        }
+        serde_json::json!({ "keys": [jwk] })
+            .to_string()
+            .into_bytes()
+    }
+
+    fn verdict(body: &[u8]) -> Result<(), String> {
+        let set = KeySet::parse(body).expect("parses");
+        let key = set.find("r").ok_or("not found")?;
+        suitable(key, Algorithm::PS256).map(|_| ())
+    }
+
+    #[test]
+    fn weak_or_misused_rsa_keys_never_verify() {
+        let mut n2048 = vec![0xC5u8; 256];
+        n2048[255] = 0x01;
+        let n1024 = &n2048[..128];
+        let e65537 = [1u8, 0, 1];
+        assert_eq!(
+            verdict(&rsa_jwk(&n2048, &e65537, serde_json::json!({}))),
+            Ok(())
+        );
+        // Leading zero octets are not bits of the key.
+        let mut padded = vec![0u8];
+        padded.extend_from_slice(&n2048);
+        assert_eq!(
+            verdict(&rsa_jwk(&padded, &[0, 1, 0, 1], serde_json::json!({}))),
+            Ok(())
+        );
+        assert_eq!(
+            verdict(&rsa_jwk(
+                &n2048,
+                &e65537,
+                serde_json::json!({"key_ops": ["verify"], "use": "sig"})
+            )),
+            Ok(())
+        );
+
+        let refused = [
+            (rsa_jwk(n1024, &e65537, serde_json::json!({})), "1024 bits"),
+            (
+                rsa_jwk(&n2048[1..], &e65537, serde_json::json!({})),
+                "2040 bits",
+            ),
+            (rsa_jwk(&n2048, &[3], serde_json::json!({})), "exponent"),
+            (
+                rsa_jwk(&n2048, &[1, 0, 0, 1], serde_json::json!({})),
+                "exponent",
+            ),
+            (
+                rsa_jwk(&n2048, &e65537, serde_json::json!({"key_ops": ["encrypt"]})),
+                "`verify`",
+            ),
+            (
+                rsa_jwk(&n2048, &e65537, serde_json::json!({"key_ops": []})),
+                "`verify`",
+            ),
+            // Not an array: the JWK does not parse, so the key is not in the set at all.
+            (
+                rsa_jwk(&n2048, &e65537, serde_json::json!({"key_ops": "verify"})),
+                "not found",
+            ),
+            (
+                rsa_jwk(&n2048, &e65537, serde_json::json!({"use": "enc"})),
+                "`use` is `enc`",
+            ),
+        ];
+        for (body, why) in refused {
+            let got = verdict(&body).err().unwrap_or_default();
+            assert!(got.contains(why), "want {why}: {got}");
+        }
+    }
+
+    #[test]
+    fn a_signing_key_is_preferred_over_others_with_the_same_kid() {
+        let mut n = vec![0xC5u8; 256];
+        n[255] = 1;
+        let key = |extra: serde_json::Value| {
+            let mut k = serde_json::json!({"kty": "RSA", "kid": "r", "n": URL_SAFE_NO_PAD.encode(&n), "e": "AQAB"});
+            if let (Some(o), Some(x)) = (k.as_object_mut(), extra.as_object()) {
+                o.extend(x.clone());
+            }
+            k
+        };
+        let body = serde_json::json!({"keys": [
+            key(serde_json::json!({"key_ops": ["encrypt"]})),
+            key(serde_json::json!({"use": "sig"})),
+        ]})
+        .to_string();
+        assert_eq!(verdict(body.as_bytes()), Ok(()));
     }
 
     #[test]

@@ -4,7 +4,10 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
-use serde_json::{Map, Value};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+use crate::error::echo;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JwtError {
@@ -16,6 +19,10 @@ pub enum JwtError {
     BadHeader,
     #[error("has claims that are not a JSON object")]
     BadClaims,
+    /// RFC 7515 §4 and RFC 7519 §4 let a parser either refuse duplicate names or keep the last one; keeping
+    /// one would let two parsers of the same token (ours, the TPP's, an auditor's) read different values.
+    #[error("has the member `{1}` more than once in its {0}; JSON member names must be unique")]
+    Duplicate(&'static str, String),
     #[error("is signed with `{0}`, which is not accepted here (allowed: {1})")]
     Algorithm(String, String),
     #[error("has no `kid` in its header, so its key cannot be chosen")]
@@ -64,7 +71,7 @@ impl<'a> Jws<'a> {
         if h.is_empty() || p.is_empty() {
             return Err(JwtError::Malformed);
         }
-        let header: Map<String, Value> = decode_json(h).ok_or(JwtError::BadHeader)?;
+        let header = decode_json(h).map_err(|e| e.into_error("header", JwtError::BadHeader))?;
         let alg_name = header
             .get("alg")
             .and_then(Value::as_str)
@@ -75,7 +82,7 @@ impl<'a> Jws<'a> {
             .find(|a| alg_label(*a) == alg_name)
             .ok_or_else(|| {
                 JwtError::Algorithm(
-                    alg_name.to_string(),
+                    echo(alg_name).to_string(),
                     allowed
                         .iter()
                         .map(|a| alg_label(*a))
@@ -88,7 +95,7 @@ impl<'a> Jws<'a> {
                 .as_array()
                 .map(|a| {
                     a.iter()
-                        .filter_map(|v| v.as_str().map(String::from))
+                        .filter_map(|v| v.as_str().map(|s| echo(s).to_string()))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -98,7 +105,7 @@ impl<'a> Jws<'a> {
             Some(Value::String(k)) if !k.is_empty() => k.clone(),
             _ => return Err(JwtError::MissingKid),
         };
-        let claims: Map<String, Value> = decode_json(p).ok_or(JwtError::BadClaims)?;
+        let claims = decode_json(p).map_err(|e| e.into_error("claims", JwtError::BadClaims))?;
         let signing_input = &token[..h.len() + 1 + p.len()];
         Ok(Jws {
             signing_input,
@@ -118,7 +125,7 @@ impl<'a> Jws<'a> {
             self.alg,
         ) {
             Ok(true) => Ok(()),
-            _ => Err(JwtError::Signature(self.kid.clone())),
+            _ => Err(JwtError::Signature(echo(&self.kid).to_string())),
         }
     }
 
@@ -166,11 +173,108 @@ pub fn alg_label(a: Algorithm) -> &'static str {
     }
 }
 
-fn decode_json(part: &str) -> Option<Map<String, Value>> {
-    let bytes = URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).ok()?;
-    match serde_json::from_slice(&bytes).ok()? {
-        Value::Object(m) => Some(m),
-        _ => None,
+/// Why a JWS part did not decode to a JSON object.
+enum DecodeFailure {
+    NotAnObject,
+    Duplicate(String),
+}
+
+impl DecodeFailure {
+    fn into_error(self, part: &'static str, otherwise: JwtError) -> JwtError {
+        match self {
+            DecodeFailure::NotAnObject => otherwise,
+            DecodeFailure::Duplicate(name) => JwtError::Duplicate(part, echo(&name).to_string()),
+        }
+    }
+}
+
+fn decode_json(part: &str) -> Result<Map<String, Value>, DecodeFailure> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part.trim_end_matches('='))
+        .map_err(|_| DecodeFailure::NotAnObject)?;
+    let duplicate = std::cell::Cell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let parsed = Unique {
+        duplicate: &duplicate,
+    }
+    .deserialize(&mut de)
+    .and_then(|v| de.end().map(|()| v));
+    match (parsed, duplicate.take()) {
+        (_, Some(name)) => Err(DecodeFailure::Duplicate(name)),
+        (Ok(Value::Object(m)), None) => Ok(m),
+        _ => Err(DecodeFailure::NotAnObject),
+    }
+}
+
+/// Builds a `serde_json::Value` as `serde_json` would, except that an object naming a member twice, at any
+/// depth, is an error; the name is left in `duplicate`. One pass, no second parse.
+#[derive(Clone, Copy)]
+struct Unique<'a> {
+    duplicate: &'a std::cell::Cell<Option<String>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Unique<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Unique<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if members.contains_key(&name) {
+                self.duplicate.set(Some(name));
+                return Err(de::Error::custom("duplicate member name"));
+            }
+            let value = map.next_value_seed(self)?;
+            members.insert(name, value);
+        }
+        Ok(Value::Object(members))
     }
 }
 
@@ -189,22 +293,25 @@ pub fn check_times(claims: &Map<String, Value>, r: &TimeRules) -> Result<(), Jwt
     let nbf = numeric(claims, "nbf")?;
     let iat = numeric(claims, "iat")?;
     match exp {
-        Some(exp) if r.now > exp + r.skew => return Err(JwtError::Expired { exp, now: r.now }),
+        // Saturating: an attacker chooses these numbers, and i64::MIN or MAX must not wrap into range.
+        Some(exp) if r.now > exp.saturating_add(r.skew) => {
+            return Err(JwtError::Expired { exp, now: r.now });
+        }
         None if r.require_exp => return Err(JwtError::Missing("exp")),
         _ => {}
     }
     if let Some(nbf) = nbf
-        && nbf > r.now + r.skew
+        && nbf > r.now.saturating_add(r.skew)
     {
         return Err(JwtError::NotYetValid { nbf, now: r.now });
     }
     match iat {
-        Some(iat) if iat > r.now + r.skew => {
+        Some(iat) if iat > r.now.saturating_add(r.skew) => {
             return Err(JwtError::IssuedInFuture { iat, now: r.now });
         }
         Some(iat) => {
             if let Some(max_age) = r.max_age
-                && r.now - iat > max_age + r.skew
+                && r.now.saturating_sub(iat) > max_age.saturating_add(r.skew)
             {
                 return Err(JwtError::TooOld { iat, max_age });
             }
@@ -292,6 +399,104 @@ mod tests {
             Jws::parse(&long, ALLOWED, 50).err(),
             Some(JwtError::TooLarge(50))
         );
+    }
+
+    fn raw_token(header: &str, claims: &str) -> String {
+        format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        )
+    }
+
+    #[test]
+    fn a_member_named_twice_is_refused_in_the_header_the_claims_and_nested_objects() {
+        let ok_header = r#"{"alg":"PS256","kid":"k"}"#;
+        let cases = [
+            (
+                r#"{"alg":"PS256","kid":"k","alg":"none"}"#,
+                "{}",
+                JwtError::Duplicate("header", "alg".into()),
+            ),
+            (
+                ok_header,
+                r#"{"software_id":"a","iss":"a","software_id":"b"}"#,
+                JwtError::Duplicate("claims", "software_id".into()),
+            ),
+            (
+                ok_header,
+                r#"{"org":{"status":"Active","status":"Revoked"}}"#,
+                JwtError::Duplicate("claims", "status".into()),
+            ),
+            (
+                ok_header,
+                r#"{"list":[{"a":1},{"b":1,"b":2}]}"#,
+                JwtError::Duplicate("claims", "b".into()),
+            ),
+            // Equal after JSON unescaping is the same name.
+            (
+                r#"{"alg":"PS256","kid":"k","\u006bid":"other"}"#,
+                "{}",
+                JwtError::Duplicate("header", "kid".into()),
+            ),
+        ];
+        for (header, claims, want) in cases {
+            let got = Jws::parse(&raw_token(header, claims), ALLOWED, 1000).err();
+            assert_eq!(got, Some(want), "{header} {claims}");
+        }
+        let fine = raw_token(
+            ok_header,
+            r#"{"a":{"x":1},"b":{"x":[1,1.5,-2,null,true,"s"]}}"#,
+        );
+        let j =
+            Jws::parse(&fine, ALLOWED, 1000).expect("the same name in different objects is fine");
+        assert_eq!(j.claims["b"]["x"], json!([1, 1.5, -2, null, true, "s"]));
+        assert_eq!(
+            Jws::parse(&raw_token(ok_header, "{} {}"), ALLOWED, 1000).err(),
+            Some(JwtError::BadClaims),
+            "trailing data after the object"
+        );
+    }
+
+    #[test]
+    fn extreme_time_values_cannot_wrap_into_range() {
+        let c = |v: Value| v.as_object().cloned().expect("object");
+        let rules = TimeRules {
+            now: 1_700_000_000,
+            skew: 10,
+            require_exp: true,
+            require_iat: true,
+            max_age: Some(300),
+        };
+        let ok_exp = rules.now + 60;
+        assert!(matches!(
+            check_times(&c(json!({"iat": i64::MIN, "exp": ok_exp})), &rules),
+            Err(JwtError::TooOld { .. })
+        ));
+        assert!(matches!(
+            check_times(&c(json!({"iat": -1e300, "exp": ok_exp})), &rules),
+            Err(JwtError::TooOld { .. })
+        ));
+        assert!(matches!(
+            check_times(&c(json!({"iat": rules.now - 311, "exp": ok_exp})), &rules),
+            Err(JwtError::TooOld { .. })
+        ));
+        assert!(check_times(&c(json!({"iat": rules.now - 310, "exp": ok_exp})), &rules).is_ok());
+        assert!(matches!(
+            check_times(&c(json!({"iat": rules.now, "exp": i64::MIN})), &rules),
+            Err(JwtError::Expired { .. })
+        ));
+        assert!(matches!(
+            check_times(&c(json!({"iat": i64::MAX, "exp": ok_exp})), &rules),
+            Err(JwtError::IssuedInFuture { .. })
+        ));
+        assert!(matches!(
+            check_times(
+                &c(json!({"iat": rules.now, "exp": ok_exp, "nbf": i64::MAX})),
+                &rules
+            ),
+            Err(JwtError::NotYetValid { .. })
+        ));
     }
 
     #[test]

@@ -440,3 +440,60 @@ async fn the_register_status_check_refuses_products_that_are_not_active() {
     }
     assert_eq!(w.jwks.fetch_count(status_path), 1, "the list is cached");
 }
+
+#[tokio::test]
+async fn a_cdr_request_names_its_response_types_and_id_token_algorithm() {
+    let w = cdr_world().await;
+    let adr = w.adr();
+    for (case, omitted, words) in [
+        (
+            "no id_token_signed_response_alg (the upstream would choose RS256)",
+            json!({"id_token_signed_response_alg": null}),
+            "`id_token_signed_response_alg` is required",
+        ),
+        (
+            "no response_types (1.13 RegistrationProperties requires it)",
+            json!({"response_types": null}),
+            "`response_types` is required",
+        ),
+    ] {
+        let resp = w
+            .post_register(&adr.client, &w.cdr_request(&adr, omitted))
+            .await;
+        assert_error(&resp, 400, ICM, case);
+        let desc = resp.json()["error_description"].to_string();
+        assert!(desc.contains(words), "{case}: {desc}");
+    }
+    assert!(w.upstream.requests("/reg").await.is_empty());
+    assert!(w.upstream.clients().await.is_empty());
+    // Both named, the registration goes through with what was named.
+    let resp = w
+        .post_register(
+            &adr.client,
+            &w.cdr_request(&adr, json!({"id_token_signed_response_alg": "ES256"})),
+        )
+        .await;
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    assert_eq!(resp.json()["id_token_signed_response_alg"], "ES256");
+    assert_eq!(w.upstream.requests("/reg").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_data_recipient_jwks_that_cannot_be_loaded_is_invalid_client_metadata() {
+    let w = cdr_world().await;
+    // Unreachable (HTTP 500), then reachable but not a JWK Set: the CDR reference server answers both
+    // ERR-GEN-021 "Could not load JWKS from Data Recipient endpoint" with invalid_client_metadata.
+    let adr = w.adr();
+    w.jwks.set_status(&adr.jwks_path, 500);
+    let resp = w
+        .post_register(&adr.client, &w.cdr_request(&adr, json!({})))
+        .await;
+    assert_error(&resp, 400, ICM, "recipient JWKS answers 500");
+    let adr = w.adr();
+    w.jwks.set(&adr.jwks_path, json!({"not": "a jwks"}));
+    let resp = w
+        .post_register(&adr.client, &w.cdr_request(&adr, json!({})))
+        .await;
+    assert_error(&resp, 400, ICM, "recipient JWKS is not a JWK Set");
+    assert!(w.upstream.clients().await.is_empty());
+}

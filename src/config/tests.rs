@@ -458,3 +458,23 @@ fn crl_settings_that_cannot_work_are_refused_with_their_key() {
     assert!(e.to_string().contains("listed twice"), "{e}");
     assert!(e.to_string().contains("\"open_for_passthrough\""), "{e}");
 }
+
+#[test]
+fn request_max_age_defaults_to_five_minutes_and_stays_within_an_hour() {
+    let c = load(GOOD, &env()).expect("valid");
+    assert_eq!(c.profile.request_max_age, Duration::from_secs(300));
+    let with = |v: &str| {
+        GOOD.replace(
+            "audiences = [\"0015800001041RHAAY\"]",
+            &format!("audiences = [\"0015800001041RHAAY\"]\nrequest_max_age = \"{v}\""),
+        )
+    };
+    let c = load(&with("90s"), &env()).expect("valid");
+    assert_eq!(c.profile.request_max_age, Duration::from_secs(90));
+    for bad in ["0s", "2h", "61m", "5"] {
+        let e = load(&with(bad), &env()).expect_err(bad);
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["profile.request_max_age"], "{bad}: {e}");
+    }
+    assert!(load(&with("1h"), &env()).is_ok());
+}

@@ -1,12 +1,14 @@
 //! Client metadata: validation against the profile and the SSA, the RFC 7591 translation for the upstream,
 //! and the profile-shaped response rendered from what was registered.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
 use serde_json::{Map, Value, json};
 use url::{Host, Url};
 
 use crate::dcr::profile::{Profile, ProfileKind};
 use crate::dcr::ssa::Ssa;
-use crate::error::{ErrorCode, ProxyError};
+use crate::error::{ErrorCode, ProxyError, echo};
 use crate::identity::{DistinguishedName, PeerCert};
 
 const GRANT_TYPES: &[&str] = &["client_credentials", "authorization_code", "refresh_token"];
@@ -74,7 +76,8 @@ fn one_of(name: &str, value: &str, allowed: &[String]) -> Result<(), ProxyError>
         Ok(())
     } else {
         Err(bad(format!(
-            "`{name}` is `{value}`; this bank accepts {}",
+            "`{name}` is `{}`; this bank accepts {}",
+            echo(value),
             allowed.join(", ")
         )))
     }
@@ -115,7 +118,8 @@ pub fn validate(
         check_redirect_uri(uri)?;
         if !ssa.redirect_uris.iter().any(|s| s == uri) {
             return Err(bad_redirect(format!(
-                "redirect URI `{uri}` is not one of the software statement's redirect URIs"
+                "redirect URI `{}` is not one of the software statement's redirect URIs",
+                echo(uri)
             )));
         }
     }
@@ -149,9 +153,15 @@ pub fn validate(
         token_endpoint_auth_signing_alg.filter(|_| token_endpoint_auth_method == "private_key_jwt");
     let id_token_signed_response_alg = alg("id_token_signed_response_alg")?;
     let request_object_signing_alg = alg("request_object_signing_alg")?;
-    // v3.1's data dictionary makes both 1..1; CDR 1.13 requires request_object_signing_alg.
-    if !is_cdr && id_token_signed_response_alg.is_none() {
-        return Err(bad("`id_token_signed_response_alg` is required"));
+    // v3.1's data dictionary makes both 1..1; CDR 1.13 requires request_object_signing_alg. CDR's schema leaves
+    // id_token_signed_response_alg out of its required list, but an omitted one lets the upstream pick its
+    // default (RS256 for OIDC registration), which CDR forbids; the CDR reference server refuses it too
+    // (CdrAuthServer ClientRegistrationValidator: MustBeOne on IdTokenSignedResponseAlg).
+    if id_token_signed_response_alg.is_none() {
+        return Err(bad(format!(
+            "`id_token_signed_response_alg` is required; this bank accepts {}",
+            cfg.signing_algorithms.join(", ")
+        )));
     }
     if request_object_signing_alg.is_none() {
         return Err(bad("`request_object_signing_alg` is required"));
@@ -170,10 +180,21 @@ pub fn validate(
         return Err(bad("`grant_types` must include authorization_code"));
     }
 
-    let response_types = match c.list("response_types")? {
-        Some(list) if list.is_empty() => return Err(bad("`response_types` must not be empty")),
-        Some(list) => list,
-        None => vec!["code id_token".to_string()],
+    let response_types = match (
+        c.list("response_types")?,
+        profile.kind().rules().omitted_response_types,
+    ) {
+        (Some(list), _) if list.is_empty() => {
+            return Err(bad("`response_types` must not be empty"));
+        }
+        (Some(list), _) => list,
+        (None, Some(default)) => to_strings(default),
+        (None, None) => {
+            return Err(bad(format!(
+                "`response_types` is required; this bank supports {}",
+                cfg.response_types.join(", ")
+            )));
+        }
     };
     for r in &response_types {
         one_of("response_types", r, &cfg.response_types)?;
@@ -257,12 +278,17 @@ pub fn validate(
         if dn.len() > 1024 {
             return Err(bad("`tls_client_auth_dn` is too long"));
         }
-        let wanted = DistinguishedName::parse_rfc4514(dn)
-            .map_err(|e| bad(format!("`tls_client_auth_dn` is not a valid DN: {e}")))?;
+        let wanted = DistinguishedName::parse_rfc4514(dn).map_err(|e| {
+            bad(format!(
+                "`tls_client_auth_dn` is not a valid DN: {}",
+                echo(&e.to_string())
+            ))
+        })?;
         if !peer.subject.matches(&wanted, &cfg.dn_match) {
             return Err(bad(format!(
-                "`tls_client_auth_dn` `{dn}` does not match the subject of the presented transport certificate `{}`",
-                peer.subject_text
+                "`tls_client_auth_dn` `{}` does not match the subject of the presented transport certificate `{}`",
+                echo(dn),
+                echo(&peer.subject_text)
             )));
         }
     }
@@ -284,36 +310,106 @@ pub fn validate(
     })
 }
 
+/// Characters RFC 3986 §2 allows in a URI besides letters and digits. Anything else (a space, a backslash, a
+/// control character such as NUL, non-ASCII) is parsed differently by different parsers, and the browser that
+/// follows the redirect is not the parser that checked it.
+const URI_PUNCTUATION: &str = "-._~:/?#[]@!$&'()*+,;=%";
+
 fn check_redirect_uri(uri: &str) -> Result<(), ProxyError> {
     if uri.len() > MAX_REDIRECT_URI_LEN {
         return Err(bad_redirect(format!(
             "redirect URI is longer than {MAX_REDIRECT_URI_LEN} characters"
         )));
     }
-    let u = Url::parse(uri).map_err(|_| bad_redirect(format!("`{uri}` is not an absolute URI")))?;
+    let refused = |why: &str| {
+        bad_redirect(format!(
+            "redirect URI `{}` {why}, whatever the software statement says",
+            echo(uri)
+        ))
+    };
+    if let Some(c) = uri
+        .chars()
+        .find(|c| !c.is_ascii_alphanumeric() && !URI_PUNCTUATION.contains(*c))
+    {
+        return Err(refused(&format!(
+            "contains {}, which a URI may not (RFC 3986 §2)",
+            match c {
+                '\\' => "a backslash".to_string(),
+                ' ' => "a space".to_string(),
+                c => format!("the character U+{:04X}", u32::from(c)),
+            }
+        )));
+    }
+    let u = Url::parse(uri)
+        .map_err(|_| bad_redirect(format!("`{}` is not an absolute URI", echo(uri))))?;
     if u.scheme() != "https" {
-        return Err(bad_redirect(format!("redirect URI `{uri}` must use https")));
+        return Err(bad_redirect(format!(
+            "redirect URI `{}` must use https",
+            echo(uri)
+        )));
+    }
+    // Checked on the text too: the parser drops an empty userinfo (`https://@host`) without a trace.
+    let authority = uri.split_once("://").map_or("", |(_, rest)| {
+        rest.split(['/', '?', '#']).next().unwrap_or("")
+    });
+    if authority.contains('@') || !u.username().is_empty() || u.password().is_some() {
+        return Err(refused(
+            "carries userinfo (`name@`), which makes the host hard to read for the user",
+        ));
     }
     let local = match u.host() {
         Some(Host::Domain(d)) => {
             let d = d.trim_end_matches('.').to_ascii_lowercase();
             d == "localhost" || d.ends_with(".localhost")
         }
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(Host::Ipv4(ip)) => !ipv4_is_public(ip),
+        Some(Host::Ipv6(ip)) => !ipv6_is_public(ip),
         None => true,
     };
     if local {
-        return Err(bad_redirect(format!(
-            "redirect URI `{uri}` must not point at localhost"
-        )));
+        return Err(refused(
+            "points at localhost, a private, link-local or unspecified address, or a multicast group",
+        ));
     }
     if u.fragment().is_some() {
         return Err(bad_redirect(format!(
-            "redirect URI `{uri}` must not have a fragment"
+            "redirect URI `{}` must not have a fragment",
+            echo(uri)
         )));
     }
     Ok(())
+}
+
+/// Whether an authorisation response sent here would leave the user's own machine and network. Loopback,
+/// unspecified, link-local, private (RFC 1918), shared (RFC 6598), broadcast, multicast and reserved addresses
+/// all answer from whatever happens to listen near the user's browser, so a code sent there is not the TPP's.
+fn ipv4_is_public(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    !(ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_link_local()
+        || ip.is_private()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b))
+        || a >= 240)
+}
+
+/// As [`ipv4_is_public`]; an IPv4 address embedded in IPv6 (`::ffff:127.0.0.1`, `::127.0.0.1`) is judged as the
+/// IPv4 address it reaches.
+fn ipv6_is_public(ip: Ipv6Addr) -> bool {
+    if let Some(v4) = ip.to_ipv4() {
+        return !ip.is_loopback() && !ip.is_unspecified() && ipv4_is_public(v4);
+    }
+    let first = ip.segments()[0];
+    !(ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        // fe80::/10 link-local, fc00::/7 unique local, fec0::/10 site-local (deprecated, still routed locally).
+        || (first & 0xffc0) == 0xfe80
+        || (first & 0xfe00) == 0xfc00
+        || (first & 0xffc0) == 0xfec0)
 }
 
 fn scopes(c: &Claims<'_>, ssa: &Ssa, profile: &Profile) -> Result<Vec<String>, ProxyError> {
@@ -356,14 +452,16 @@ fn scopes(c: &Claims<'_>, ssa: &Ssa, profile: &Profile) -> Result<Vec<String>, P
             for s in list {
                 if !cfg.allowed_scopes.contains(&s) {
                     return Err(bad(format!(
-                        "scope `{s}` is not offered by this bank; it offers {}",
+                        "scope `{}` is not offered by this bank; it offers {}",
+                        echo(&s),
                         cfg.allowed_scopes.join(", ")
                     )));
                 }
                 if !profile.scope_allowed_by_roles(&s, &ssa.roles) {
                     return Err(bad(format!(
-                        "scope `{s}` needs a role the software statement does not grant (roles: {})",
-                        ssa.roles.join(", ")
+                        "scope `{}` needs a role the software statement does not grant (roles: {})",
+                        echo(&s),
+                        echo(&ssa.roles.join(", "))
                     )));
                 }
                 if !out.contains(&s) {
@@ -560,6 +658,11 @@ mod tests {
         for ok in [
             "https://tpp.example.com/cb",
             "https://tpp.example.com:8443/a?b=c",
+            "https://tpp.example.com/a%20b?x=%2F&y=[1]",
+            "https://8.8.8.8/cb",
+            "https://[2001:db8::1]/cb",
+            "https://[::ffff:8.8.8.8]/cb",
+            "https://xn--bcher-kva.example/cb",
         ] {
             assert!(check_redirect_uri(ok).is_ok(), "{ok}");
         }
@@ -576,5 +679,64 @@ mod tests {
             assert!(check_redirect_uri(bad).is_err(), "{bad}");
         }
         assert!(check_redirect_uri(&format!("https://e.com/{}", "a".repeat(300))).is_err());
+    }
+
+    #[test]
+    fn redirect_uris_that_reach_the_users_own_machine_or_network_are_refused() {
+        for bad in [
+            // IPv4 in its other spellings, and embedded in IPv6.
+            "https://127.1.2.3/cb",
+            "https://2130706433/cb",
+            "https://0x7f.0.0.1/cb",
+            "https://[::ffff:127.0.0.1]/cb",
+            "https://[::ffff:7f00:1]/cb",
+            "https://[::127.0.0.1]/cb",
+            "https://0.0.0.0/cb",
+            "https://0/cb",
+            "https://[::]/cb",
+            "https://169.254.169.254/latest/meta-data",
+            "https://[fe80::1]/cb",
+            "https://10.0.0.5/cb",
+            "https://172.16.3.4/cb",
+            "https://192.168.1.1/cb",
+            "https://100.64.0.1/cb",
+            "https://[fd00::1]/cb",
+            "https://[::ffff:192.168.1.1]/cb",
+            "https://255.255.255.255/cb",
+            "https://224.0.0.1/cb",
+            "https://[ff02::1]/cb",
+        ] {
+            let e = check_redirect_uri(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains("InvalidRedirectUri"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn redirect_uris_that_parsers_read_differently_are_refused() {
+        for (bad, why) in [
+            ("https://good.example@evil.example/cb", "userinfo"),
+            ("https://good.example:pw@evil.example/cb", "userinfo"),
+            ("https://@evil.example/cb", "userinfo"),
+            ("https://evil.example\\@good.example/cb", "backslash"),
+            ("https://good.example\\evil.example/cb", "backslash"),
+            ("https://tpp.example.com/cb\0", "U+0000"),
+            ("https://tpp.example.com/cb\r\nx", "U+000D"),
+            ("https://tpp.example.com/c b", "space"),
+            ("https://tpp.example.com/cb\t", "U+0009"),
+            ("https://tpp.exаmple.com/cb", "U+0430"),
+            ("https://tpp.example.com/\"cb", "U+0022"),
+        ] {
+            let e = check_redirect_uri(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.contains("InvalidRedirectUri") && e.contains(why),
+                "{bad:?} ({why}): {e}"
+            );
+        }
     }
 }

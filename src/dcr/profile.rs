@@ -5,6 +5,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::dcr::status::StatusConfig;
+use crate::error::ErrorCode;
 use crate::identity::DnMatchRule;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +65,8 @@ pub struct ProfileConfig {
     pub audiences: Vec<String>,
     pub clock_skew: Duration,
     pub ssa_max_age: Option<Duration>,
+    /// A request JWT whose `iat` is older than this (plus clock_skew) is refused.
+    pub request_max_age: Duration,
     pub request_algorithms: Vec<jsonwebtoken::Algorithm>,
     pub signing_algorithms: Vec<String>,
     pub token_endpoint_auth_methods: Vec<String>,
@@ -99,6 +102,10 @@ pub struct Rules {
     pub scopes: &'static [&'static str],
     pub response_types: &'static [&'static str],
     pub default_response_types: &'static [&'static str],
+    /// What a request that omits `response_types` registers; None: the member is required.
+    pub omitted_response_types: Option<&'static [&'static str]>,
+    /// The error for a software JWKS (the TPP's keys) that cannot be fetched or read.
+    pub software_jwks_unusable: ErrorCode,
     /// Allowed and default id_token encryption algorithms and encodings.
     pub id_token_encryption_algs: &'static [&'static str],
     pub id_token_encryption_encs: &'static [&'static str],
@@ -123,6 +130,9 @@ const OB_RULES: Rules = Rules {
     scopes: &["openid", "accounts", "payments", "fundsconfirmations"],
     response_types: &["code", "code id_token"],
     default_response_types: &["code", "code id_token"],
+    // v3.1's data dictionary: response_types "Defaults to code id_token if not specified".
+    omitted_response_types: Some(&["code id_token"]),
+    software_jwks_unusable: ErrorCode::InvalidSoftwareStatement,
     id_token_encryption_algs: ENC_ALGS,
     id_token_encryption_encs: ENC_ENCS,
     require_transport_cert_in_ssa_jwks: true,
@@ -151,6 +161,12 @@ const CDR_RULES: Rules = Rules {
     response_types: &["code id_token", "code"],
     // 1.13 data holders must support the hybrid flow; `code` (with JARM) is an operator opt-in.
     default_response_types: &["code id_token"],
+    // 1.13's RegistrationProperties lists response_types as required, and the CDR reference server
+    // (CdrAuthServer ClientRegistrationValidator: "Response types is mandatory") refuses a request without it.
+    omitted_response_types: None,
+    // The CDR reference server answers ERR-GEN-021 "Could not load JWKS from Data Recipient endpoint" with
+    // invalid_client_metadata (CdrAuthServer ErrorCatalogue, UNABLE_TO_LOAD_JWKS_DATA_RECIPIENT).
+    software_jwks_unusable: ErrorCode::InvalidClientMetadata,
     id_token_encryption_algs: ENC_ALGS,
     id_token_encryption_encs: ENC_ENCS,
     require_transport_cert_in_ssa_jwks: false,

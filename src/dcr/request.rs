@@ -4,7 +4,7 @@ use serde_json::{Map, Value};
 
 use crate::dcr::profile::Profile;
 use crate::dcr::ssa::Ssa;
-use crate::error::{ErrorCode, ProxyError};
+use crate::error::{ErrorCode, ProxyError, echo};
 use crate::jwks::{JwksCache, JwksError, KeySet};
 use crate::jwt::{self, Jws, TimeRules};
 use crate::store::replay::ReplayGuard;
@@ -39,9 +39,10 @@ pub async fn verify(
         .key_for(&ssa.jwks_uri, &jws.kid, jws.alg)
         .await
         .map_err(|e| match e {
-            // The TPP's key store is unreachable or broken: the software statement points nowhere usable.
+            // The TPP's key store is unreachable or broken: OB blames the software statement that points
+            // there, CDR the client metadata (the profile's rule data says which).
             JwksError::Unavailable { .. } | JwksError::Invalid { .. } => ProxyError::rejected(
-                ErrorCode::InvalidSoftwareStatement,
+                profile.kind().rules().software_jwks_unusable,
                 format!("the software statement's JWKS cannot be used: {e}"),
             ),
             // The key named by the request is not there or cannot verify it: the request is at fault.
@@ -54,8 +55,9 @@ pub async fn verify(
     let iss = jws.required_str("iss").map_err(invalid)?;
     if iss != ssa.software_id {
         return Err(invalid(format!(
-            "`iss` is `{iss}` but must be the software statement's software_id `{}`",
-            ssa.software_id
+            "`iss` is `{}` but must be the software statement's software_id `{}`",
+            echo(iss),
+            echo(&ssa.software_id)
         )));
     }
     check_audience(jws.claims.get("aud"), &profile.cfg.audiences)?;
@@ -67,7 +69,8 @@ pub async fn verify(
             skew: profile.cfg.clock_skew.as_secs() as i64,
             require_exp: true,
             require_iat: true,
-            max_age: None,
+            // Bounds iat from below: without it any iat in the past, down to i64::MIN, passes.
+            max_age: Some(profile.cfg.request_max_age.as_secs() as i64),
         },
     )
     .map_err(invalid)?;
@@ -87,8 +90,9 @@ pub async fn verify(
         && sid != ssa.software_id
     {
         return Err(invalid(format!(
-            "`software_id` is `{sid}` but the software statement says `{}`",
-            ssa.software_id
+            "`software_id` is `{}` but the software statement says `{}`",
+            echo(sid),
+            echo(&ssa.software_id)
         )));
     }
     let key = crate::store::replay::replay_key(profile.name(), &ssa.software_id, jti);
@@ -99,7 +103,8 @@ pub async fn verify(
     if !first {
         crate::metrics::METRICS.replay_rejections.inc();
         return Err(invalid(format!(
-            "replayed jti: `{jti}` was already used; sign a new request JWT with a fresh jti"
+            "replayed jti: `{}` was already used; sign a new request JWT with a fresh jti",
+            echo(jti)
         )));
     }
     Ok(VerifiedRequest {

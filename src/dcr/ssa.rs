@@ -4,7 +4,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::dcr::profile::{Profile, TrustAnchor};
-use crate::error::{ErrorCode, ProxyError};
+use crate::error::{ErrorCode, ProxyError, echo};
 use crate::jwks::{JwksCache, JwksError};
 use crate::jwt::{self, Jws, JwtError, TimeRules};
 
@@ -45,7 +45,10 @@ pub async fn verify(
     let Some(anchor) = anchors.iter().find(|a| a.issuer == issuer) else {
         return Err(ProxyError::rejected(
             ErrorCode::UnapprovedSoftwareStatement,
-            format!("software statements issued by `{issuer}` are not accepted by this bank"),
+            format!(
+                "software statements issued by `{}` are not accepted by this bank",
+                echo(&issuer)
+            ),
         ));
     };
     if !anchor.algorithms.contains(&jws.alg) {

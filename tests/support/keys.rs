@@ -36,6 +36,14 @@ impl SigningKey {
         Self::new(kid, Inner::Rsa(pair))
     }
 
+    /// An RSA-2048 key whose public exponent is 3: a key a verifier must refuse (see [`RSA_E3_PKCS8`]).
+    pub fn rsa_e3(kid: &str) -> Self {
+        let der = STANDARD
+            .decode(RSA_E3_PKCS8.concat())
+            .expect("the fixture is base64");
+        Self::from_pkcs8(kid, &der)
+    }
+
     pub fn ec_p256(kid: &str) -> Self {
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(
             &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -216,6 +224,29 @@ impl SigningKey {
         }
     }
 }
+
+/// PKCS#8 DER (base64) of a test-only RSA-2048 key with public exponent 3, made once with `openssl genpkey
+/// -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -pkeyopt rsa_keygen_pubexp:3`: aws-lc-rs generates only e = 65537
+/// but loads and signs with this one. It protects nothing.
+const RSA_E3_PKCS8: &[&str] = &[
+    "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQCx3qIKCvKCJwAZ8I1ny0bHjjuuM+aa0Dut0CPoESrPrdozCTJi",
+    "1L0xF1Lvap+M/gDZjR4IOTMVgUsRAMZy3Bjfypce02uBJBYTkvi5dmrsTOaJn0r2oBUYkRWBzxKgf5C8+5nfUoiZrP7me0Jjokwi",
+    "x7Q16+NWYLtRX0KrLN/cUF3UJOyyTr55WB+SULDo28vi2c8ML233XFXqfAZfM9JSiDSWslWLRME5g6TwfsSSa5+JR0qvjqN1DpWL",
+    "JsCdBdFNxpC1pqpVfpEJFVZopeJQVUrFsV/byLmhocukqt0FOG1NDvwSjYyB0bMKl8wEtzF4WQFK0ScVRaL2EzDYdEFLAgEDAoIB",
+    "AHaUbAax9wFvVWagXkUyLy+0J8l37xHgJ8k1bUVgxzUekXdbduyN03YPjJ+cal3+qzuzaVrQzLkA3LYAhEySuz/cZL83nQDCuWJh",
+    "+yZO8fLd7wZqMfnADhBguQE0txWqYH39ET+MWxEd/0RSLEJsMsHaeCPyl47rJ4uU1xzIlT2JzKhDG+t7YVPrQU27FV7oA4+z7w2Y",
+    "Akbk0qaqfFroOj/b1V1NdgHFioLWmHA9bIxzQ+SPKI41jmKd1hVPHhCpX8gx2vP8M6u0GX/xmLOrj1k9T471UiKeaEKk5inrWTIr",
+    "9rG7AL5dPJn69rylrDYk3t1cDNGadYs4BXJewhJZSJsCgYEA2SupA7dK2lgWlhzhWNej1koziOAm6iGm3hu7UTrCX1qBr/us0Ulg",
+    "aF3qlHyiY8PgQKHG9TMmhGmH7bQ0YpwExm13V0XlMkNA6EMt4Zy4+K0Tkv+hRfX5k6J3ZoqTSmCmIoYPIZO0n4g66VXPA6RhGAf6",
+    "eoaELtebtxHTIkGF4icCgYEA0awXPxnK0iNgp4DWuALb8EEYX5ekgGteO9TA+pwVG5g8xI8RUz88CRdXK8uAPfveeRCpmKcXyXeZ",
+    "5rb7sOgC+zQEcQHHKpCvgoX9D75rkp1lwG+gHrHhiZszC9s2jNlQWLxnWWFNEhKeV5nQRg8eyyRUc4nlR+zV47ix63tocj0CgYEA",
+    "kMfGAnox5uVkZBNA5eUX5DF3sJVvRsEZ6WfSNicsP5GryqfIi4ZARZPxuFMW7S1AKxaEo3dvAvEFSSLNlxKt2Z5Pj4PuIYIrRYIe",
+    "lmh7UHNiYf/A2U6mYmxPmbG3husZbFlfa7fNv7AnRjk0rRhAuq/8Ua8CyeUSegviFtZZQW8CgYEAi8gPf2aHNsJAb6s50AHn9YC6",
+    "6mUYVZzpfTiApxK4vRAogwoLjNTSsLo6HTJVfqfppgsbuxoP26URRHn9IJqsp3gC9gEvcbXKVwP+Cn7yYb5D1Z/AFHaWW7zMspIk",
+    "XeY1kH2aO5YzYWG+5RE1hAoUh22NolvuL/M5QnshR6ea9tMCgYEAvCFVJsAcViDV2eAUuVOqb4Ql7CiMXOQdxzlS2Wh1vuYVNBM5",
+    "OgDOeWHUHFmPVZeGw6mA0YiBLL25SKe/hHKjPxZFZ8iG3ahmPmVxqgZVMad7/rb2/AJ64+mX1nagVXE2BrqCtyuMb1j/nubesU4V",
+    "xGZjVJCf9VLLo/6kh4Pk4uY=",
+];
 
 /// `{"keys": [..]}`.
 pub fn jwks(keys: &[Value]) -> Value {

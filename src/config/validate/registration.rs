@@ -13,6 +13,9 @@ use crate::dcr::status::StatusConfig;
 use crate::identity::{DnMatchRule, attribute_oid};
 use crate::upstream::UpstreamConfig;
 
+/// The longest `profile.request_max_age`, the same hour that bounds a request JWT's `exp`.
+const MAX_REQUEST_AGE_SECS: u64 = crate::dcr::request::MAX_LIFETIME_SECS.unsigned_abs();
+
 /// Management tokens longer than this are refused before any lookup.
 const MAX_TOKEN_LEN: usize = 8192;
 
@@ -52,6 +55,15 @@ impl Validator<'_> {
             .as_deref()
             .map(|s| self.duration("profile.ssa_max_age", s, true))
             .filter(|d| !d.is_zero());
+        let request_max_age = self.duration("profile.request_max_age", &p.request_max_age, false);
+        // FAPI 1.0 Advanced §5.2.2 caps a signed request's lifetime at 60 minutes; no client still sending a
+        // registration signed longer ago than that is one a larger bound would help.
+        if request_max_age.as_secs() > MAX_REQUEST_AGE_SECS {
+            self.problem(
+                "profile.request_max_age",
+                format!("`{}` is longer than 1h", p.request_max_age),
+            );
+        }
         let request_algorithms = self.algorithms(
             "profile.request_algorithms",
             p.request_algorithms,
@@ -138,6 +150,7 @@ impl Validator<'_> {
             audiences: p.audiences,
             clock_skew,
             ssa_max_age,
+            request_max_age,
             request_algorithms,
             signing_algorithms,
             token_endpoint_auth_methods,

@@ -220,14 +220,17 @@ impl DistinguishedName {
     }
 }
 
-/// RFC 4518-style folding limited to what the DCR rules ask for: case, and whitespace at the ends
-/// and in runs. NFKC and RFC 4518's "map to nothing" step are deliberately left out: each widens
-/// equality, and a certificate differing from a registered DN only by an invisible or
-/// compatibility character should not pass as that DN.
+/// RFC 4518-style folding limited to what the DCR rules ask for: ASCII case, and whitespace at
+/// the ends and in runs. Only ASCII letters are case-folded: Unicode case mapping sends `ſ`
+/// (U+017F) to `s`, the Kelvin sign (U+212A) to `k` and `ﬀ` to `ff`, so a certificate whose
+/// subject is spelt with such look-alikes would pass as the registered ASCII DN. Every other
+/// character must be equal as written. NFKC and RFC 4518's "map to nothing" step are left out
+/// for the same reason: each widens equality to characters a reader cannot tell apart.
 fn fold(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut space_pending = false;
     for c in s.chars() {
+        // RFC 4518 §2.2 maps every separator to SPACE before §2.6.1 collapses them.
         if c.is_whitespace() {
             space_pending = !out.is_empty();
             continue;
@@ -236,11 +239,7 @@ fn fold(s: &str) -> String {
             out.push(' ');
             space_pending = false;
         }
-        // Lowercasing the uppercase form approximates Unicode full case folding without a
-        // dependency: `ß` and `SS` both become `ss`, final and medial sigma both become `σ`.
-        for upper in c.to_uppercase() {
-            out.extend(upper.to_lowercase());
-        }
+        out.push(c.to_ascii_lowercase());
     }
     out
 }
@@ -359,12 +358,34 @@ mod tests {
     }
 
     #[test]
-    fn case_folding_covers_sharp_s_sigma_and_non_latin_scripts() {
-        assert!(unordered("L=STRASSE", "L=straße"));
-        assert!(unordered("O=ΟΔΟΣ", "O=οδος"));
-        assert!(unordered("O=ΟΔΟΣ", "O=οδοσ"));
-        assert!(unordered("CN=ÉCOLE", "CN=\\C3\\A9cole"));
+    fn only_ascii_letters_are_case_folded() {
+        assert!(unordered("CN=TPP Ltd,O=ACME", "cn=tpp ltd,o=acme"));
+        assert!(unordered("CN=école", "CN=\\C3\\A9cole"));
         assert!(!unordered("CN=école", "CN=ecole"));
+        // Unicode case mapping would make each of these equal; none of them is the same text.
+        assert!(!unordered("CN=ÉCOLE", "CN=école"));
+        assert!(!unordered("L=STRASSE", "L=straße"));
+        assert!(!unordered("O=ΟΔΟΣ", "O=οδος"));
+    }
+
+    #[test]
+    fn look_alikes_that_unicode_folding_would_equate_never_match() {
+        // ſ (U+017F) folds to s, the Kelvin sign (U+212A) to k, ﬀ (U+FB00) to ff.
+        for (presented, requested) in [
+            ("CN=tpp-ſigning,O=Acme", "CN=tpp-signing,O=Acme"),
+            ("CN=\u{212A}ey Service,O=Acme", "CN=Key Service,O=Acme"),
+            ("CN=tpp,O=Acme Staﬀ", "CN=tpp,O=Acme Staff"),
+            ("CN=tpp,O=ACME STAﬀ", "CN=tpp,O=acme staff"),
+        ] {
+            assert!(
+                !unordered(presented, requested),
+                "{presented} vs {requested}"
+            );
+            assert!(
+                !unordered(requested, presented),
+                "{requested} vs {presented}"
+            );
+        }
     }
 
     #[test]

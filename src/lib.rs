@@ -158,6 +158,10 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
     // The upstream's trust roots loaded above, so only an extra deny path can be refused here.
     let forwarder = forward::Forwarder::new(cfg.forward.clone())
         .map_err(|e| setup("forward.extra_deny_paths", e))?;
+    // The same file the TLS verifier just loaded: its anchors are never forwarded in a chain.
+    forwarder.set_client_anchors(client_anchors(&cfg.tls).map_err(|e| match e {
+        tls::TlsError::Material { key, problem } => setup(key, problem),
+    })?);
     let probe_http = outbound::HttpClient::new(
         cfg.upstream.ca_bundle.as_deref(),
         cfg.upstream.connect_timeout,
@@ -275,6 +279,9 @@ impl Reloader {
         }
         match tls::server_config(&self.tls_cfg) {
             Ok(cfg) => {
+                if let Ok(anchors) = client_anchors(&self.tls_cfg) {
+                    self.state.forwarder.set_client_anchors(anchors);
+                }
                 let _ = self.tls_tx.send(cfg);
                 tracing::info!(
                     "TLS material reloaded; new handshakes use it, open connections keep theirs"
@@ -312,6 +319,10 @@ impl Reloader {
             }
         }
     }
+}
+
+fn client_anchors(cfg: &TlsConfig) -> Result<forward::ClientAnchors, tls::TlsError> {
+    tls::load_certs(&cfg.client_ca, "tls.client_ca").map(|c| forward::ClientAnchors::new(&c))
 }
 
 /// Builds and starts everything. `config_path` enables reloading trust anchors when the file changes.

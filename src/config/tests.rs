@@ -361,3 +361,37 @@ fn durations_need_units_and_whole_numbers() {
     assert_eq!(decimal("1.5h"), "`1.5h`: decimals are not allowed; use 90m");
     assert!(decimal("0.0001s").contains("whole number"));
 }
+
+#[test]
+fn certificate_header_names_and_chain_length_are_checked_against_the_format() {
+    let c = load(GOOD, &env()).expect("valid");
+    assert_eq!(c.forward.cert_header.name, "client-cert");
+    assert_eq!(c.forward.cert_header.chain_name, "client-cert-chain");
+    assert_eq!(c.forward.cert_header.chain_max, 1);
+
+    let src = format!(
+        "{GOOD}[forward]\ncert_header = \"nginx\"\ncert_header_name = \"X-SSL-Client-Cert\"\n\
+         cert_verify_header_name = \"X-SSL-Client-Verify\"\ncert_chain_max = 0\n"
+    );
+    let c = load(&src, &env()).expect("valid");
+    assert_eq!(c.forward.cert_header.name, "x-ssl-client-cert");
+    assert_eq!(c.forward.cert_header.verify_name, "x-ssl-client-verify");
+    assert_eq!(c.forward.cert_header.chain_max, 0);
+
+    let src = format!(
+        "{GOOD}[forward]\ncert_header = \"envoy\"\ncert_chain_header_name = \"x-chain\"\n\
+         cert_header_name = \"Host\"\ncert_chain_max = 11\n"
+    );
+    let e = load(&src, &env()).expect_err("three problems").to_string();
+    for expected in [
+        "forward.cert_chain_header_name: the `envoy` format does not send this header",
+        "forward.cert_header_name: `Host` is a header the proxy or HTTP itself uses",
+        "forward.cert_chain_max: must be between 0 and 10",
+    ] {
+        assert!(e.contains(expected), "{expected}\n{e}");
+    }
+
+    let src = format!("{GOOD}[forward]\ncert_chain_header_name = \"Client-Cert\"\n");
+    let e = load(&src, &env()).expect_err("one name for two headers");
+    assert!(e.to_string().contains("would carry two values"), "{e}");
+}

@@ -395,3 +395,64 @@ fn certificate_header_names_and_chain_length_are_checked_against_the_format() {
     let e = load(&src, &env()).expect_err("one name for two headers");
     assert!(e.to_string().contains("would carry two values"), "{e}");
 }
+
+/// Problems of the reading pass (syntax, unknown keys, wrong types) on `line`, ignoring what depends on
+/// this machine (files, environment variables).
+fn reading_problems(src: &str, line: Option<usize>) -> Vec<String> {
+    let e = match Config::from_toml_str(src, "annotated.toml", &dir_with_files(), &env()) {
+        Ok(_) => return Vec::new(),
+        Err(e) => e,
+    };
+    e.problems
+        .iter()
+        .filter(|p| line.is_none() || p.line == line)
+        .filter(|p| {
+            [
+                "TOML syntax",
+                "unknown key",
+                "unknown table",
+                "invalid type",
+            ]
+            .iter()
+            .any(|k| p.problem.contains(k))
+        })
+        .map(|p| format!("{}: {}", p.key, p.problem))
+        .collect()
+}
+
+#[test]
+fn every_commented_out_key_in_the_annotated_configs_is_a_real_key() {
+    for (name, src) in [
+        ("proxy.toml", include_str!("../../proxy.toml")),
+        (
+            "deploy/examples/proxy-cdr.toml",
+            include_str!("../../deploy/examples/proxy-cdr.toml"),
+        ),
+    ] {
+        assert_eq!(reading_problems(src, None), Vec::<String>::new(), "{name}");
+        let lines: Vec<&str> = src.lines().collect();
+        let mut seen = 0;
+        for (i, line) in lines.iter().enumerate() {
+            let Some(rest) = line.strip_prefix('#').map(str::trim_start) else {
+                continue;
+            };
+            let Some((key, _)) = rest.split_once('=') else {
+                continue;
+            };
+            let key = key.trim();
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                continue;
+            }
+            seen += 1;
+            let mut uncommented = lines.clone();
+            uncommented[i] = rest;
+            let problems = reading_problems(&uncommented.join("\n"), Some(i + 1));
+            assert!(
+                problems.is_empty(),
+                "{name}:{}: `{rest}` does not read as a key: {problems:?}",
+                i + 1
+            );
+        }
+        assert!(seen >= 10, "{name}: only {seen} commented-out keys found");
+    }
+}

@@ -77,6 +77,23 @@ pub struct Prepared {
 type BackgroundTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 pub async fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
+    build(cfg, StoreUse::Open).await
+}
+
+/// `--check-config`: everything [`prepare`] builds, except that a SQLite store is only inspected
+/// (`store::sqlite::check_read_only`): no file, folder, schema or lock is created, so a check can run
+/// beside a live proxy or before the volume is ready without changing either.
+pub async fn check(cfg: &Config) -> Result<(), StartError> {
+    build(cfg, StoreUse::Inspect).await.map(drop)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StoreUse {
+    Open,
+    Inspect,
+}
+
+async fn build(cfg: &Config, store_use: StoreUse) -> Result<Prepared, StartError> {
     let tls = tls::server_config(&cfg.tls).map_err(|e| match e {
         tls::TlsError::Material { key, problem } => setup(key, problem),
     })?;
@@ -88,7 +105,15 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
         Arc<dyn replay::ReplayGuard>,
     ) = match &cfg.store {
         StoreConfig::Sqlite { path } => (
-            Arc::new(store::sqlite::SqliteStore::open(path).map_err(|e| setup("store.path", e))?),
+            Arc::new(
+                match store_use {
+                    StoreUse::Open => store::sqlite::SqliteStore::open(path),
+                    // The rest of the build needs a store; nothing is written to this one.
+                    StoreUse::Inspect => store::sqlite::check_read_only(path)
+                        .and_then(|()| store::sqlite::SqliteStore::open_in_memory()),
+                }
+                .map_err(|e| setup("store.path", e))?,
+            ),
             Arc::new(replay::MemoryReplayGuard::new(
                 1_000_000,
                 cfg.profile.clock_skew,

@@ -526,3 +526,52 @@ async fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
     );
     child.kill().await.expect("kill");
 }
+
+#[test]
+fn a_key_of_another_pair_and_an_unreachable_database_are_explained() {
+    let dir = support::temp::TempDir::new();
+    let config = standalone_config(&dir, "127.0.0.1:0", "dcr.sqlite", "json");
+    let other = support::pki::Pki::new().write_to(&dir.join("other"));
+    let src = std::fs::read_to_string(&config).expect("read");
+    let key_line = src
+        .lines()
+        .find(|l| l.starts_with("key = "))
+        .expect("key line")
+        .to_string();
+    let wrong_key = src.replace(
+        &key_line,
+        &format!("key = \"{}\"", other.server_key.display()),
+    );
+    std::fs::write(&config, &wrong_key).expect("write");
+    let out = run(&["--check-config", "--config", &config.display().to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains(&other.server_key.display().to_string())
+            && stderr.contains(&dir.join("pki/server.pem").display().to_string())
+            && stderr.contains("does not belong to the certificate"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("KeyMismatch"), "{stderr}");
+
+    let port = support::world::closed_port();
+    let postgres = src.replace(
+        "backend = \"sqlite\"\npath = \"dcr.sqlite\"",
+        &format!(
+            "backend = \"postgres\"\nurl = \"postgres://dcr@127.0.0.1:{port}/registrations\"\nconnect_timeout = \"1s\""
+        ),
+    );
+    assert!(postgres.contains("postgres://"));
+    std::fs::write(&config, &postgres).expect("write");
+    let out = run(&["--check-config", "--config", &config.display().to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    for part in [
+        "store.url",
+        &format!("127.0.0.1:{port}"),
+        "\"registrations\"",
+        "refused",
+    ] {
+        assert!(stderr.contains(part), "{part}: {stderr}");
+    }
+}

@@ -87,6 +87,23 @@ fn tls_setup(e: tls::TlsError) -> StartError {
 }
 
 pub async fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
+    build(cfg, StoreUse::Open).await
+}
+
+/// `--check-config`: everything [`prepare`] builds, except that a SQLite store is only inspected
+/// (`store::sqlite::check_read_only`): no file, folder, schema or lock is created, so a check can run
+/// beside a live proxy or before the volume is ready without changing either.
+pub async fn check(cfg: &Config) -> Result<(), StartError> {
+    build(cfg, StoreUse::Inspect).await.map(drop)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StoreUse {
+    Open,
+    Inspect,
+}
+
+async fn build(cfg: &Config, store_use: StoreUse) -> Result<Prepared, StartError> {
     let tls_material = tls::Material::load(&cfg.tls).map_err(tls_setup)?;
     let revocation = Revocation::new(&cfg.tls.crl, &cfg.tls.client_ca).map_err(|e| match e {
         revocation::RevocationError::Setup { key, problem } => setup(key, problem),
@@ -105,7 +122,15 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
         Arc<dyn replay::ReplayGuard>,
     ) = match &cfg.store {
         StoreConfig::Sqlite { path } => (
-            Arc::new(store::sqlite::SqliteStore::open(path).map_err(|e| setup("store.path", e))?),
+            Arc::new(
+                match store_use {
+                    StoreUse::Open => store::sqlite::SqliteStore::open(path),
+                    // The rest of the build needs a store; nothing is written to this one.
+                    StoreUse::Inspect => store::sqlite::check_read_only(path)
+                        .and_then(|()| store::sqlite::SqliteStore::open_in_memory()),
+                }
+                .map_err(|e| setup("store.path", e))?,
+            ),
             Arc::new(replay::MemoryReplayGuard::new(
                 1_000_000,
                 cfg.profile.clock_skew,
@@ -175,6 +200,10 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
     // The upstream's trust roots loaded above, so only an extra deny path can be refused here.
     let forwarder = forward::Forwarder::new(cfg.forward.clone())
         .map_err(|e| setup("forward.extra_deny_paths", e))?;
+    // The same file the TLS verifier just loaded: its anchors are never forwarded in a chain.
+    forwarder.set_client_anchors(client_anchors(&cfg.tls).map_err(|e| match e {
+        tls::TlsError::Material { key, problem } => setup(key, problem),
+    })?);
     let probe_http = outbound::HttpClient::new(
         cfg.upstream.ca_bundle.as_deref(),
         cfg.upstream.connect_timeout,
@@ -306,9 +335,14 @@ impl Reloader {
             self.rebuild_tls()
         });
         match loaded {
-            Ok(()) => tracing::info!(
-                "TLS material reloaded; new handshakes use it, open connections keep theirs"
-            ),
+            Ok(()) => {
+                if let Ok(anchors) = client_anchors(&self.tls_cfg) {
+                    self.state.forwarder.set_client_anchors(anchors);
+                }
+                tracing::info!(
+                    "TLS material reloaded; new handshakes use it, open connections keep theirs"
+                )
+            }
             Err(e) => {
                 tracing::error!(error = %e, "TLS reload failed; keeping the current certificate, key and CA bundle")
             }
@@ -353,6 +387,10 @@ impl Reloader {
             }
         }
     }
+}
+
+fn client_anchors(cfg: &TlsConfig) -> Result<forward::ClientAnchors, tls::TlsError> {
+    tls::load_certs(&cfg.client_ca, "tls.client_ca").map(|c| forward::ClientAnchors::new(&c))
 }
 
 /// Builds and starts everything. `config_path` enables reloading trust anchors when the file changes.

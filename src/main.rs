@@ -1,21 +1,30 @@
 //! CLI: --config, --check-config, --version → telemetry → Config::load → serve → signals → drain.
+//!
+//! Exit codes: 0 clean shutdown or a good check; 78 the configuration (or what it names) is wrong;
+//! 1 any other start-up failure (an address in use); 2 a bad command line (clap's usage error).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use dcr_proxy::StartError;
 use dcr_proxy::config::{Config, EXIT_CONFIG, ProcessEnv};
+use dcr_proxy::telemetry::LogFormat;
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "Regulated Dynamic Client Registration (UK OB v3.1, AU CDR 1.13) in front of an RFC 7591 OAuth server"
+    about = "Regulated Dynamic Client Registration (UK OB v3.1, AU CDR 1.13) in front of an RFC 7591 OAuth server",
+    after_help = "Exit codes: 0 clean shutdown, or --check-config found no problem; 78 the configuration (or a file, \
+                  variable or store it names) is wrong; 1 any other start-up failure, such as an address already in \
+                  use; 2 the command line is wrong."
 )]
 struct Args {
     /// Path of the configuration file.
     #[arg(long, default_value = "proxy.toml")]
     config: PathBuf,
-    /// Load and cross-check the configuration and every file and variable it names, then exit (0 = OK, 78 = problems).
+    /// Load and cross-check the configuration and every file and variable it names, changing nothing on
+    /// disk, then exit (0 = OK, 78 = problems).
     #[arg(long)]
     check_config: bool,
 }
@@ -42,7 +51,7 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         // Building everything but the sockets proves the files, keys and URLs are usable.
-        let checked = rt.block_on(async { dcr_proxy::prepare(&cfg).await.map(|_| ()) });
+        let checked = rt.block_on(dcr_proxy::check(&cfg));
         return match checked {
             Ok(()) => {
                 println!("{file}: OK");
@@ -59,9 +68,14 @@ fn main() -> ExitCode {
         let running = match dcr_proxy::serve(&cfg, Some(&args.config)).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(error = %e, "start-up failed");
-                eprintln!("{}: {e}", at(&cfg, &file, &e));
-                return ExitCode::from(EXIT_CONFIG as u8);
+                // Once, in the format the operator chose: a log pipeline gets one JSON event, a
+                // terminal the same `file:line: key: problem` line that --check-config prints.
+                let at = at(&cfg, &file, &e);
+                match cfg.log.format {
+                    LogFormat::Json => tracing::error!(at, error = %e, "start-up failed"),
+                    LogFormat::Text => eprintln!("{at}: {e}"),
+                }
+                return exit_code(&e);
             }
         };
         tracing::info!(
@@ -82,8 +96,17 @@ fn main() -> ExitCode {
     })
 }
 
+/// 78 (EX_CONFIG) when a setting, or a file, variable or store it names, is at fault; 1 when the
+/// configuration is fine but the machine is not (an address already in use).
+fn exit_code(e: &StartError) -> ExitCode {
+    match e {
+        StartError::Setup { .. } => ExitCode::from(EXIT_CONFIG as u8),
+        StartError::Bind { .. } => ExitCode::FAILURE,
+    }
+}
+
 /// `file:line` of the key a start-up failure blames, as config problems are printed.
-fn at(cfg: &Config, file: &str, e: &dcr_proxy::StartError) -> String {
+fn at(cfg: &Config, file: &str, e: &StartError) -> String {
     match e.key().and_then(|k| cfg.line_of(k)) {
         Some(line) => format!("{file}:{line}"),
         None => file.to_string(),

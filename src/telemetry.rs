@@ -1,5 +1,7 @@
 //! tracing-subscriber set-up: JSON in production, human text for a terminal; filter from config or env.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// `[log]`, after the DCR_LOG_FORMAT / DCR_LOG_LEVEL overrides.
@@ -16,11 +18,14 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber once; later calls (tests starting several servers) are no-ops.
+/// Text is coloured only when stderr is a terminal: redirected to a file or a collector, ANSI escape
+/// codes are noise that breaks grep.
 pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(true);
     let _ = match format {
         LogFormat::Json => builder

@@ -136,11 +136,23 @@ pub fn build(cfg: &TlsConfig, m: &Material, crls: &CrlView) -> Result<Built, Tls
         .map_err(|e| material("tls.cert", e))?
         .with_client_cert_verifier(handshake.clone())
         .with_single_cert(m.chain.clone(), m.key.clone_key())
-        .map_err(|e| {
-            material(
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => material(
                 "tls.key",
-                format!("does not match tls.cert or is unusable: {e}"),
-            )
+                format!(
+                    "{} does not belong to the certificate in {} (tls.cert): it is the private key of another key pair",
+                    cfg.key.display(),
+                    cfg.cert.display()
+                ),
+            ),
+            other => material(
+                "tls.key",
+                format!(
+                    "{}: cannot be used with the certificate in {} (tls.cert): {other}",
+                    cfg.key.display(),
+                    cfg.cert.display()
+                ),
+            ),
         })?;
     // A resumed session skips the client-certificate verifier, so resumption is off entirely.
     sc.session_storage = Arc::new(NoServerSessionStorage {});

@@ -306,8 +306,17 @@ async fn discovery_points_registration_at_the_proxy_and_changes_nothing_else() {
             "https://localhost:8443/register"
         );
         assert_eq!(doc["issuer"], direct["issuer"]);
-        assert_eq!(doc["token_endpoint"], direct["token_endpoint"]);
-        assert_eq!(doc["jwks_uri"], direct["jwks_uri"]);
+        // Endpoints on the upstream's own address move to the public URL, path kept.
+        let public = |k: &str| {
+            direct[k]
+                .as_str()
+                .map(|u| u.replacen(&w.upstream.issuer, "https://localhost:8443", 1))
+        };
+        assert_eq!(
+            doc["token_endpoint"].as_str(),
+            public("token_endpoint").as_deref()
+        );
+        assert_eq!(doc["jwks_uri"].as_str(), public("jwks_uri").as_deref());
     }
     let fetched = w
         .upstream
@@ -380,4 +389,273 @@ async fn an_unreachable_upstream_is_502_and_a_slow_one_504() {
         .await;
     assert_eq!(resp.status, 502, "{}", resp.text());
     assert!(!resp.text().contains(&port.to_string()));
+}
+
+#[tokio::test]
+async fn discovery_names_no_endpoint_on_the_upstreams_own_address() {
+    let w = World::ob().await;
+    let direct = support::client::http_request(
+        "GET",
+        &w.upstream.url("/.well-known/openid-configuration"),
+        &[],
+        "",
+    )
+    .await
+    .json();
+    let doc = w
+        .tpp()
+        .client
+        .request(
+            "GET",
+            &w.proxy.url("/.well-known/openid-configuration"),
+            &[],
+            "",
+        )
+        .await
+        .json();
+    // The issuer is the IdP's to name (it is the `iss` of its tokens); every endpoint is the proxy's.
+    assert_eq!(doc["issuer"], direct["issuer"]);
+    let (doc, direct) = (
+        doc.as_object().expect("object"),
+        direct.as_object().expect("object"),
+    );
+    let mut moved = 0;
+    for (name, value) in doc {
+        let Some(url) = value.as_str().filter(|v| v.starts_with("http")) else {
+            continue;
+        };
+        if name == "issuer" {
+            continue;
+        }
+        assert!(
+            url.starts_with("https://localhost:8443/"),
+            "{name}: {url} is not on the public URL"
+        );
+        let original = direct[name].as_str().expect("the upstream's value");
+        if name != "registration_endpoint" {
+            assert_eq!(
+                url.strip_prefix("https://localhost:8443"),
+                original.strip_prefix(&w.upstream.issuer),
+                "{name}: the path is kept"
+            );
+        }
+        moved += 1;
+    }
+    assert!(moved >= 4, "{doc:?}");
+    assert_eq!(
+        doc["registration_endpoint"],
+        "https://localhost:8443/register"
+    );
+}
+
+/// A TPP whose transport certificate hangs below two intermediates of a root only this test knows.
+struct ChainedTpp {
+    root: rustls::pki_types::CertificateDer<'static>,
+    inter1: rustls::pki_types::CertificateDer<'static>,
+    inter2: rustls::pki_types::CertificateDer<'static>,
+    leaf: rustls::pki_types::CertificateDer<'static>,
+    key_der: Vec<u8>,
+}
+
+impl ChainedTpp {
+    fn new() -> ChainedTpp {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair,
+        };
+        let ca = |cn: &str| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p
+        };
+        let key = || KeyPair::generate().expect("key");
+        let run = support::world::base62(8);
+        let root =
+            CertifiedIssuer::self_signed(ca(&format!("chain root {run}")), key()).expect("root");
+        let inter1 = CertifiedIssuer::signed_by(ca(&format!("chain inter 1 {run}")), key(), &root)
+            .expect("inter1");
+        let inter2 =
+            CertifiedIssuer::signed_by(ca(&format!("chain inter 2 {run}")), key(), &inter1)
+                .expect("inter2");
+        let mut leaf = CertificateParams::new(Vec::<String>::new()).expect("params");
+        leaf.distinguished_name
+            .push(DnType::CommonName, format!("chained tpp {run}"));
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let leaf_key = key();
+        let leaf = leaf.signed_by(&leaf_key, &inter2).expect("leaf");
+        ChainedTpp {
+            root: root.der().clone(),
+            inter1: inter1.der().clone(),
+            inter2: inter2.der().clone(),
+            leaf: leaf.der().clone(),
+            key_der: leaf_key.serialize_der(),
+        }
+    }
+
+    /// What a TPP typically sends: everything it has, root included.
+    fn presented(&self) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+        vec![
+            self.leaf.clone(),
+            self.inter2.clone(),
+            self.inter1.clone(),
+            self.root.clone(),
+        ]
+    }
+}
+
+fn pem(der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("ascii"))
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
+
+fn sf_binary(der: &[u8]) -> String {
+    format!(
+        ":{}:",
+        base64::engine::general_purpose::STANDARD.encode(der)
+    )
+}
+
+/// One GET over a new connection that presents `tpp`'s whole chain; the status, or why it failed
+/// (a client certificate the proxy does not trust yet shows as an error on the first read).
+async fn get_presenting(
+    w: &World,
+    tpp: &ChainedTpp,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<u16, support::client::Error> {
+    use http_body_util::Empty;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_slice_iter(w.pki.ca_pem().as_bytes()) {
+        roots.add(der?)?;
+    }
+    let key = PrivateKeyDer::from(PrivatePkcs8KeyDer::from(tpp.key_der.clone()));
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(tpp.presented(), key)?;
+    let addr = w.proxy.addr;
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?;
+    let (mut tx, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    let mut req = http::Request::get(path).header("host", format!("localhost:{}", addr.port()));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tx.send_request(req.body(Empty::<bytes::Bytes>::new())?),
+    )
+    .await??;
+    Ok(resp.status().as_u16())
+}
+
+/// Retries `get_presenting` until the proxy has reloaded a client CA bundle that trusts `tpp`.
+async fn once_trusted(w: &World, tpp: &ChainedTpp, path: &str, headers: &[(&str, &str)]) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match get_presenting(w, tpp, path, headers).await {
+            Ok(_) => return,
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                panic!("the proxy never trusted the chained TPP: {e}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The certificate headers the upstream saw on the last request to `path`.
+async fn last_headers(w: &World, path: &str) -> serde_json::Map<String, Value> {
+    let seen = w.upstream.requests(path).await;
+    seen.last()
+        .and_then(|r| r["headers"].as_object())
+        .cloned()
+        .unwrap_or_else(|| panic!("no request to {path} reached the upstream: {seen:?}"))
+}
+
+#[tokio::test]
+async fn a_client_ca_anchor_added_by_a_reload_is_never_forwarded_in_the_chain() {
+    let w = World::ob().await;
+    let tpp = ChainedTpp::new();
+    // The bank trusts the TPP's issuing CA itself: the verified path is leaf -> anchor, so nothing
+    // but the leaf is the chain, whatever the TPP sent.
+    let mut bundle = std::fs::read_to_string(&w.files.ca).expect("read");
+    bundle.push_str(&pem(&tpp.inter2));
+    std::fs::write(&w.files.ca, bundle).expect("write");
+    once_trusted(&w, &tpp, "/chain-probe-anchor", &[]).await;
+    let h = last_headers(&w, "/chain-probe-anchor").await;
+    assert_eq!(h["client-cert"], sf_binary(&tpp.leaf).as_str());
+    assert!(
+        h.get("client-cert-chain").is_none(),
+        "the anchor reached the IdP: {h:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_chain_stops_below_the_root_fits_cert_chain_max_and_travels_under_the_configured_names()
+{
+    let w = World::ob().await;
+    let tpp = ChainedTpp::new();
+    let dir = support::temp::TempDir::new();
+    let ca = dir.join("client-ca.pem");
+    std::fs::write(&ca, format!("{}{}", w.pki.ca_pem(), pem(&tpp.root))).expect("write");
+    let toml = w
+        .config_toml(&w.options)
+        .replace(
+            &format!("client_ca = \"{}\"", w.files.ca.display()),
+            &format!("client_ca = \"{}\"", ca.display()),
+        )
+        .replace(
+            &w.dir.join("dcr.sqlite").display().to_string(),
+            &dir.join("dcr.sqlite").display().to_string(),
+        )
+        .replace(
+            "cert_header = \"rfc9440\"\n",
+            "cert_header = \"rfc9440\"\ncert_header_name = \"X-SSL-Client-Cert\"\n\
+             cert_chain_header_name = \"X-SSL-Client-Chain\"\ncert_chain_max = 2\n",
+        );
+    assert!(toml.contains("cert_chain_max = 2") && toml.contains(&ca.display().to_string()));
+    let proxy = support::proxy::ProxyProcess::start(
+        dir.path(),
+        &toml,
+        &support::world::proxy_env(&w.upstream),
+    )
+    .await;
+    let w = World { proxy, ..w };
+    let forged = sf_binary(&tpp.root);
+    let spoofs = [
+        ("x-ssl-client-cert", forged.as_str()),
+        ("X_SSL_Client_Chain", forged.as_str()),
+    ];
+    let status = get_presenting(&w, &tpp, "/chain-probe-named", &spoofs)
+        .await
+        .expect("the root is trusted");
+    assert!(status < 500, "{status}");
+    let h = last_headers(&w, "/chain-probe-named").await;
+    assert_eq!(h["x-ssl-client-cert"], sf_binary(&tpp.leaf).as_str());
+    // Leaf side first, the root left out: two entries, as `cert_chain_max` allows.
+    assert_eq!(
+        h["x-ssl-client-chain"],
+        format!("{}, {}", sf_binary(&tpp.inter2), sf_binary(&tpp.inter1)).as_str()
+    );
+    for gone in ["client-cert", "client-cert-chain", "x_ssl_client_chain"] {
+        assert!(h.get(gone).is_none(), "{gone}: {h:?}");
+    }
 }

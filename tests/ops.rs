@@ -291,3 +291,287 @@ async fn no_secret_reaches_the_logs() {
         );
     }
 }
+
+/// A config in a fresh directory that loads without any server running: its own PKI, an upstream and
+/// JWKS that are never contacted before a request, `listen` as given, the SQLite store at `store_path`
+/// (relative to the directory), logs in `log_format`.
+fn standalone_config(
+    dir: &support::temp::TempDir,
+    listen: &str,
+    store_path: &str,
+    log_format: &str,
+) -> std::path::PathBuf {
+    let files = support::pki::Pki::new().write_to(&dir.join("pki"));
+    let toml = format!(
+        r#"
+[server]
+listen = "{listen}"
+public_url = "https://localhost:8443"
+[admin]
+enabled = false
+[tls]
+cert = "{cert}"
+key = "{key}"
+client_ca = "{ca}"
+[upstream]
+base_url = "http://127.0.0.1:9"
+registration_endpoint = "/reg"
+[jwks]
+ca_bundle = "{ca}"
+[profile]
+kind = "ob-v3.1"
+audiences = ["{aud}"]
+[[trust_anchors]]
+issuer = "OpenBanking Ltd"
+jwks_uri = "https://localhost:9/directory.jwks"
+[store]
+backend = "sqlite"
+path = "{store_path}"
+[log]
+format = "{log_format}"
+"#,
+        cert = files.server_cert.display(),
+        key = files.server_key.display(),
+        ca = files.ca.display(),
+        aud = support::world::OB_AUD,
+    );
+    let path = dir.join("proxy.toml");
+    std::fs::write(&path, toml).expect("write");
+    path
+}
+
+/// Runs the binary to completion (it must exit by itself) with the initial access token set.
+fn run(args: &[&str]) -> std::process::Output {
+    let mut child = std::process::Command::new(support::proxy::binary())
+        .args(args)
+        .env(support::world::IAT_ENV, "x")
+        .env_remove("DCR_LOG_FORMAT")
+        .env_remove("DCR_LOG_LEVEL")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn dcr-proxy");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("dcr-proxy {args:?} did not exit by itself");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Every path under `dir` with its modification time and a digest of its contents.
+fn disk_state(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let meta = std::fs::metadata(&d).expect("metadata");
+        out.push(format!("{} {:?}", d.display(), meta.modified().ok()));
+        for entry in std::fs::read_dir(&d).expect("read_dir") {
+            let p = entry.expect("entry").path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let bytes = std::fs::read(&p).expect("read");
+                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+                out.push(format!("{} {:?}", p.display(), digest.as_ref()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn check_config_changes_nothing_on_disk_and_still_finds_an_unusable_store() {
+    let dir = support::temp::TempDir::new();
+    let config = standalone_config(&dir, "127.0.0.1:0", "data/nested/dcr.sqlite", "json");
+    let before = disk_state(dir.path());
+    let out = run(&["--check-config", "--config", &config.display().to_string()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains(": OK"), "{text}");
+    assert_eq!(
+        disk_state(dir.path()),
+        before,
+        "--check-config changed the disk"
+    );
+    assert!(!dir.join("data").exists());
+
+    // A store written by a newer build is found, read-only, and blamed on store.path.
+    std::fs::create_dir_all(dir.join("data/nested")).expect("mkdir");
+    let db = rusqlite::Connection::open(dir.join("data/nested/dcr.sqlite")).expect("open");
+    db.execute_batch(
+        "CREATE TABLE schema_version (version INTEGER NOT NULL PRIMARY KEY, applied_at INTEGER NOT NULL);
+         INSERT INTO schema_version VALUES (99, 0);",
+    )
+    .expect("schema");
+    drop(db);
+    let before = disk_state(dir.path());
+    let out = run(&["--check-config", "--config", &config.display().to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("store.path") && stderr.contains("version 99"),
+        "{stderr}"
+    );
+    assert_eq!(
+        disk_state(dir.path()),
+        before,
+        "--check-config changed the disk"
+    );
+
+    // A folder of the path that is a file cannot become a directory.
+    std::fs::write(dir.join("blocked"), "a file").expect("write");
+    let config = standalone_config(&dir, "127.0.0.1:0", "blocked/dcr.sqlite", "json");
+    let out = run(&["--check-config", "--config", &config.display().to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("is not a directory"), "{stderr}");
+}
+
+#[test]
+fn an_address_in_use_exits_1_with_one_message_in_each_log_format() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    for format in ["text", "json"] {
+        let dir = support::temp::TempDir::new();
+        let config = standalone_config(&dir, &addr, "dcr.sqlite", format);
+        let out = run(&["--config", &config.display().to_string()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{format}: {stderr}");
+        let mentions: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("cannot listen on"))
+            .collect();
+        assert_eq!(mentions.len(), 1, "{format}: said once: {stderr}");
+        assert!(mentions[0].contains(&addr), "{format}: {stderr}");
+        if format == "json" {
+            let event: serde_json::Value =
+                serde_json::from_str(mentions[0]).expect("a JSON log line");
+            assert_eq!(event["message"], "start-up failed");
+        } else {
+            assert!(
+                !stderr.contains('\u{1b}'),
+                "no colour into a pipe: {stderr:?}"
+            );
+        }
+    }
+    drop(taken);
+}
+
+#[test]
+fn a_wrong_setting_at_start_up_exits_78_and_a_wrong_command_line_2() {
+    let dir = support::temp::TempDir::new();
+    std::fs::write(dir.join("blocked"), "a file").expect("write");
+    let config = standalone_config(&dir, "127.0.0.1:0", "blocked/dcr.sqlite", "text");
+    let out = run(&["--config", &config.display().to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("store.path")).count(),
+        1,
+        "said once: {stderr}"
+    );
+
+    let out = run(&["--no-such-flag"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--no-such-flag") && stderr.contains("Usage"),
+        "{stderr}"
+    );
+    let help = run(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Exit codes"));
+}
+
+#[tokio::test]
+async fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
+    let dir = support::temp::TempDir::new();
+    let config = standalone_config(&dir, "127.0.0.1:0", "dcr.sqlite", "text");
+    let mut child = tokio::process::Command::new(support::proxy::binary())
+        .args(["--config", &config.display().to_string()])
+        .env(support::world::IAT_ENV, "x")
+        .env_remove("DCR_LOG_FORMAT")
+        .env_remove("DCR_LOG_LEVEL")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    let listening = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("listening") {
+                return line;
+            }
+        }
+        panic!("dcr-proxy ended without a listening line");
+    })
+    .await
+    .expect("listening in time");
+    assert!(listening.contains("INFO"), "{listening:?}");
+    assert!(
+        !listening.contains('\u{1b}'),
+        "ANSI escapes in a log that is not a terminal: {listening:?}"
+    );
+    child.kill().await.expect("kill");
+}
+
+#[test]
+fn a_key_of_another_pair_and_an_unreachable_database_are_explained() {
+    let dir = support::temp::TempDir::new();
+    let config = standalone_config(&dir, "127.0.0.1:0", "dcr.sqlite", "json");
+    let other = support::pki::Pki::new().write_to(&dir.join("other"));
+    let src = std::fs::read_to_string(&config).expect("read");
+    let key_line = src
+        .lines()
+        .find(|l| l.starts_with("key = "))
+        .expect("key line")
+        .to_string();
+    let wrong_key = src.replace(
+        &key_line,
+        &format!("key = \"{}\"", other.server_key.display()),
+    );
+    std::fs::write(&config, &wrong_key).expect("write");
+    let out = run(&["--check-config", "--config", &config.display().to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains(&other.server_key.display().to_string())
+            && stderr.contains(&dir.join("pki/server.pem").display().to_string())
+            && stderr.contains("does not belong to the certificate"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("KeyMismatch"), "{stderr}");
+
+    let port = support::world::closed_port();
+    let postgres = src.replace(
+        "backend = \"sqlite\"\npath = \"dcr.sqlite\"",
+        &format!(
+            "backend = \"postgres\"\nurl = \"postgres://dcr@127.0.0.1:{port}/registrations\"\nconnect_timeout = \"1s\""
+        ),
+    );
+    assert!(postgres.contains("postgres://"));
+    std::fs::write(&config, &postgres).expect("write");
+    let out = run(&["--check-config", "--config", &config.display().to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    for part in [
+        "store.url",
+        &format!("127.0.0.1:{port}"),
+        "\"registrations\"",
+        "refused",
+    ] {
+        assert!(stderr.contains(part), "{part}: {stderr}");
+    }
+}

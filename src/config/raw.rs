@@ -366,6 +366,11 @@ impl RawManagement {
 
 pub(super) struct RawForward {
     pub cert_header: String,
+    /// Defaults depend on `cert_header`, so they are chosen in validation.
+    pub cert_header_name: Option<String>,
+    pub cert_chain_header_name: Option<String>,
+    pub cert_verify_header_name: Option<String>,
+    pub cert_chain_max: u64,
     pub extra_deny_paths: Vec<String>,
     pub connect_timeout: String,
     pub response_timeout: String,
@@ -377,6 +382,10 @@ impl RawForward {
     fn read(mut t: Table<'_, '_>) -> Self {
         let raw = RawForward {
             cert_header: t.or("cert_header", "rfc9440"),
+            cert_header_name: t.opt("cert_header_name"),
+            cert_chain_header_name: t.opt("cert_chain_header_name"),
+            cert_verify_header_name: t.opt("cert_verify_header_name"),
+            cert_chain_max: t.or("cert_chain_max", 1u64),
             extra_deny_paths: t.or("extra_deny_paths", Vec::new()),
             connect_timeout: t.or("connect_timeout", "2s"),
             response_timeout: t.or("response_timeout", "30s"),

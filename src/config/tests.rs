@@ -478,3 +478,98 @@ fn request_max_age_defaults_to_five_minutes_and_stays_within_an_hour() {
     }
     assert!(load(&with("1h"), &env()).is_ok());
 }
+
+#[test]
+fn certificate_header_names_and_chain_length_are_checked_against_the_format() {
+    let c = load(GOOD, &env()).expect("valid");
+    assert_eq!(c.forward.cert_header.name, "client-cert");
+    assert_eq!(c.forward.cert_header.chain_name, "client-cert-chain");
+    assert_eq!(c.forward.cert_header.chain_max, 1);
+
+    let src = format!(
+        "{GOOD}[forward]\ncert_header = \"nginx\"\ncert_header_name = \"X-SSL-Client-Cert\"\n\
+         cert_verify_header_name = \"X-SSL-Client-Verify\"\ncert_chain_max = 0\n"
+    );
+    let c = load(&src, &env()).expect("valid");
+    assert_eq!(c.forward.cert_header.name, "x-ssl-client-cert");
+    assert_eq!(c.forward.cert_header.verify_name, "x-ssl-client-verify");
+    assert_eq!(c.forward.cert_header.chain_max, 0);
+
+    let src = format!(
+        "{GOOD}[forward]\ncert_header = \"envoy\"\ncert_chain_header_name = \"x-chain\"\n\
+         cert_header_name = \"Host\"\ncert_chain_max = 11\n"
+    );
+    let e = load(&src, &env()).expect_err("three problems").to_string();
+    for expected in [
+        "forward.cert_chain_header_name: the `envoy` format does not send this header",
+        "forward.cert_header_name: `Host` is a header the proxy or HTTP itself uses",
+        "forward.cert_chain_max: must be between 0 and 10",
+    ] {
+        assert!(e.contains(expected), "{expected}\n{e}");
+    }
+
+    let src = format!("{GOOD}[forward]\ncert_chain_header_name = \"Client-Cert\"\n");
+    let e = load(&src, &env()).expect_err("one name for two headers");
+    assert!(e.to_string().contains("would carry two values"), "{e}");
+}
+
+/// Problems of the reading pass (syntax, unknown keys, wrong types) on `line`, ignoring what depends on
+/// this machine (files, environment variables).
+fn reading_problems(src: &str, line: Option<usize>) -> Vec<String> {
+    let e = match Config::from_toml_str(src, "annotated.toml", &dir_with_files(), &env()) {
+        Ok(_) => return Vec::new(),
+        Err(e) => e,
+    };
+    e.problems
+        .iter()
+        .filter(|p| line.is_none() || p.line == line)
+        .filter(|p| {
+            [
+                "TOML syntax",
+                "unknown key",
+                "unknown table",
+                "invalid type",
+            ]
+            .iter()
+            .any(|k| p.problem.contains(k))
+        })
+        .map(|p| format!("{}: {}", p.key, p.problem))
+        .collect()
+}
+
+#[test]
+fn every_commented_out_key_in_the_annotated_configs_is_a_real_key() {
+    for (name, src) in [
+        ("proxy.toml", include_str!("../../proxy.toml")),
+        (
+            "deploy/examples/proxy-cdr.toml",
+            include_str!("../../deploy/examples/proxy-cdr.toml"),
+        ),
+    ] {
+        assert_eq!(reading_problems(src, None), Vec::<String>::new(), "{name}");
+        let lines: Vec<&str> = src.lines().collect();
+        let mut seen = 0;
+        for (i, line) in lines.iter().enumerate() {
+            let Some(rest) = line.strip_prefix('#').map(str::trim_start) else {
+                continue;
+            };
+            let Some((key, _)) = rest.split_once('=') else {
+                continue;
+            };
+            let key = key.trim();
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                continue;
+            }
+            seen += 1;
+            let mut uncommented = lines.clone();
+            uncommented[i] = rest;
+            let problems = reading_problems(&uncommented.join("\n"), Some(i + 1));
+            assert!(
+                problems.is_empty(),
+                "{name}:{}: `{rest}` does not read as a key: {problems:?}",
+                i + 1
+            );
+        }
+        assert!(seen >= 10, "{name}: only {seen} commented-out keys found");
+    }
+}

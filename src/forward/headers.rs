@@ -57,9 +57,30 @@ pub(super) fn is_cert_header(folded: &str) -> bool {
     CERT_HEADER_PREFIXES.iter().any(|p| folded.starts_with(p))
 }
 
-/// Removes every copy of every client-certificate header we know, in any case, with `_` and `-` folded.
-fn strip_cert_headers(headers: &mut HeaderMap) {
-    remove_where(headers, is_cert_header);
+/// Removes every copy of every client-certificate header we know, and of the names the operator
+/// configured (`configured`, folded), in any case, with `_` and `-` folded.
+fn strip_cert_headers(headers: &mut HeaderMap, configured: &[String]) {
+    remove_where(headers, |f| {
+        is_cert_header(f) || configured.iter().any(|c| c == f)
+    });
+}
+
+/// Headers an operator may not choose for the certificate: ones HTTP or this proxy already gives a
+/// meaning to, which the certificate would overwrite or be overwritten by.
+pub(super) fn is_reserved_header(folded: &str) -> bool {
+    HOP_BY_HOP.contains(&folded)
+        || is_forwarding_header(folded)
+        || matches!(
+            folded,
+            "host"
+                | "authorization"
+                | "content-length"
+                | "content-type"
+                | "content-encoding"
+                | "cookie"
+                | "expect"
+                | "x-fapi-interaction-id"
+        )
 }
 
 /// Removes all values of every header whose folded name satisfies `pred`.
@@ -163,15 +184,17 @@ pub(super) fn set_forwarding_headers(headers: &mut HeaderMap, client: Option<IpA
 }
 
 /// Everything done to a client's request headers before they go upstream, except Host.
+/// `cert_names` (folded) are the configured certificate header names, stripped like the known ones.
 pub(super) fn prepare_request_headers(
     headers: &mut HeaderMap,
     version: Version,
     client_addr: SocketAddr,
     host: &str,
     cert: Option<&[(HeaderName, HeaderValue)]>,
+    cert_names: &[String],
 ) {
     remove_hop_by_hop(headers, true);
-    strip_cert_headers(headers);
+    strip_cert_headers(headers, cert_names);
     headers.remove(header::HOST);
     // hyper has already answered `100-continue` on the client side; the upstream leg would wait
     // for an interim response that hyper's client does not wait for.
@@ -209,7 +232,7 @@ mod tests {
 
     use super::*;
     use crate::forward::CertHeaderFormat;
-    use crate::forward::cert_header::cert_headers;
+    use crate::forward::cert_header::{CertHeaderConfig, ClientAnchors, cert_headers};
     use crate::forward::tests::peer;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -276,12 +299,27 @@ mod tests {
                 HeaderValue::from_static("kept"),
             );
         }
-        strip_cert_headers(&mut h);
+        strip_cert_headers(&mut h, &[]);
         let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         let mut expected = kept.to_vec();
         expected.sort_unstable();
         assert_eq!(left, expected);
+    }
+
+    #[test]
+    fn configured_certificate_header_names_are_stripped_in_every_spelling() {
+        let mut h = headers(&[
+            ("X_Bank_Client_Cert", "spoofed"),
+            ("x-bank-client-cert", "spoofed"),
+            (
+                "x-bank-client-certificate",
+                "kept: only exact names are configured",
+            ),
+        ]);
+        strip_cert_headers(&mut h, &["x-bank-client-cert".to_string()]);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-bank-client-certificate"]);
     }
 
     #[test]
@@ -344,6 +382,7 @@ mod tests {
             addr,
             "bank.example.com:8443",
             None,
+            &[],
         );
         let all = |name: &str| -> Vec<&str> {
             h.get_all(name)
@@ -377,7 +416,7 @@ mod tests {
 
         let mut h = HeaderMap::new();
         let v6: SocketAddr = "[2001:db8::1]:443".parse().expect("addr");
-        prepare_request_headers(&mut h, Version::HTTP_11, v6, "bank.example.com", None);
+        prepare_request_headers(&mut h, Version::HTTP_11, v6, "bank.example.com", None, &[]);
         assert_eq!(h["x-forwarded-for"], "2001:db8::1");
         assert_eq!(h["x-forwarded-port"], "443");
         assert_eq!(
@@ -416,7 +455,7 @@ mod tests {
     fn http2_cookies_are_joined_into_one_field() {
         let mut h = headers(&[("cookie", "a=1"), ("cookie", "b=2")]);
         let addr: SocketAddr = "192.0.2.1:1".parse().expect("addr");
-        prepare_request_headers(&mut h, Version::HTTP_2, addr, "bank.example.com", None);
+        prepare_request_headers(&mut h, Version::HTTP_2, addr, "bank.example.com", None, &[]);
         assert_eq!(
             h.get_all("cookie").iter().collect::<Vec<_>>(),
             [&HeaderValue::from_static("a=1; b=2")]
@@ -437,7 +476,12 @@ mod tests {
             Version::HTTP_11,
             addr,
             "bank.example.com",
-            Some(&cert_headers(&peer, CertHeaderFormat::Rfc9440)),
+            Some(&cert_headers(
+                &peer,
+                &CertHeaderConfig::new(CertHeaderFormat::Rfc9440),
+                &ClientAnchors::default(),
+            )),
+            &[],
         );
         assert_eq!(h.get_all("client-cert").iter().count(), 1);
         assert_eq!(

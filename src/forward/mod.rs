@@ -20,13 +20,13 @@ use hyper::body::Incoming;
 use serde_json::{Map, Value};
 use url::Url;
 
-pub use cert_header::CertHeaders;
+pub use cert_header::{CertHeaderConfig, CertHeaders, ClientAnchors};
 
 use crate::body::{BoxError, RespBody, boxed};
 use crate::error::{ErrorCode, ProxyError};
 use crate::identity::PeerCert;
 use crate::outbound::{HttpClient, OutboundError};
-use cert_header::cert_headers;
+use cert_header::CertEncoder;
 use deny::{DenyPattern, NormalPath};
 use discovery::{Discovery, is_discovery_path};
 use headers::{client_authority, prepare_request_headers, remove_hop_by_hop};
@@ -54,7 +54,7 @@ pub struct ForwardConfig {
     pub upstream_base: Url,
     /// The proxy's public URL; discovery advertises `<public_url>/register`.
     pub public_url: Url,
-    pub cert_header: CertHeaderFormat,
+    pub cert_header: CertHeaderConfig,
     /// Path patterns never forwarded; see [`ForwardConfig::default_deny_paths`] for the syntax.
     pub deny_paths: Vec<String>,
     pub connect_timeout: Duration,
@@ -78,7 +78,7 @@ pub struct Forwarder {
     upstream_host: HeaderValue,
     /// `host[:port]` of the public URL, used when the client's Host is unusable and for discovery.
     public_authority: String,
-    cert_header: CertHeaderFormat,
+    cert: CertEncoder,
     deny: Vec<DenyPattern>,
     discovery: Discovery,
 }
@@ -128,7 +128,7 @@ impl Forwarder {
             upstream_host: HeaderValue::from_str(&upstream_host)
                 .map_err(|_| "upstream_base: host is not a valid header value")?,
             public_authority,
-            cert_header: cfg.cert_header,
+            cert: CertEncoder::new(cfg.cert_header.clone()),
             deny,
             discovery: Discovery::new(&cfg),
         })
@@ -137,7 +137,13 @@ impl Forwarder {
     /// The certificate headers for a peer, in the configured format. Computed once per connection
     /// by the server (base64 and PEM encoding showed up in profiles when done per request).
     pub fn cert_headers_for(&self, peer: &PeerCert) -> CertHeaders {
-        cert_headers(peer, self.cert_header).into()
+        self.cert.headers(peer).into()
+    }
+
+    /// The client-CA anchors (`tls.client_ca`), never forwarded in a chain; set at start and on
+    /// every TLS reload.
+    pub fn set_client_anchors(&self, anchors: ClientAnchors) {
+        self.cert.set_anchors(anchors);
     }
 
     /// Everything that is not a registration route: the deny-list, then the discovery rewrite,
@@ -210,7 +216,14 @@ impl Forwarder {
         };
         let host = client_authority(&parts.headers, &parts.uri)
             .unwrap_or_else(|| self.public_authority.clone());
-        prepare_request_headers(&mut parts.headers, parts.version, client_addr, &host, cert);
+        prepare_request_headers(
+            &mut parts.headers,
+            parts.version,
+            client_addr,
+            &host,
+            cert,
+            self.cert.strip_names(),
+        );
         // Host names the server we talk to; the name the client used travels in the forwarding
         // headers, which the IdP reads only when told to trust its proxy.
         parts

@@ -212,7 +212,7 @@ fn config(upstream: SocketAddr) -> ForwardConfig {
     ForwardConfig {
         upstream_base: Url::parse(&format!("http://{upstream}")).expect("url"),
         public_url: Url::parse("https://proxy.example.com").expect("url"),
-        cert_header: CertHeaderFormat::Rfc9440,
+        cert_header: CertHeaderConfig::new(CertHeaderFormat::Rfc9440),
         deny_paths: ForwardConfig::default_deny_paths(),
         connect_timeout: Duration::from_secs(2),
         response_timeout: Duration::from_secs(5),
@@ -265,8 +265,8 @@ async fn spoofed_headers_never_reach_the_upstream_in_any_format() {
         CertHeaderFormat::Envoy,
     ] {
         let mut cfg = config(upstream_addr);
-        cfg.cert_header = format;
-        let (_, front) = front_for(cfg, Some(peer.clone())).await;
+        cfg.cert_header = CertHeaderConfig::new(format);
+        let (forwarder, front) = front_for(cfg, Some(peer.clone())).await;
         let req = Request::post("/token?grant_type=x")
             .header(header::HOST, "bank.example.com")
             .header("client-cert", ":c3Bvb2Y=:")
@@ -337,8 +337,9 @@ async fn spoofed_headers_never_reach_the_upstream_in_any_format() {
             .map(|(n, v)| (n.to_string(), v.to_str().expect("ascii").to_owned()))
             .collect();
         ours.sort();
-        let mut expected: Vec<(String, String)> = cert_headers(&peer, format)
-            .into_iter()
+        let mut expected: Vec<(String, String)> = forwarder
+            .cert_headers_for(&peer)
+            .iter()
             .map(|(n, v)| (n.to_string(), v.to_str().expect("ascii").to_owned()))
             .collect();
         expected.sort();

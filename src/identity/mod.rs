@@ -20,7 +20,8 @@ pub use dn::{DistinguishedName, DnError, DnMatchRule, DnRendering, attribute_oid
 pub struct PeerCert {
     /// The leaf certificate as presented.
     pub der: CertificateDer<'static>,
-    /// Intermediates as presented (may be empty).
+    /// Every certificate the client presented after the leaf, in its order (may be empty). It may
+    /// hold a trust anchor and certificates off the path; forward/cert_header.rs picks what the IdP gets.
     pub chain: Vec<CertificateDer<'static>>,
     pub subject: DistinguishedName,
     /// RFC 4514 rendering of the subject for logs and audit, most-specific RDN first.

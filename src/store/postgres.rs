@@ -202,6 +202,7 @@ impl PostgresStore {
         }
         pg.connect_timeout(cfg.connect_timeout);
         pg.application_name("dcr-proxy");
+        let target = describe_target(&pg);
 
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
@@ -256,7 +257,15 @@ impl PostgresStore {
             replay_skew: 0,
             replay_checks: Arc::new(AtomicU64::new(0)),
         };
-        store.migrate().await?;
+        // The first connection is made here: a failure says where we went and why it did not work.
+        store.migrate().await.map_err(|e| match e {
+            StoreError::Unavailable(why) => StoreError::Unavailable(format!(
+                "cannot use PostgreSQL at {}: {}",
+                target,
+                why.strip_prefix("PostgreSQL: ").unwrap_or(&why)
+            )),
+            other => other,
+        })?;
         Ok(store)
     }
 
@@ -377,6 +386,34 @@ impl PostgresStore {
     }
 }
 
+/// `host:port` of every address the URL names, with the database and user: what an operator checks
+/// first when the connection fails. The password is never part of it.
+fn describe_target(pg: &tokio_postgres::Config) -> String {
+    let ports = pg.get_ports();
+    let hosts: Vec<String> = pg
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            // tokio-postgres pairs ports with hosts, one port for all, or 5432.
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match h {
+                tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(dir) => {
+                    format!("{}/.s.PGSQL.{port}", dir.display())
+                }
+            }
+        })
+        .collect();
+    format!(
+        "{} (database {:?}, user {:?})",
+        hosts.join(", "),
+        pg.get_dbname().unwrap_or(""),
+        pg.get_user().unwrap_or("")
+    )
+}
+
 fn config_error(msg: impl Into<String>) -> StoreError {
     // StoreError has no variant for settings. These come only from
     // `connect`, at start-up, where the caller reports them against the store
@@ -403,8 +440,15 @@ fn tls_connector(
 /// up in logs.
 fn map_err(e: tokio_postgres::Error) -> StoreError {
     let Some(db) = e.as_db_error() else {
-        // No SQLSTATE: the connection broke, timed out or could not be made.
-        return StoreError::Unavailable(format!("PostgreSQL: {e}"));
+        // No SQLSTATE: the connection broke, timed out or could not be made. tokio-postgres keeps the
+        // reason (refused, no route, TLS, DNS) in the source chain, not in its own text.
+        let mut why = format!("PostgreSQL: {e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            why.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        return StoreError::Unavailable(why);
     };
     let code = db.code();
     let described = format!("PostgreSQL {}: {}", code.code(), db.message());

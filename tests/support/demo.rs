@@ -1,29 +1,131 @@
 //! The local demo behind `./demo.sh` (examples/demo.rs) and its test (tests/demo.rs): generates certificates under .local/, serves a directory JWKS and a TPP's
 //! software JWKS on https://localhost:8444, starts the bundled oidc-provider upstream on 127.0.0.1:9080 and the
-//! proxy with the repository's proxy.toml, then registers one OB TPP over mutual TLS and prints the answer.
-//! It then fetches a client-credentials token through the proxy and reads the registration back.
+//! proxy with the repository's proxy.toml, then registers one OB TPP over mutual TLS and prints the answer and
+//! the proxy's audit line for it. It then fetches a client-credentials token through the proxy, shows that the
+//! token is bound to the TPP's certificate (`cnf.x5t#S256`), and reads the registration back.
 //! `--cdr` does the same for the Australian CDR profile (deploy/examples/proxy-cdr.toml).
 //! It keeps everything running until Ctrl-C (or exits at once with `--once`).
+//!
+//! The demo keeps the issuer's and the TPP's signing keys in `.local/demo/tpp.json`, so that
+//! [`sign_request`] (`./demo.sh sign-request`) can sign a fresh request JWT for a person who wants to register
+//! their own client against the running demo with curl.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::client::TlsClient;
+use aws_lc_rs::encoding::AsDer;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+
+use super::client::{TlsClient, http_request};
 use super::jwks_server::JwksServer;
 use super::keys::{SigningKey, jwks};
 use super::pki::{ClientCertSpec, Pki};
 use super::proxy::ProxyProcess;
 use super::upstream::{CertHeader, Upstream, UpstreamOptions};
 use super::world::{DIRECTORY_JWKS, OB_AUD, REDIRECTS, REGISTER_JWKS, base62};
-use serde_json::json;
 
 const JWKS_PORT: u16 = 8444;
 const UPSTREAM_PORT: u16 = 9080;
 
-/// What the demo saw: the status of the registration, of the token request and of the read-back.
+/// Where the demo keeps what [`sign_request`] needs.
+const STATE: &str = ".local/demo/tpp.json";
+
+/// What the demo saw: the status of the registration, of the token request and of the read-back, whether
+/// the token was bound to the TPP's certificate, whether the proxy logged an audit line for the
+/// registration, and the status of a second registration signed the way [`sign_request`] signs.
 pub struct Outcome {
     pub register: u16,
     pub token: u16,
     pub read: u16,
+    pub bound: bool,
+    pub audited: bool,
+    pub signed_request: u16,
+}
+
+/// What `sign-request` needs to sign for the demo's TPP: the profile, the software, the issuer's and the
+/// TPP's signing keys (PKCS#8, base64), written by the demo run.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DemoState {
+    cdr: bool,
+    software_id: String,
+    org_id: String,
+    software_jwks_url: String,
+    tls_client_auth_dn: String,
+    issuer_kid: String,
+    issuer_key: String,
+    tpp_kid: String,
+    tpp_key: String,
+}
+
+/// A fresh RSA-2048 key, as PKCS#8 DER (to save) and as a signer.
+fn rsa_key(kid: &str) -> (Vec<u8>, SigningKey) {
+    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+        .expect("aws-lc-rs generates RSA-2048");
+    let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair)
+        .expect("an RSA key has a PKCS#8 encoding")
+        .as_ref()
+        .to_vec();
+    let key = SigningKey::from_pkcs8(kid, &der);
+    (der, key)
+}
+
+fn state_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(STATE)
+}
+
+/// A registration request JWT for the running demo's TPP, signed with its key, carrying a software statement
+/// freshly signed by the demo's issuer: `./demo.sh sign-request [--claims '<JSON>']`. `extra` claims are
+/// merged over the request (null removes one). OB registers the same software again (the OB profile allows
+/// several registrations of one software_id); CDR gets a new software_id each time, since CDR allows one.
+pub fn sign_request(extra: Option<&str>) -> Result<String, String> {
+    let path = state_path();
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "{}: {e}; run ./demo.sh (or ./demo.sh --cdr) first, and keep it running",
+            path.display()
+        )
+    })?;
+    let st: DemoState =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let extra: Value = match extra {
+        Some(s) => serde_json::from_str(s).map_err(|e| format!("--claims is not JSON: {e}"))?,
+        None => json!({}),
+    };
+    let key = |kid: &str, b64: &str| {
+        STANDARD
+            .decode(b64)
+            .map(|der| SigningKey::from_pkcs8(kid, &der))
+            .map_err(|e| format!("{}: a key is not base64: {e}", path.display()))
+    };
+    let issuer = key(&st.issuer_kid, &st.issuer_key)?;
+    let tpp = key(&st.tpp_kid, &st.tpp_key)?;
+    Ok(if st.cdr {
+        let software_id = base62(18);
+        let ssa = issuer.sign(
+            json!({}),
+            super::claims::cdr_ssa(&software_id, &st.org_id, &st.software_jwks_url, REDIRECTS),
+        );
+        tpp.sign(
+            json!({}),
+            super::claims::cdr_request(&software_id, "https://localhost:8443", &ssa, extra),
+        )
+    } else {
+        let ssa = issuer.sign(
+            json!({}),
+            super::claims::ob_ssa(
+                &st.software_id,
+                &st.org_id,
+                &st.software_jwks_url,
+                REDIRECTS,
+                &["AISP", "PISP"],
+            ),
+        );
+        tpp.sign(
+            json!({}),
+            super::claims::ob_request(&st.software_id, OB_AUD, &ssa, &st.tls_client_auth_dn, extra),
+        )
+    })
 }
 
 /// Runs the demo; with `once` it returns after the read-back, else it keeps everything up until Ctrl-C.
@@ -63,9 +165,9 @@ pub async fn run(cdr: bool, once: bool) -> Result<Outcome, String> {
         "serving {issuer_name}'s and the third party's JWKS on https://localhost:{JWKS_PORT}"
     ));
     let jwks_server = JwksServer::start_on(&pki, JWKS_PORT).await;
-    let issuer_key = SigningKey::rsa("issuer-1");
+    let (issuer_der, issuer_key) = rsa_key("issuer-1");
     jwks_server.set(issuer_path, jwks(&[issuer_key.public_jwk(Some("sig"))]));
-    let tpp_key = SigningKey::rsa("tpp-sig-1");
+    let (tpp_der, tpp_key) = rsa_key("tpp-sig-1");
     let software_jwks = format!("/software/{software_id}.jwks");
     jwks_server.set(
         &software_jwks,
@@ -75,6 +177,23 @@ pub async fn run(cdr: bool, once: bool) -> Result<Outcome, String> {
         ]),
     );
     let software_jwks_url = jwks_server.url(&software_jwks);
+    let state = DemoState {
+        cdr,
+        software_id: software_id.clone(),
+        org_id: org_id.clone(),
+        software_jwks_url: software_jwks_url.clone(),
+        tls_client_auth_dn: tpp_cert.subject_rfc4514.clone(),
+        issuer_kid: issuer_key.kid().to_owned(),
+        issuer_key: STANDARD.encode(&issuer_der),
+        tpp_kid: tpp_key.kid().to_owned(),
+        tpp_key: STANDARD.encode(&tpp_der),
+    };
+    std::fs::create_dir_all(local.join("demo")).expect("create .local/demo");
+    std::fs::write(
+        state_path(),
+        serde_json::to_string_pretty(&state).expect("state serialises"),
+    )
+    .expect("write .local/demo/tpp.json");
 
     step(&format!(
         "starting the bundled oidc-provider upstream on 127.0.0.1:{UPSTREAM_PORT}"
@@ -158,6 +277,23 @@ pub async fn run(cdr: bool, once: bool) -> Result<Outcome, String> {
         ));
     }
     let client_id = body["client_id"].as_str().unwrap_or_default().to_string();
+    // The proxy writes one audit event per decision (target "audit"), with the certificate's thumbprint.
+    let audit = proxy.logs().into_iter().find_map(|l| {
+        let v: Value = serde_json::from_str(&l).ok()?;
+        (v["target"] == "audit"
+            && v["operation"] == "register"
+            && v["client_id"] == client_id.as_str())
+        .then_some(v)
+    });
+    println!(
+        "   the proxy's audit line for it:\n   {}",
+        audit
+            .as_ref()
+            .map_or_else(|| "(none found)".to_string(), Value::to_string)
+    );
+    let audited = audit.is_some_and(|a| {
+        a["outcome"] == "success" && a["cert_thumbprint"] == tpp_cert.thumbprint_s256.as_str()
+    });
 
     step(
         "client credentials at /token through the proxy (certificate forwarded to the IdP), then GET /register/{id}",
@@ -190,6 +326,34 @@ pub async fn run(cdr: bool, once: bool) -> Result<Outcome, String> {
         .as_str()
         .unwrap_or_default()
         .to_string();
+    // What the IdP bound the token to, as its introspection endpoint says (RFC 8705 section 3.2).
+    let basic = STANDARD.encode(format!(
+        "{}:{}",
+        upstream.introspection_client_id, upstream.introspection_secret
+    ));
+    let info = http_request(
+        "POST",
+        &upstream.url("/token/introspection"),
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("authorization", &format!("Basic {basic}")),
+        ],
+        format!("token={}", super::world::urlencode(&token)),
+    )
+    .await
+    .json();
+    let cnf = info["cnf"]["x5t#S256"].as_str().unwrap_or("(none)");
+    let bound = cnf == tpp_cert.thumbprint_s256;
+    println!("   token cnf.x5t#S256:               {cnf}");
+    println!(
+        "   x5t#S256 of .local/pki/tpp.pem:   {}   ({})",
+        tpp_cert.thumbprint_s256,
+        if bound {
+            "the same: the token is bound to the certificate the TPP presented"
+        } else {
+            "different: the token is NOT bound to this certificate"
+        }
+    );
     let auth = format!("Bearer {token}");
     let resp = client
         .request(
@@ -208,14 +372,41 @@ pub async fn run(cdr: bool, once: bool) -> Result<Outcome, String> {
             proxy.logs().join("\n")
         ));
     }
+
+    step("a second registration, with a request JWT signed as `./demo.sh sign-request` signs one");
+    let own = sign_request(None)?;
+    let resp = client
+        .request(
+            "POST",
+            &proxy.url("/register"),
+            &[("content-type", "application/jwt")],
+            own,
+        )
+        .await;
     println!(
-        "\n   upstream clients: {:?}\n   the record is in .local/dcr.sqlite; the third party's certificate and key: .local/pki/tpp.pem, tpp-key.pem",
+        "   POST /register -> HTTP {} (client_id {})",
+        resp.status,
+        resp.json()["client_id"].as_str().unwrap_or("-")
+    );
+    let signed_request = resp.status;
+
+    println!(
+        "\n   upstream clients: {:?}\n   the records are in .local/dcr.sqlite; the third party's certificate and key: .local/pki/tpp.pem, tpp-key.pem",
         upstream.clients().await
+    );
+    println!(
+        "\n   Register your own client against the running demo:\n\
+         \x20    ./demo.sh sign-request > request.jwt      # or: --claims '{{\"redirect_uris\": [\"https://tpp.example.com/cb2\"]}}' changes claims\n\
+         \x20    curl --cacert .local/pki/ca.pem --cert .local/pki/tpp.pem --key .local/pki/tpp-key.pem \\\n\
+         \x20         -H 'content-type: application/jwt' --data-binary @request.jwt https://localhost:8443/register"
     );
     let outcome = Outcome {
         register,
         token: token_status,
         read,
+        bound,
+        audited,
+        signed_request,
     };
     if once {
         return Ok(outcome);

@@ -7,7 +7,7 @@ use url::Url;
 use super::Validator;
 use crate::config::raw::{RawForward, RawStore, RawUpstream, RawUpstreamAdmin};
 use crate::dcr::reconcile::ReconcileConfig;
-use crate::forward::{CertHeaderFormat, ForwardConfig};
+use crate::forward::{CertHeaderConfig, CertHeaderFormat, ForwardConfig};
 use crate::secret::Secret;
 use crate::store::StoreConfig;
 use crate::store::postgres::{PgTls, PostgresConfig};
@@ -213,6 +213,7 @@ impl Validator<'_> {
                 ("envoy", CertHeaderFormat::Envoy),
             ],
         );
+        let cert_header = cert_header.map(|format| self.cert_header(format, &f));
         let connect_timeout = self.duration("forward.connect_timeout", &f.connect_timeout, false);
         let response_timeout =
             self.duration("forward.response_timeout", &f.response_timeout, false);
@@ -252,5 +253,68 @@ impl Validator<'_> {
             mtls_endpoint_aliases,
             ca_bundle: upstream.ca_bundle.clone(),
         })
+    }
+
+    /// The certificate header names and chain length of `[forward]`; a name key that the chosen format
+    /// does not send is a problem, since the operator evidently expects a header that will not come.
+    fn cert_header(&mut self, format: CertHeaderFormat, f: &RawForward) -> CertHeaderConfig {
+        let mut cfg = CertHeaderConfig::new(format);
+        let applies = [
+            (
+                "cert_chain_header_name",
+                format == CertHeaderFormat::Rfc9440,
+            ),
+            ("cert_verify_header_name", format == CertHeaderFormat::Nginx),
+        ];
+        for (key, value, slot) in [
+            ("cert_header_name", &f.cert_header_name, &mut cfg.name),
+            (
+                "cert_chain_header_name",
+                &f.cert_chain_header_name,
+                &mut cfg.chain_name,
+            ),
+            (
+                "cert_verify_header_name",
+                &f.cert_verify_header_name,
+                &mut cfg.verify_name,
+            ),
+        ] {
+            let Some(value) = value else {
+                continue;
+            };
+            let dotted = format!("forward.{key}");
+            if applies.iter().any(|(k, ok)| *k == key && !ok) {
+                self.problem(
+                    &dotted,
+                    format!("the `{}` format does not send this header", f.cert_header),
+                );
+                continue;
+            }
+            match CertHeaderConfig::header_name(value) {
+                Ok(name) => *slot = name,
+                Err(e) => self.problem(&dotted, e),
+            }
+        }
+        let sent = match format {
+            CertHeaderFormat::Rfc9440 => vec![&cfg.name, &cfg.chain_name],
+            CertHeaderFormat::Nginx => vec![&cfg.name, &cfg.verify_name],
+            CertHeaderFormat::Envoy => vec![&cfg.name],
+        };
+        if sent.len() == 2 && sent[0] == sent[1] {
+            self.problem(
+                "forward.cert_header_name",
+                format!(
+                    "`{}` would carry two values; name the headers apart",
+                    sent[0]
+                ),
+            );
+        }
+        // Keycloak refuses a longer chain than its `certificate-chain-length`; beyond 10 nothing
+        // real is that deep, and a typo should not make every request carry kilobytes.
+        if f.cert_chain_max > 10 {
+            self.problem("forward.cert_chain_max", "must be between 0 and 10");
+        }
+        cfg.chain_max = usize::try_from(f.cert_chain_max.min(10)).unwrap_or(10);
+        cfg
     }
 }

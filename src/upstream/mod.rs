@@ -200,21 +200,40 @@ impl Upstream {
     }
 
     /// A call with the administrator's token, fetched again once if the upstream refuses it (revoked or
-    /// expired early).
+    /// expired early); bounded by `upstream.timeout`.
     async fn admin_call(
         &self,
         method: Method,
         url: &Url,
         body: Option<Bytes>,
     ) -> Result<(StatusCode, Bytes), UpstreamError> {
+        self.admin_call_within(method, url, body, true).await
+    }
+
+    /// `admin_call`; `bounded` false leaves the call to the HTTP client's own (settle) timeout, for a create
+    /// whose late answer is awaited by its caller.
+    async fn admin_call_within(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<Bytes>,
+        bounded: bool,
+    ) -> Result<(StatusCode, Bytes), UpstreamError> {
         let admin = self.admin()?;
         let mut last = None;
         for _ in 0..2 {
-            let token = self.bounded(admin.token(&self.http)).await?;
+            // Without a token nothing was sent to the registration API: callers may take it as untouched.
+            let token = self
+                .bounded(admin.token(&self.http))
+                .await
+                .map_err(|e| UpstreamError::Unavailable(format!("[upstream.admin] token: {e}")))?;
             let auth = format!("Bearer {}", token.expose());
-            let reply = self
-                .bounded(self.call(method.clone(), url, &auth, body.clone()))
-                .await?;
+            let call = self.call(method.clone(), url, &auth, body.clone());
+            let reply = if bounded {
+                self.bounded(call).await?
+            } else {
+                call.await?
+            };
             if reply.0 != StatusCode::UNAUTHORIZED {
                 return Ok(reply);
             }
@@ -313,7 +332,7 @@ impl Upstream {
             // A refused administrator token created nothing (Keycloak rolls a refused request back), so it is
             // fetched again and the create sent once more.
             CreateCredential::AdminBearer => {
-                self.admin_call(Method::POST, &self.registration_endpoint, body)
+                self.admin_call_within(Method::POST, &self.registration_endpoint, body, false)
                     .await?
             }
         };

@@ -478,7 +478,7 @@ async fn undo_create(
         Err(e) if upstream.has_admin() => tracing::warn!(
             client_id = %created.client_id,
             error = %e,
-            "compensating delete failed; the pending record names the client and the reconciler retries"
+            "compensating delete failed; the pending record names the client (or, for Keycloak, what was sent) and the reconciler retries"
         ),
         Err(e) => tracing::error!(
             client_id = %created.client_id,

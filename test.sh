@@ -1,17 +1,36 @@
 #!/usr/bin/env bash
 # Runs every test: unit, and integration tests against the real binary, the real oidc-provider upstream
 # (installed here from its pinned lock file), real PostgreSQL where a test needs it, and the upstream's own
-# smoke test. Ends with one summary line over all cargo test binaries.
+# smoke test. Then the test binaries that talk to the upstream run once more against its Keycloak stand-in
+# (DCR_TEST_UPSTREAM=keycloak). Ends with one summary line per pass and one over both.
 set -euo pipefail
 cd "$(dirname "$0")"
 [ -d tests/upstream/node_modules ] || npm ci --prefix tests/upstream --no-audit --no-fund
 node tests/upstream/smoke.mjs
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+kc=$(mktemp)
+trap 'rm -f "$out" "$kc"' EXIT
+
+# The suites whose worlds run an upstream; the others (store, config, jwks, …) do not change with its flavour.
+UPSTREAM_SUITES=(ob_register ob_manage cdr forward forward_certs faults bearer_upstream bearer_jwt)
+
+summary() {
+    awk -v label="$2" '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
+         END { printf "%s: %d passed, %d failed\n", label, p, f }' "$1"
+}
+
 set +e
 cargo test --all-targets "$@" 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
+args=()
+for suite in "${UPSTREAM_SUITES[@]}"; do args+=(--test "$suite"); done
+DCR_TEST_UPSTREAM=keycloak cargo test "${args[@]}" "$@" 2>&1 | tee "$kc"
+kc_rc=${PIPESTATUS[0]}
 set -e
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
-     END { printf "cargo: %d passed, %d failed\n", p, f }' "$out"
+summary "$out" "cargo (rfc7591 upstream)"
+summary "$kc" "cargo (keycloak stand-in)"
+cat "$out" "$kc" > "$out.all"
+summary "$out.all" "cargo"
+rm -f "$out.all"
+[ "$rc" -eq 0 ] && exit "$kc_rc"
 exit "$rc"

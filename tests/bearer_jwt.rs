@@ -247,3 +247,90 @@ async fn an_unreachable_key_set_is_unavailable_not_inactive() {
         Err(BearerError::Unavailable(_))
     ));
 }
+
+/// Tokens the Keycloak stand-in issues (its realm key, `azp`, `typ: Bearer`, `cnf`), checked locally: the realm's
+/// key set as `/protocol/openid-connect/certs` serves it, republished over HTTPS because the proxy fetches key
+/// sets over HTTPS only.
+#[tokio::test]
+async fn keycloak_access_tokens_validate_locally_against_the_realm_keys() {
+    if support::world::not_for_this_flavour(
+        support::world::Flavour::Keycloak,
+        "oidc-provider issues opaque access tokens here; the JWT cases above cover RFC 9068",
+    ) {
+        return;
+    }
+    let w = support::world::World::ob().await;
+    let tpp = w.tpp();
+    let client_id = w
+        .register_upstream(json!({
+            "redirect_uris": [],
+            "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": "tls_client_auth",
+            "tls_client_auth_subject_dn": tpp.cert.subject_rfc4514,
+            "tls_client_certificate_bound_access_tokens": true,
+            "scope": "cdr:registration",
+        }))
+        .await;
+    let certs =
+        support::client::http_request("GET", &w.upstream.url(&w.upstream.paths.jwks), &[], "")
+            .await
+            .json();
+    w.jwks.set("/keycloak/certs", certs);
+    let validator = BearerValidator::new(BearerConfig {
+        mode: BearerMode::Jwt {
+            jwks_uri: Url::parse(&w.jwks.url("/keycloak/certs")).expect("url"),
+            issuer: w.upstream.oidc_issuer.clone(),
+            audience: None,
+            algorithms: vec![Algorithm::RS256],
+        },
+        revocation_endpoint: None,
+        required_scope: Some("cdr:registration".into()),
+        require_certificate_binding: true,
+        cache_ttl: Duration::from_secs(60),
+        max_token_len: 8192,
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(2),
+        ca_bundle: Some(w.files.ca.clone()),
+    })
+    .expect("validator");
+    let resp = w.token_tls(&client_id, &tpp.cert, "cdr:registration").await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let token = resp.json()["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let info = validator
+        .authorize(
+            Some(&bearer(&token)),
+            &client_id,
+            Some(&tpp.cert.thumbprint_s256),
+        )
+        .await
+        .expect("a Keycloak token");
+    assert_eq!(info.client_id, client_id);
+    assert_eq!(
+        info.cnf_x5t_s256.as_deref(),
+        Some(tpp.cert.thumbprint_s256.as_str())
+    );
+    assert!(matches!(
+        validator
+            .authorize(Some(&bearer(&token)), &client_id, Some(X5T))
+            .await,
+        Err(BearerError::CertificateMismatch)
+    ));
+    // Without the scope: 403 material.
+    let narrow = w.token_tls(&client_id, &tpp.cert, "openid").await.json()["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert!(matches!(
+        validator
+            .authorize(
+                Some(&bearer(&narrow)),
+                &client_id,
+                Some(&tpp.cert.thumbprint_s256)
+            )
+            .await,
+        Err(BearerError::InsufficientScope(_))
+    ));
+}

@@ -1,5 +1,6 @@
-//! Management tokens checked against the real upstream (oidc-provider): its RFC 7662 introspection and RFC 7009
-//! revocation endpoints, opaque client_credentials tokens, and RFC 8705 certificate-bound tokens.
+//! Management tokens checked against the real upstream (oidc-provider, or its Keycloak stand-in by
+//! `DCR_TEST_UPSTREAM`): its RFC 7662 introspection and RFC 7009 revocation endpoints, its client_credentials
+//! tokens, and RFC 8705 certificate-bound tokens.
 
 mod support;
 
@@ -14,17 +15,21 @@ use serde_json::json;
 use url::Url;
 
 use support::client::Response;
-use support::world::World;
+use support::world::{Flavour, Options, World, not_for_this_flavour, urlencode};
 
 fn validator(w: &World, require_certificate_binding: bool) -> BearerValidator {
     let url = |p: &str| Url::parse(&w.upstream.url(p)).expect("upstream url");
     BearerValidator::new(BearerConfig {
         mode: BearerMode::Introspection {
-            endpoint: url("/token/introspection"),
+            endpoint: url(&w.upstream.paths.introspection),
             client_id: w.upstream.introspection_client_id.clone(),
             client_secret: Secret::new(w.upstream.introspection_secret.clone()),
         },
-        revocation_endpoint: Some(url("/token/revocation")),
+        // Keycloak lets a client revoke only its own tokens: the proxy is given no revocation endpoint there.
+        revocation_endpoint: match w.flavour() {
+            Flavour::Rfc7591 => Some(url(&w.upstream.paths.revocation)),
+            Flavour::Keycloak => None,
+        },
         required_scope: Some("cdr:registration".into()),
         require_certificate_binding,
         cache_ttl: Duration::from_secs(60),
@@ -88,7 +93,7 @@ async fn introspects_and_revokes_real_upstream_tokens() {
         "the client did not ask for certificate-bound tokens"
     );
     assert_eq!(v.introspections(), 1);
-    let seen = w.upstream.requests("/token/introspection").await;
+    let seen = w.upstream.requests(&w.upstream.paths.introspection).await;
     let expected_basic = format!(
         "Basic {}",
         STANDARD.encode(format!(
@@ -110,12 +115,89 @@ async fn introspects_and_revokes_real_upstream_tokens() {
     assert_eq!(v.introspections(), 1, "served from the cache");
     v.revoke(token_of(Some(&header)).expect("well-formed"))
         .await;
+    match w.flavour() {
+        Flavour::Rfc7591 => {
+            assert!(matches!(
+                v.authorize(Some(&header), &client_id, None).await,
+                Err(BearerError::Inactive)
+            ));
+            assert_eq!(v.introspections(), 2);
+            assert!(
+                !w.upstream
+                    .requests(&w.upstream.paths.revocation)
+                    .await
+                    .is_empty()
+            );
+        }
+        Flavour::Keycloak => {
+            // Nothing to revoke with: Keycloak refuses the introspection client's revocation of another
+            // client's token (TokenRevocationEndpoint.checkIssuedFor), as this direct call shows.
+            assert!(
+                w.upstream
+                    .requests(&w.upstream.paths.revocation)
+                    .await
+                    .is_empty()
+            );
+            let basic = STANDARD.encode(format!(
+                "{}:{}",
+                w.upstream.introspection_client_id, w.upstream.introspection_secret
+            ));
+            let resp = support::client::http_request(
+                "POST",
+                &w.upstream.url(&w.upstream.paths.revocation),
+                &[
+                    ("content-type", "application/x-www-form-urlencoded"),
+                    ("authorization", &format!("Basic {basic}")),
+                ],
+                format!("token={}", urlencode(&access_token)),
+            )
+            .await;
+            assert_eq!(resp.status, 400, "{}", resp.text());
+            assert_eq!(resp.json()["error_description"], "Unmatching clients");
+            assert!(v.authorize(Some(&header), &client_id, None).await.is_ok());
+        }
+    }
+}
+
+#[tokio::test]
+async fn keycloak_as_shipped_hides_other_clients_tokens_from_introspection() {
+    if not_for_this_flavour(
+        Flavour::Keycloak,
+        "the introspection audience check (CVE-2026-37979) is Keycloak's",
+    ) {
+        return;
+    }
+    // Since 26.4.12 / 26.6.2 / 26.7.0 (keycloak/keycloak#49113) an introspecting client not in the token's aud
+    // is told active:false, unless it carries allow.token.introspection.without.audience.check: the
+    // harness (and deploy/keycloak) sets that attribute; without it every management token is refused.
+    let w = World::start(Options {
+        upstream_env: vec![("KEYCLOAK_INTROSPECTION_AUDIENCE_CHECK".into(), "on".into())],
+        ..Options::default()
+    })
+    .await;
+    let tpp = w.tpp();
+    let client_id = w
+        .register_upstream(json!({
+            "redirect_uris": [],
+            "response_types": [],
+            "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "token_endpoint_auth_signing_alg": "PS256",
+            "jwks_uri": tpp.jwks_url,
+            "scope": "openid cdr:registration",
+        }))
+        .await;
+    let answer = w
+        .token_private_key_jwt(&client_id, &tpp.key, &tpp.cert, "cdr:registration")
+        .await;
+    let access_token = access_token(&w, answer);
+    let v = validator(&w, false);
     assert!(matches!(
-        v.authorize(Some(&header), &client_id, None).await,
+        v.authorize(Some(&bearer(&access_token)), &client_id, None)
+            .await,
         Err(BearerError::Inactive)
     ));
-    assert_eq!(v.introspections(), 2);
-    assert!(!w.upstream.requests("/token/revocation").await.is_empty());
+    assert!(w.upstream.stderr().contains("is not in the token audience"));
 }
 
 #[tokio::test]

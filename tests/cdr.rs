@@ -28,7 +28,7 @@ async fn token(w: &World, adr: &Tpp, client_id: &str, scope: &str) -> String {
     let now = support::claims::now();
     let assertion = adr.key.sign(
         json!({}),
-        json!({"iss": client_id, "sub": client_id, "aud": w.upstream.issuer, "iat": now, "exp": now + 60,
+        json!({"iss": client_id, "sub": client_id, "aud": w.upstream.assertion_audience(), "iat": now, "exp": now + 60,
                "jti": support::claims::jti()}),
     );
     // Through the proxy: the certificate reaches the upstream only in the proxy's header, so the token is bound.
@@ -36,7 +36,7 @@ async fn token(w: &World, adr: &Tpp, client_id: &str, scope: &str) -> String {
         .client
         .request(
             "POST",
-            &w.proxy.url("/token"),
+            &w.proxy.url(&w.upstream.paths.token),
             &[("content-type", "application/x-www-form-urlencoded")],
             format!(
                 "grant_type=client_credentials&scope={}&client_assertion_type={}&client_assertion={assertion}",

@@ -39,6 +39,27 @@ fn str_at<'a>(t: &'a toml::Table, dotted: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{dotted} is set"))
 }
 
+/// Every `*_env` key of the config, nested tables (`upstream.admin`) included, with the variable it names.
+fn env_keys(t: &toml::Table) -> Vec<(String, String)> {
+    fn walk(prefix: &str, t: &toml::Table, out: &mut Vec<(String, String)>) {
+        for (k, v) in t {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(inner) => walk(&key, inner, out),
+                toml::Value::String(name) if k.ends_with("_env") => out.push((key, name.clone())),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", t, &mut out);
+    out
+}
+
 fn port_of(addr: &str) -> u64 {
     addr.rsplit(':')
         .next()
@@ -219,19 +240,7 @@ fn every_variable_the_config_names_comes_from_a_secret_key_that_exists() {
         .as_array()
         .expect("env")
         .clone();
-    let mut named = Vec::new();
-    for (section, v) in &t {
-        if let Some(table) = v.as_table() {
-            for (k, v) in table {
-                if k.ends_with("_env") {
-                    named.push((
-                        format!("{section}.{k}"),
-                        v.as_str().expect("a name").to_string(),
-                    ));
-                }
-            }
-        }
-    }
+    let named = env_keys(&t);
     assert!(named.len() >= 3, "{named:?}");
     for (key, var) in named {
         let e = env
@@ -344,4 +353,232 @@ fn the_configmap_proxy_toml_passes_the_real_config_loader() {
     let _ = std::fs::remove_dir_all(&dir);
     let cfg = result.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.profile.kind.as_str(), "ob-v3.1");
+}
+
+/// The realm Keycloak imports (keycloak-realm.yaml), parsed.
+fn realm() -> Value {
+    let cm = manifest("keycloak-realm.yaml");
+    let (_, json) = cm["data"]
+        .as_object()
+        .and_then(|d| d.iter().next())
+        .expect("the ConfigMap carries one realm file");
+    serde_json::from_str(json.as_str().expect("text")).expect("the realm file is JSON")
+}
+
+fn keycloak_args() -> Vec<String> {
+    container("keycloak")["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect()
+}
+
+fn keycloak_arg(name: &str) -> Option<String> {
+    keycloak_args()
+        .iter()
+        .find_map(|a| a.strip_prefix(&format!("--{name}=")).map(String::from))
+}
+
+fn realm_client(realm: &Value, client_id: &str) -> Value {
+    realm["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .find(|c| c["clientId"] == client_id)
+        .cloned()
+        .unwrap_or_else(|| panic!("the realm has no client {client_id}"))
+}
+
+/// The Secret key the keycloak container's `${VAR}` placeholder resolves from, and the one the proxy's `var` does.
+fn same_secret(placeholder: &str, proxy_var: &str) {
+    let var = placeholder
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .unwrap_or_else(|| panic!("{placeholder} is not a ${{VAR}} placeholder"));
+    let key_of = |c: &str, v: &str| {
+        container(c)["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"] == v)
+            .map(|e| e["valueFrom"]["secretKeyRef"].clone())
+            .unwrap_or_else(|| panic!("container {c} does not set {v}"))
+    };
+    assert_eq!(key_of("keycloak", var), key_of("dcr-proxy", proxy_var));
+}
+
+#[test]
+fn the_proxy_runs_the_keycloak_flavour_with_a_service_account_and_no_revocation() {
+    let (_, t) = proxy_toml();
+    assert_eq!(str_at(&t, "upstream.flavour"), "keycloak");
+    assert!(get(&t, "management.revocation_endpoint").is_none());
+    assert!(
+        get(&t, "upstream.initial_access_token_env").is_none(),
+        "the service account creates the clients"
+    );
+    // The realm named by the registration endpoint is the one Keycloak imports, and the token endpoint is its.
+    let realm = realm();
+    let name = realm["realm"].as_str().expect("realm name");
+    assert_eq!(
+        str_at(&t, "upstream.registration_endpoint"),
+        format!("/realms/{name}/clients-registrations/openid-connect")
+    );
+    assert_eq!(
+        str_at(&t, "upstream.admin.token_endpoint"),
+        format!("/realms/{name}/protocol/openid-connect/token")
+    );
+    assert_eq!(
+        str_at(&t, "management.introspection_endpoint"),
+        format!("/realms/{name}/protocol/openid-connect/token/introspect")
+    );
+}
+
+#[test]
+fn the_realm_has_the_clients_the_proxy_authenticates_as() {
+    let (_, t) = proxy_toml();
+    let realm = realm();
+    // Introspection: confidential, exempt from the audience check of 26.4.12 / 26.6.2 / 26.7.0 (#49113).
+    let introspection = realm_client(&realm, str_at(&t, "management.client_id"));
+    assert_eq!(introspection["publicClient"], false);
+    assert_eq!(
+        introspection["attributes"]["allow.token.introspection.without.audience.check"],
+        "true"
+    );
+    same_secret(
+        introspection["secret"].as_str().expect("secret"),
+        str_at(&t, "management.client_secret_env"),
+    );
+    // The administrator: a service account with realm-management manage-clients.
+    let admin_id = str_at(&t, "upstream.admin.client_id");
+    let admin = realm_client(&realm, admin_id);
+    assert_eq!(admin["serviceAccountsEnabled"], true);
+    same_secret(
+        admin["secret"].as_str().expect("secret"),
+        str_at(&t, "upstream.admin.client_secret_env"),
+    );
+    let account = realm["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .find(|u| u["serviceAccountClientId"] == admin_id)
+        .expect("the admin client's service account user");
+    assert!(
+        account["clientRoles"]["realm-management"]
+            .as_array()
+            .expect("realm-management roles")
+            .iter()
+            .any(|r| r == "manage-clients")
+    );
+}
+
+#[test]
+fn the_registration_policy_allows_every_scope_the_proxy_offers_and_the_script_creates_them() {
+    let (src, t) = proxy_toml();
+    let cfg = {
+        let dir = std::env::temp_dir().join(format!("dcr-deploy-{}", uuid::Uuid::new_v4()));
+        let mut rewritten = src.clone();
+        for p in [
+            "/etc/dcr-proxy/tls/tls.crt",
+            "/etc/dcr-proxy/tls/tls.key",
+            "/etc/dcr-proxy/client-ca/ca.pem",
+        ] {
+            let local = dir.join(p.trim_start_matches('/'));
+            std::fs::create_dir_all(local.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&local, "placeholder").expect("write");
+            rewritten = rewritten.replace(p, &local.display().to_string());
+        }
+        let env: HashMap<String, String> = env_keys(&t)
+            .into_iter()
+            .map(|(_, v)| (v, "x".to_string()))
+            .collect();
+        let c = dcr_proxy::config::Config::from_toml_str(&rewritten, "configmap", &dir, &env);
+        let _ = std::fs::remove_dir_all(&dir);
+        c.unwrap_or_else(|e| panic!("{e}"))
+    };
+    let realm = realm();
+    let policies = realm["components"]
+        ["org.keycloak.services.clientregistration.policy.ClientRegistrationPolicy"]
+        .as_array()
+        .expect("registration policies");
+    let allowed: Vec<&str> = policies
+        .iter()
+        .find(|p| p["providerId"] == "allowed-client-templates" && p["subType"] == "authenticated")
+        .expect("the Allowed Client Scopes policy for authenticated requests")["config"]["allowed-client-scopes"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let script = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/keycloak/client-scopes.sh"),
+    )
+    .expect("client-scopes.sh");
+    // Keycloak's built-in client scopes of a new realm (OIDCLoginProtocolFactory).
+    let built_in = [
+        "openid",
+        "profile",
+        "email",
+        "address",
+        "phone",
+        "offline_access",
+    ];
+    for scope in &cfg.profile.allowed_scopes {
+        assert!(
+            allowed.contains(&scope.as_str()),
+            "the bank offers {scope} but Keycloak's policy would refuse it"
+        );
+        assert!(
+            built_in.contains(&scope.as_str()) || script.split_whitespace().any(|w| w == scope),
+            "{scope} is allowed but client-scopes.sh does not create it: Keycloak would drop it silently"
+        );
+    }
+    // Anonymous registration stays refused: the policy list replaces Keycloak's defaults.
+    assert!(policies.iter().any(|p| {
+        p["providerId"] == "trusted-hosts"
+            && p["subType"] == "anonymous"
+            && p["config"]["trusted-hosts"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+    }));
+}
+
+#[test]
+fn keycloak_trusts_only_the_sidecar_names_the_public_host_and_imports_the_realm() {
+    let (_, t) = proxy_toml();
+    let public = url::Url::parse(str_at(&t, "server.public_url")).expect("url");
+    assert_eq!(
+        keycloak_arg("hostname").as_deref(),
+        Some(public.as_str().trim_end_matches('/'))
+    );
+    assert_eq!(
+        keycloak_arg("proxy-trusted-addresses").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert!(keycloak_args().iter().any(|a| a == "--import-realm"));
+    let chain: u32 = keycloak_arg("spi-x509cert-lookup--rfc9440--certificate-chain-length")
+        .and_then(|v| v.parse().ok())
+        .expect("a certificate chain length");
+    assert!(chain >= 2, "OB and eIDAS chains carry intermediates");
+    // The realm file is mounted where --import-realm reads it.
+    let mount = container("keycloak")["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["mountPath"] == "/opt/keycloak/data/import")
+        .cloned()
+        .expect("the import directory is mounted");
+    let vol = pod()["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .cloned()
+        .expect("volume");
+    assert_eq!(vol["configMap"]["name"], "keycloak-realm");
+    let kustomization = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/kustomization.yaml"),
+    )
+    .expect("kustomization");
+    assert!(kustomization.contains("keycloak-realm.yaml"));
 }

@@ -1,6 +1,10 @@
 //! No orphans, no dead tokens: faults between the upstream and the store, with a real PostgreSQL and the
-//! real upstream. The upstream's fault hooks (`/__fault/register`) are test doubles for timing a real
-//! server cannot be made to produce on demand.
+//! real upstream (oidc-provider, or its Keycloak stand-in by `DCR_TEST_UPSTREAM`). The upstream's fault hooks
+//! (`/__fault/register`) are test doubles for timing a real server cannot be made to produce on demand.
+//!
+//! Keycloak names its clients itself, so a create whose answer was lost is found again through Admin REST by
+//! what the proxy sent (the pending record's fingerprint), and a rotation whose answer was lost is healed with
+//! a registration access token minted through Admin REST.
 
 mod support;
 
@@ -8,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::postgres::PgServer;
-use support::world::{Options, Profile, World};
+use support::world::{Flavour, Options, Profile, World, not_for_this_flavour};
 
 fn store_toml(pg: &PgServer, db: &str) -> String {
     format!(
@@ -248,6 +252,125 @@ fn admin_options(pg: &PgServer, db: &str, profile: Profile) -> Options {
 }
 
 #[tokio::test]
+async fn a_keycloak_client_whose_create_answer_was_lost_is_found_but_a_sibling_in_flight_is_spared()
+{
+    if not_for_this_flavour(
+        Flavour::Keycloak,
+        "a plain RFC 7591 upstream takes the client_id the proxy names, so there is no search to guard",
+    ) {
+        return;
+    }
+    let pg = PgServer::shared().await;
+    let db = pg.create_database().await;
+    let mut w = World::start(admin_options(pg, &db, Profile::Ob)).await;
+    let tpp = w.tpp();
+    let started = std::time::Instant::now();
+    // The first registration is created upstream and its answer never reaches the proxy, which is killed.
+    w.upstream
+        .fault(json!({"mode": "delay_after_create", "delay_ms": 8000, "count": 1}))
+        .await;
+    let client = tpp.client.clone();
+    let url = w.proxy.url("/register");
+    let body = w.ob_request(&tpp, json!({}));
+    let first = tokio::spawn(async move {
+        client
+            .try_request("POST", &url, &[("content-type", "application/jwt")], body)
+            .await
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let orphan = loop {
+        if let Some(id) = w.upstream.clients().await.pop() {
+            break id;
+        }
+        assert!(std::time::Instant::now() < deadline, "created upstream");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    w.kill_and_restart().await;
+    assert!(first.await.expect("task").is_err());
+
+    // The same TPP registers again with the same metadata (OB allows it) just as the first record becomes
+    // old enough to reconcile; this one's answer takes 2 s. Its client carries the same fingerprint and is
+    // not known to the store until its answer arrives: the reconciler must leave it alone meanwhile.
+    let wait = Duration::from_millis(3200).saturating_sub(started.elapsed());
+    tokio::time::sleep(wait).await;
+    w.upstream
+        .fault(json!({"mode": "delay_after_create", "delay_ms": 2000, "count": 1}))
+        .await;
+    let resp = w
+        .post_register(&tpp.client, &w.ob_request(&tpp, json!({})))
+        .await;
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let second = resp.json()["client_id"].as_str().expect("id").to_string();
+    assert_ne!(second, orphan);
+
+    wait_until_settled(&w, pg, &db, "the reconciler removed the orphan only").await;
+    assert_eq!(w.upstream.clients().await, vec![second.clone()]);
+    assert_upstream_matches_store(&w, pg, &db).await;
+    let logs = w.proxy.logs();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains(&orphan) && l.contains("deleted with the admin credential")),
+        "the reconciler says what it removed"
+    );
+    assert!(
+        logs.iter().any(|l| l.contains("still in flight")),
+        "the reconciler waited for the sibling: {}",
+        logs.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn a_keycloak_scope_policy_refusal_is_a_400_the_tpp_can_act_on_and_leaves_nothing() {
+    if not_for_this_flavour(
+        Flavour::Keycloak,
+        "registration policies answering 403 are Keycloak's; oidc-provider's refusal is the 400 in ob_register",
+    ) {
+        return;
+    }
+    let pg = PgServer::shared().await;
+    let db = pg.create_database().await;
+    // The bank offers payments in its profile but its realm's "Allowed Client Scopes" policy does not.
+    let w = World::start(Options {
+        upstream_env: vec![("KEYCLOAK_ALLOWED_SCOPES".into(), "openid,accounts".into())],
+        ..admin_options(pg, &db, Profile::Ob)
+    })
+    .await;
+    let tpp = w.tpp();
+    let resp = w
+        .post_register(
+            &tpp.client,
+            &w.ob_request(&tpp, json!({"scope": "openid payments"})),
+        )
+        .await;
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    assert_eq!(resp.json()["error"], "invalid_client_metadata");
+    let description = resp.json()["error_description"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        description.contains(
+            "registration policy does not allow one of the requested scopes (openid payments)"
+        ),
+        "{description}"
+    );
+    assert!(w.upstream.clients().await.is_empty(), "a 403 rolls back");
+    assert_eq!(
+        pending_rows(pg, &db).await,
+        0,
+        "the reservation is released"
+    );
+    let resp = w
+        .post_register(
+            &tpp.client,
+            &w.ob_request(&tpp, json!({"scope": "openid accounts"})),
+        )
+        .await;
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    assert_upstream_matches_store(&w, pg, &db).await;
+}
+
+#[tokio::test]
 async fn a_proxy_killed_after_the_upstream_created_the_client_leaves_no_orphan_once_restarted() {
     let pg = PgServer::shared().await;
     let db = pg.create_database().await;
@@ -269,20 +392,34 @@ async fn a_proxy_killed_after_the_upstream_created_the_client_leaves_no_orphan_o
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    // The pending record written before the upstream call already names that client.
-    let named: Vec<String> = pg
+    // The pending record written before the upstream call already names that client, or (Keycloak, which
+    // refuses a named client_id) carries the fingerprint of what was sent.
+    let pending: Vec<(Option<String>, Option<serde_json::Value>)> = pg
         .admin(&db)
         .await
         .query(
-            "SELECT client_id FROM dcr_registrations WHERE state = 'pending' AND pending_op = 'create'",
+            "SELECT client_id, create_fingerprint FROM dcr_registrations WHERE state = 'pending' AND pending_op = 'create'",
             &[],
         )
         .await
         .expect("rows")
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(named, vec![created.clone()]);
+    assert_eq!(pending.len(), 1);
+    match w.flavour() {
+        Flavour::Rfc7591 => assert_eq!(pending[0].0.as_deref(), Some(created.as_str())),
+        Flavour::Keycloak => {
+            assert_eq!(pending[0].0, None);
+            let fp = pending[0].1.clone().expect("a fingerprint");
+            assert_eq!(fp["jwks_uri"], adr.jwks_url.as_str());
+            assert_eq!(
+                fp["redirect_uris"],
+                json!(["https://tpp.example.com/cb"]),
+                "{fp}"
+            );
+        }
+    }
 
     w.kill_and_restart().await;
     assert!(
@@ -383,17 +520,56 @@ async fn a_proxy_killed_after_the_upstream_rotated_the_token_leaves_no_dead_toke
         "the TPP's connection died with the proxy"
     );
 
-    // The record held a dead token; the reconciler deletes the client it can no longer manage and marks
-    // the record gone. The other registrations are untouched.
     wait_until_settled(&w, pg, &db, "the reconciler settled the lost rotation").await;
     let upstream = w.upstream.clients().await;
-    assert!(!upstream.contains(&client_id_2), "{upstream:?}");
     assert!(upstream.contains(&bystander), "{upstream:?}");
-    assert_upstream_matches_store(&w, pg, &db).await;
-    let resp = w
-        .manage(&other.client, "GET", &client_id_2, Some("x"), "")
-        .await;
-    assert_eq!(resp.status, 401, "{}", resp.text());
+    match w.flavour() {
+        // The record held a dead token; the reconciler deletes the client it can no longer manage and marks
+        // the record gone. The other registrations are untouched.
+        Flavour::Rfc7591 => {
+            assert!(!upstream.contains(&client_id_2), "{upstream:?}");
+            assert_upstream_matches_store(&w, pg, &db).await;
+            let resp = w
+                .manage(&other.client, "GET", &client_id_2, Some("x"), "")
+                .await;
+            assert_eq!(resp.status, 401, "{}", resp.text());
+        }
+        // Keycloak: a new token is minted through Admin REST; the client carries the PUT's redirect URIs, so
+        // the replacement is completed with it. No dead token, and no client deleted for a lost token.
+        Flavour::Keycloak => {
+            assert!(upstream.contains(&client_id_2), "{upstream:?}");
+            assert_upstream_matches_store(&w, pg, &db).await;
+            let (_, _, new_rat) = live_records(pg, &db)
+                .await
+                .into_iter()
+                .find(|r| r.0 == client_id_2)
+                .expect("record");
+            assert_ne!(new_rat, old_rat);
+            let at = w
+                .token_tls(&client_id_2, &other.cert, "openid accounts")
+                .await
+                .json()["access_token"]
+                .as_str()
+                .expect("token")
+                .to_string();
+            let resp = w
+                .manage(&other.client, "GET", &client_id_2, Some(&at), "")
+                .await;
+            assert_eq!(resp.status, 200, "{}", resp.text());
+            assert_eq!(
+                resp.json()["redirect_uris"],
+                json!(["https://tpp.example.com/cb2"]),
+                "the replacement that landed is what the record holds"
+            );
+            assert!(
+                w.proxy
+                    .logs()
+                    .iter()
+                    .any(|l| l.contains("it had landed upstream and its rotated token was lost")),
+                "the reconciler says what it did"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -436,8 +612,7 @@ async fn a_refused_admin_credential_keeps_the_pending_record_instead_of_forgetti
     let db = pg.create_database().await;
     // The admin client with the introspection client's secret: the token endpoint refuses it.
     let w = World::start(Options {
-        upstream_extra: "timeout = \"3s\"\nsettle_timeout = \"3s\"\n[upstream.admin]\ntoken_endpoint = \"/token\"\nclient_id = \"dcr-proxy-admin\"\nclient_secret_env = \"DCR_MANAGEMENT_CLIENT_SECRET\"".into(),
-        upstream_admin: false,
+        upstream_admin_secret_env: Some(support::world::INTROSPECTION_ENV.into()),
         ..admin_options(pg, &db, Profile::Ob)
     })
     .await;
@@ -449,6 +624,19 @@ async fn a_refused_admin_credential_keeps_the_pending_record_instead_of_forgetti
         .post_register(&tpp.client, &w.ob_request(&tpp, json!({})))
         .await;
     assert_eq!(resp.status, 502, "{}", resp.text());
+    if w.flavour() == Flavour::Keycloak {
+        // The service account creates the clients: refused, it created nothing and nothing is left pending.
+        assert!(w.upstream.clients().await.is_empty());
+        assert_eq!(pending_rows(pg, &db).await, 0);
+        assert!(
+            w.upstream
+                .requests(&w.upstream.paths.registration)
+                .await
+                .is_empty(),
+            "no create was sent without a token"
+        );
+        return;
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while !w
         .proxy
@@ -477,6 +665,12 @@ async fn a_refused_admin_credential_keeps_the_pending_record_instead_of_forgetti
 
 #[tokio::test]
 async fn an_upstream_that_ignores_the_named_client_id_gets_its_client_deleted_and_the_tpp_a_502() {
+    if not_for_this_flavour(
+        Flavour::Rfc7591,
+        "the proxy names no client_id to Keycloak (it refuses one)",
+    ) {
+        return;
+    }
     let pg = PgServer::shared().await;
     let db = pg.create_database().await;
     let w = World::start(admin_options(pg, &db, Profile::Cdr)).await;

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use support::client::{TlsClient, tls_alert};
 use support::keys::SigningKey;
 use support::pki::ClientCertSpec;
-use support::world::{OB_AUD, Options, Tpp, World, jwks_doc};
+use support::world::{Flavour, OB_AUD, Options, Tpp, World, jwks_doc, not_for_this_flavour};
 
 fn assert_error(resp: &support::client::Response, status: u16, code: &str, case: &str) {
     let body = resp.json();
@@ -58,8 +58,39 @@ async fn registers_an_ob_client_and_answers_in_the_v3_1_shape() {
     assert_eq!(w.upstream.clients().await, vec![client_id.clone()]);
 
     // The translation the upstream received: RFC 7591 only, never the SSA.
-    let reqs = w.upstream.requests("/reg").await;
+    let reqs = w.upstream.requests(&w.upstream.paths.registration).await;
     assert_eq!(reqs.len(), 1, "{reqs:?}");
+    if w.flavour() == Flavour::Keycloak {
+        // Keycloak chose the client_id (the proxy named none), stored what DescriptionConverter reads, and
+        // dropped `openid` from the optional client scopes, while the TPP's answer above still lists it.
+        let c = w
+            .upstream
+            .admin_client(&client_id)
+            .await
+            .expect("the client");
+        assert_eq!(c["redirectUris"], json!(["https://tpp.example.com/cb"]));
+        assert_eq!(c["attributes"]["jwks.url"], tpp.jwks_url.as_str());
+        assert_eq!(
+            c["attributes"]["x509.subjectdn"],
+            tpp.cert.subject_rfc4514.as_str(),
+            "an OB subject has only keywords Java prints by name"
+        );
+        assert_eq!(c["optionalClientScopes"], json!(["accounts"]));
+        // The stored RFC 7592 URI is the one we built on the address we call, not Keycloak's frontend one.
+        let db = rusqlite::Connection::open(w.dir.join("dcr.sqlite")).expect("store");
+        let uri: String = db
+            .query_row(
+                "SELECT registration_client_uri FROM registrations WHERE client_id = ?1",
+                [&client_id],
+                |r| r.get(0),
+            )
+            .expect("record");
+        assert_eq!(
+            uri,
+            w.upstream
+                .url(&format!("{}/{client_id}", w.upstream.paths.registration))
+        );
+    }
     let logs = w.proxy.logs().join("\n");
     assert!(!logs.contains(&ssa), "the SSA must not be logged");
     assert!(
@@ -467,11 +498,25 @@ async fn an_upstream_refusal_is_a_400_and_an_unreachable_upstream_a_502() {
     let body = w.ob_request(&tpp, json!({"scope": ["openid", "notatupstream"]}));
     let resp = w.post_register(&tpp.client, &body).await;
     assert_error(&resp, 400, ICM, "upstream refuses the scope");
+    let description = resp.json()["error_description"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     assert!(
-        resp.json()["error_description"]
-            .as_str()
-            .unwrap_or("")
-            .contains("authorisation server")
+        description.contains("authorisation server"),
+        "{description}"
+    );
+    if w.flavour() == Flavour::Keycloak {
+        // Keycloak's "Allowed Client Scopes" policy answers 403 insufficient_scope, naming no scope: the TPP is
+        // told which scopes it asked for and what to do.
+        assert!(
+            description.contains("registration policy does not allow one of the requested scopes (openid notatupstream)"),
+            "{description}"
+        );
+    }
+    assert!(
+        w.upstream.clients().await.is_empty(),
+        "a 403 created nothing"
     );
 
     let port = support::world::closed_port();
@@ -523,6 +568,7 @@ async fn check_config_accepts_the_world_config_and_names_bad_keys() {
     let env = [
         (support::world::IAT_ENV, "x"),
         (support::world::INTROSPECTION_ENV, "y"),
+        (support::world::ADMIN_ENV, "z"),
     ];
     let (code, out) = support::proxy::check_config(&w.proxy.config_path, &env);
     assert_eq!(code, 0, "{out}");
@@ -542,7 +588,12 @@ async fn check_config_accepts_the_world_config_and_names_bad_keys() {
 
     let (code, out) = support::proxy::check_config(&w.proxy.config_path, &[]);
     assert_eq!(code, 78, "{out}");
-    assert!(out.contains("upstream.initial_access_token_env"), "{out}");
+    // Keycloak's service account creates the clients, so there its secret is missed instead of an IAT.
+    let creates_with = match w.flavour() {
+        Flavour::Rfc7591 => "upstream.initial_access_token_env",
+        Flavour::Keycloak => "upstream.admin.client_secret_env",
+    };
+    assert!(out.contains(creates_with), "{out}");
     assert!(
         out.contains("management.client_secret_env"),
         "every problem at once: {out}"
@@ -837,4 +888,62 @@ async fn a_dn_spelt_with_look_alike_letters_is_not_the_certificates_dn() {
             .await;
         assert_eq!(resp.status, 201, "{subject_cn}: {}", resp.text());
     }
+}
+
+#[tokio::test]
+async fn a_scope_keycloak_ignores_silently_is_refused_and_leaves_no_client() {
+    // Allowed by the realm's "Allowed Client Scopes" policy but no client scope of that name: Keycloak registers
+    // the client without it and says nothing.
+    if not_for_this_flavour(
+        Flavour::Keycloak,
+        "oidc-provider refuses an unknown scope outright (see an_upstream_refusal_is_a_400...)",
+    ) {
+        return;
+    }
+    let w = World::start(Options {
+        profile_extra: r#"allowed_scopes = ["openid", "accounts", "payments", "nosuchscope"]"#
+            .into(),
+        upstream_env: vec![(
+            "KEYCLOAK_ALLOWED_SCOPES".into(),
+            "openid,accounts,payments,nosuchscope".into(),
+        )],
+        ..Options::default()
+    })
+    .await;
+    let tpp = w.tpp();
+    let body = w.ob_request(
+        &tpp,
+        json!({"scope": ["openid", "accounts", "nosuchscope"]}),
+    );
+    let resp = w.post_register(&tpp.client, &body).await;
+    assert_error(&resp, 400, ICM, "an ignored scope");
+    assert!(
+        resp.json()["error_description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("does not offer scope nosuchscope"),
+        "{}",
+        resp.text()
+    );
+    assert!(
+        w.upstream
+            .stderr()
+            .contains("Referenced client scope 'nosuchscope' doesn't exist"),
+        "Keycloak ignored it"
+    );
+    assert!(
+        w.upstream.clients().await.is_empty(),
+        "the client made without the scope was deleted again"
+    );
+    assert!(
+        w.proxy
+            .logs()
+            .iter()
+            .any(|l| l.contains("accepted but ignored these scopes")),
+        "the operator is told which client scope to create"
+    );
+    // Without it the same TPP registers.
+    let body = w.ob_request(&tpp, json!({"scope": ["openid", "accounts"]}));
+    let resp = w.post_register(&tpp.client, &body).await;
+    assert_eq!(resp.status, 201, "{}", resp.text());
 }

@@ -111,6 +111,8 @@ async fn placeholder_upstream(w: &World) -> support::upstream::Upstream {
         cert_header: Default::default(),
         port: 0,
         introspection_client_id: None,
+        flavour: w.flavour(),
+        env: Vec::new(),
     })
     .await
 }

@@ -71,7 +71,7 @@ async fn record_survives_reopen() {
     let versions: i64 = raw
         .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(versions, 1);
+    assert_eq!(versions, 2, "one row per migration step");
 }
 
 #[tokio::test]

@@ -571,6 +571,8 @@ async fn upstream_launcher_speaks_the_contract_with_a_stand_in() {
             cert_header: CertHeader::Envoy,
             port: 0,
             introspection_client_id: None,
+            flavour: support::upstream::Flavour::Rfc7591,
+            env: Vec::new(),
         },
     )
     .await;
@@ -617,6 +619,8 @@ async fn upstream_launcher_reports_the_stderr_of_a_failed_start() {
             cert_header: CertHeader::Rfc9440,
             port: 0,
             introspection_client_id: None,
+            flavour: support::upstream::Flavour::Rfc7591,
+            env: Vec::new(),
         },
     )
     .await;

@@ -120,6 +120,7 @@ impl RawTls {
 }
 
 pub(super) struct RawUpstream {
+    pub flavour: String,
     pub base_url: String,
     pub registration_endpoint: String,
     pub initial_access_token_env: String,
@@ -133,6 +134,7 @@ pub(super) struct RawUpstream {
 impl RawUpstream {
     fn read(mut t: Table<'_, '_>) -> Self {
         let raw = RawUpstream {
+            flavour: t.or("flavour", "rfc7591"),
             base_url: t.req("base_url"),
             registration_endpoint: t.req("registration_endpoint"),
             // Secrets come from variables named DCR_<SECTION>_<KEY> unless a `*_env` key names another.
@@ -156,6 +158,7 @@ pub(super) struct RawUpstreamAdmin {
     pub client_id: String,
     pub client_secret_env: String,
     pub scope: Option<String>,
+    pub realm: Option<String>,
 }
 
 impl RawUpstreamAdmin {
@@ -165,6 +168,7 @@ impl RawUpstreamAdmin {
             client_id: t.req("client_id"),
             client_secret_env: t.or("client_secret_env", "DCR_UPSTREAM_ADMIN_CLIENT_SECRET"),
             scope: t.opt("scope"),
+            realm: t.opt("realm"),
         };
         t.finish();
         raw

@@ -573,3 +573,109 @@ fn every_commented_out_key_in_the_annotated_configs_is_a_real_key() {
         assert!(seen >= 10, "{name}: only {seen} commented-out keys found");
     }
 }
+
+#[test]
+fn the_keycloak_flavour_derives_its_admin_api_and_creates_without_an_iat() {
+    let kc = GOOD
+        .replace(
+            "registration_endpoint = \"/reg\"",
+            "flavour = \"keycloak\"\nregistration_endpoint = \"/realms/ob/clients-registrations/openid-connect\"",
+        )
+        .replace(
+            "[profile]\n",
+            "[upstream.admin]\ntoken_endpoint = \"/realms/ob/protocol/openid-connect/token\"\nclient_id = \"dcr-admin\"\n[profile]\n",
+        );
+    // The service account creates: no initial access token is needed.
+    let vars = HashMap::from([(
+        "DCR_UPSTREAM_ADMIN_CLIENT_SECRET".to_string(),
+        "admin-secret".to_string(),
+    )]);
+    let c = load(&kc, &vars).expect("valid");
+    assert_eq!(c.upstream.flavour, crate::upstream::Flavour::Keycloak);
+    assert_eq!(
+        c.upstream
+            .admin
+            .as_ref()
+            .and_then(|a| a.api_base.as_ref())
+            .map(url::Url::as_str),
+        Some("http://127.0.0.1:3000/admin/realms/ob/")
+    );
+    assert!(c.upstream.initial_access_token.expose().is_empty());
+
+    // A registration endpoint that does not name the realm needs upstream.admin.realm.
+    let odd = kc.replace(
+        "/realms/ob/clients-registrations/openid-connect\"",
+        "/register\"",
+    );
+    let e = load(&odd, &vars).expect_err("no realm");
+    assert!(
+        e.problems
+            .iter()
+            .any(|p| p.key == "upstream.registration_endpoint"),
+        "{e}"
+    );
+    let named = odd.replace(
+        "client_id = \"dcr-admin\"",
+        "client_id = \"dcr-admin\"\nrealm = \"ob\"",
+    );
+    assert!(load(&named, &vars).is_ok());
+
+    // Without the service account, Keycloak creates with an initial access token as any RFC 7591 server.
+    let no_admin = GOOD.replace(
+        "registration_endpoint",
+        "flavour = \"keycloak\"\nregistration_endpoint",
+    );
+    assert_eq!(
+        load(&no_admin, &env()).expect("valid").upstream.flavour,
+        crate::upstream::Flavour::Keycloak
+    );
+    let e = load(&no_admin, &HashMap::new()).expect_err("no IAT");
+    assert!(
+        e.problems
+            .iter()
+            .any(|p| p.key == "upstream.initial_access_token_env"),
+        "{e}"
+    );
+
+    let bad = GOOD.replace(
+        "registration_endpoint",
+        "flavour = \"forgerock\"\nregistration_endpoint",
+    );
+    let e = load(&bad, &env()).expect_err("unknown flavour");
+    assert!(e.to_string().contains("\"rfc7591\", \"keycloak\""), "{e}");
+}
+
+#[test]
+fn combinations_keycloak_cannot_serve_are_refused_at_start_up() {
+    let kc = GOOD.replace(
+        "registration_endpoint",
+        "flavour = \"keycloak\"\nregistration_endpoint",
+    );
+    let mut vars = env();
+    vars.insert("DCR_MANAGEMENT_CLIENT_SECRET".into(), "s".into());
+    let src = format!(
+        "{kc}[forward]\ncert_header = \"envoy\"\n[management]\nintrospection_endpoint = \"/i\"\nrevocation_endpoint = \"/r\"\nclient_id = \"dcr-proxy\"\n"
+    );
+    let e = load(&src, &vars).expect_err("incoherent");
+    let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["forward.cert_header", "management.revocation_endpoint"],
+        "{e}"
+    );
+    assert!(e.to_string().contains("Unmatching clients"), "{e}");
+    assert!(e.to_string().contains("no Envoy lookup"), "{e}");
+    // The same file is fine for a plain RFC 7591 server.
+    let plain = src.replace("flavour = \"keycloak\"\n", "");
+    assert!(load(&plain, &vars).is_ok());
+
+    // upstream.admin.realm means nothing to a plain RFC 7591 server.
+    let mut vars = env();
+    vars.insert("DCR_UPSTREAM_ADMIN_CLIENT_SECRET".into(), "a".into());
+    let realm = GOOD.replace(
+        "[profile]\n",
+        "[upstream.admin]\ntoken_endpoint = \"/token\"\nclient_id = \"a\"\nrealm = \"ob\"\n[profile]\n",
+    );
+    let e = load(&realm, &vars).expect_err("realm without keycloak");
+    assert_eq!(e.problems[0].key, "upstream.admin.realm", "{e}");
+}

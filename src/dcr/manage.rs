@@ -15,7 +15,9 @@ use crate::dcr::profile::ProfileKind;
 use crate::error::{ErrorCode, ProxyError, json_response, no_content};
 use crate::identity::PeerCert;
 use crate::secret::Secret;
-use crate::store::{PendingOp, RecordState, Registration, StoreError};
+use crate::store::{
+    CreateFingerprint, PendingOp, PendingReplacement, RecordState, Registration, StoreError,
+};
 use crate::upstream::{Outcome, UpstreamError};
 
 /// How often the rotated token is written back before we hand the job to a background task.
@@ -126,6 +128,16 @@ impl Registrar {
                 StatusCode::OK,
                 &answer(rec, &rec.metadata, &rec.software_statement),
             )),
+            Err(UpstreamError::TokenRefused(_)) => {
+                if self.confirm_refused_token(rec).await? {
+                    Ok(json_response(
+                        StatusCode::OK,
+                        &answer(rec, &rec.metadata, &rec.software_statement),
+                    ))
+                } else {
+                    Err(self.unknown_client())
+                }
+            }
             Err(UpstreamError::Gone(_)) => {
                 tracing::warn!(
                     client_id,
@@ -161,9 +173,15 @@ impl Registrar {
                 ),
             ));
         }
-        let mut request = md.to_upstream(&ssa, peer, &self.profile);
+        let mut request = md.to_upstream(
+            &ssa,
+            peer,
+            &self.profile,
+            self.upstream.flavour().dn_rendering(),
+        );
         if let Some(o) = request.as_object_mut() {
-            // RFC 7592 §2.2: the full metadata, including the client_id.
+            // RFC 7592 §2.2: the full metadata, including the client_id (Keycloak: "Client Identifier
+            // modified" unless it equals the path's).
             o.insert("client_id".into(), Value::from(client_id.clone()));
         }
         let mut stored = rendered;
@@ -174,11 +192,19 @@ impl Registrar {
             o.insert("client_id_issued_at".into(), issued.clone());
         }
 
-        // Mark the change before the upstream acts: a crash from here on leaves a trace to reconcile.
+        // Mark the change before the upstream acts, with what the record becomes: a crash from here on leaves
+        // a trace to reconcile, and enough to finish the replacement if its rotated token is lost.
+        let replacement = PendingReplacement {
+            fingerprint: CreateFingerprint::of(&request),
+            metadata: stored.clone(),
+            software_statement: ssa.raw.clone(),
+        };
         self.store
-            .begin_change(&client_id, PendingOp::Replace)
+            .begin_replace(&client_id, &replacement)
             .await
             .map_err(change_error)?;
+        let asked =
+            serde_json::json!({ "scope": request.get("scope").cloned().unwrap_or(Value::Null) });
         let result = match self
             .upstream
             .replace(uri.to_string(), rat.clone(), request)
@@ -207,6 +233,8 @@ impl Registrar {
                         Ok(Err(UpstreamError::Gone(_))) => {
                             let _ = store.mark_gone(&cid).await;
                         }
+                        // Refused before anything changed; whether the client lives is the reconciler's to find.
+                        Ok(Err(UpstreamError::TokenRefused(_))) => {}
                         _ => {
                             tracing::warn!(client_id = %cid, "a late replacement never settled; the record stays pending for reconciliation")
                         }
@@ -217,15 +245,36 @@ impl Registrar {
         };
         let updated = match result {
             Ok(u) => u,
-            Err(UpstreamError::Rejected { description, .. }) => {
+            Err(UpstreamError::Rejected {
+                description,
+                status,
+            }) => {
                 self.store
                     .cancel_change(&client_id)
                     .await
                     .map_err(store_error)?;
                 return Err(ProxyError::rejected(
                     ErrorCode::InvalidClientMetadata,
-                    format!("the authorisation server refused the update: {description}"),
+                    self.upstream.flavour().describe_refusal(
+                        status,
+                        &description,
+                        &asked,
+                        "update",
+                    ),
                 ));
+            }
+            // The token was refused before anything changed: the record goes back to Active, and is either
+            // given a new token (the TPP tries again) or found gone.
+            Err(UpstreamError::TokenRefused(_)) => {
+                self.store
+                    .cancel_change(&client_id)
+                    .await
+                    .map_err(store_error)?;
+                return Err(if self.confirm_refused_token(&rec).await? {
+                    ProxyError::Busy
+                } else {
+                    self.unknown_client()
+                });
             }
             Err(UpstreamError::Gone(_)) => {
                 self.store
@@ -246,6 +295,18 @@ impl Registrar {
             // reconciliation rather than pretending the old token still works.
             Err(e) => return Err(upstream_error(e)),
         };
+
+        let ignored = self
+            .upstream
+            .flavour()
+            .ignored_scopes(&asked, &updated.metadata);
+        if !ignored.is_empty() {
+            tracing::error!(
+                client_id = %client_id,
+                scopes = %ignored.join(" "),
+                "the upstream accepted but ignored these scopes in an update (Keycloak: no client scope of that name in the realm); tokens for them will be refused until the client scopes exist"
+            );
+        }
 
         // The upstream has rotated the token: it must reach the store, whatever it takes.
         let new_rat = updated.registration_access_token.clone();
@@ -309,7 +370,7 @@ impl Registrar {
             .begin_change(client_id, PendingOp::Delete)
             .await
             .map_err(change_error)?;
-        match self.upstream.delete(uri, rat).await {
+        match self.upstream.delete(client_id, uri, rat).await {
             // Any 2xx, and "already gone", mean the client no longer exists upstream.
             Ok(()) => {}
             Err(e @ (UpstreamError::Unavailable(_) | UpstreamError::Rejected { .. })) => {
@@ -324,6 +385,62 @@ impl Registrar {
         }
         self.store.remove(client_id).await.map_err(store_error)?;
         Ok(no_content())
+    }
+
+    /// The upstream refused the record's registration token without saying whether the client still exists
+    /// (Keycloak). With the administrator's credential a new token is minted and stored (true: the client
+    /// lives and the record works again); when the client is gone, or nobody can tell, the record is marked
+    /// gone (false).
+    async fn confirm_refused_token(&self, rec: &Registration) -> Result<bool, ProxyError> {
+        let client_id = rec.client_id.as_deref().unwrap_or_default();
+        if !self.upstream.can_mint_tokens() {
+            tracing::warn!(
+                client_id,
+                "the upstream refused the stored registration token; without [upstream.admin] a stale token cannot be told from a deleted client, so the record is marked gone"
+            );
+            self.store.mark_gone(client_id).await.map_err(store_error)?;
+            return Ok(false);
+        }
+        match self
+            .upstream
+            .mint_registration_token(client_id)
+            .await
+            .map_err(upstream_error)?
+        {
+            None => {
+                tracing::warn!(
+                    client_id,
+                    "client deleted at the upstream behind our back; marking the record gone"
+                );
+                self.store.mark_gone(client_id).await.map_err(store_error)?;
+                Ok(false)
+            }
+            Some(new_rat) => {
+                self.store
+                    .begin_change(client_id, PendingOp::Replace)
+                    .await
+                    .map_err(change_error)?;
+                if let Err(e) = self
+                    .persist_replace(client_id, &new_rat, &rec.metadata, &rec.software_statement)
+                    .await
+                {
+                    // The old token is dead now: the new one must reach the store, whatever it takes.
+                    tokio::spawn(keep_rotated_token(
+                        self.store.clone(),
+                        client_id.to_string(),
+                        new_rat,
+                        rec.metadata.clone(),
+                        rec.software_statement.clone(),
+                    ));
+                    return Err(store_error(e));
+                }
+                tracing::warn!(
+                    client_id,
+                    "the stored registration token was stale; a new one was minted with the admin credential and stored"
+                );
+                Ok(true)
+            }
+        }
     }
 
     /// An unknown, deleted or other client's ClientId: one answer for all, so existence is not revealed.

@@ -9,7 +9,7 @@ use url::{Host, Url};
 use crate::dcr::profile::{Profile, ProfileKind};
 use crate::dcr::ssa::Ssa;
 use crate::error::{ErrorCode, ProxyError, echo};
-use crate::identity::{DistinguishedName, PeerCert};
+use crate::identity::{DistinguishedName, DnRendering, PeerCert};
 
 const GRANT_TYPES: &[&str] = &["client_credentials", "authorization_code", "refresh_token"];
 const APPLICATION_TYPES_OB: &[&str] = &["web", "mobile"];
@@ -515,8 +515,15 @@ impl ClientMetadata {
         }
     }
 
-    /// The plain RFC 7591 request for the upstream. Never carries the SSA.
-    pub fn to_upstream(&self, ssa: &Ssa, peer: &PeerCert, profile: &Profile) -> Value {
+    /// The plain RFC 7591 request for the upstream, the subject DN written the way the upstream parses it.
+    /// Never carries the SSA.
+    pub fn to_upstream(
+        &self,
+        ssa: &Ssa,
+        peer: &PeerCert,
+        profile: &Profile,
+        dn: DnRendering,
+    ) -> Value {
         let mut m = Map::new();
         m.insert("redirect_uris".into(), json!(self.redirect_uris));
         m.insert(
@@ -542,10 +549,11 @@ impl ClientMetadata {
         self.insert_optional(&mut m);
         if self.token_endpoint_auth_method == "tls_client_auth" {
             // The upstream compares this with the certificate we forward, so give it the certificate's
-            // own DN rather than the TPP's spelling (we have already proven the two equal).
+            // own DN (which keeps each value's ASN.1 type) rather than the TPP's spelling: we have already
+            // proven the two equal.
             m.insert(
                 "tls_client_auth_subject_dn".into(),
-                json!(peer.subject_text),
+                json!(peer.subject.render(dn)),
             );
         }
         let names = match profile.kind() {

@@ -23,7 +23,7 @@ use crate::identity::PeerCert;
 use crate::jwks::JwksCache;
 use crate::jwt::{self, Jws};
 use crate::store::replay::ReplayGuard;
-use crate::store::{RecordState, Registration, RegistrationStore, StoreError};
+use crate::store::{CreateFingerprint, RecordState, Registration, RegistrationStore, StoreError};
 use crate::upstream::{Outcome, Upstream, UpstreamError};
 use profile::{Profile, ProfileConfig, TrustAnchor};
 
@@ -277,12 +277,19 @@ impl Registrar {
         let peer = peer.ok_or(ProxyError::NoClientCertificate)?;
         let Verified { ssa, md, rendered } = self.verify(headers, body, peer, audit).await?;
 
-        // 7. Reserve the record before the upstream acts, so a crash leaves a trace to reconcile
-        //    and the software_id uniqueness is decided by the store, not by check-then-act.
+        // 7. Translate for the upstream (the DN in the form it parses), then reserve the record before the
+        //    upstream acts, so a crash leaves a trace to reconcile and the software_id uniqueness is decided
+        //    by the store, not by check-then-act.
+        let flavour = self.upstream.flavour();
+        let mut request = md.to_upstream(&ssa, peer, &self.profile, flavour.dn_rendering());
         let now = jwt::now();
-        // With [upstream.admin] we name the client before it exists, so even a crash between the upstream's
-        // create and our commit leaves a record that says which client to remove.
+        // With [upstream.admin] we name the client before it exists where the upstream lets us, so even a
+        // crash between the upstream's create and our commit leaves a record that says which client to
+        // remove; where it does not (Keycloak), the fingerprint of what we send finds it.
         let assigned = self.upstream.assign_client_id();
+        if let (Some(id), Some(o)) = (&assigned, request.as_object_mut()) {
+            o.insert("client_id".into(), Value::from(id.as_str()));
+        }
         let rec = Registration {
             id: Uuid::new_v4(),
             client_id: assigned.clone(),
@@ -300,6 +307,8 @@ impl Registrar {
             created_at: now,
             updated_at: now,
             attempts: 0,
+            create_fingerprint: Some(CreateFingerprint::of(&request)),
+            replacement: None,
         };
         self.store
             .begin_create(&rec, self.profile.cfg.unique_software_id)
@@ -312,14 +321,10 @@ impl Registrar {
                 other => store_error(other),
             })?;
 
-        // 8. Translate and create upstream.
-        let mut request = md.to_upstream(&ssa, peer, &self.profile);
-        if let (Some(id), Some(o)) = (&assigned, request.as_object_mut()) {
-            o.insert("client_id".into(), Value::from(id.as_str()));
-        }
-        let created = match self.upstream.create(request).await {
+        // 8. Create upstream.
+        let created = match self.upstream.create(request.clone()).await {
             Outcome::Done(Ok(c)) => c,
-            Outcome::Done(Err(e)) => return Err(self.create_failed(rec.id, e).await),
+            Outcome::Done(Err(e)) => return Err(self.create_failed(rec.id, e, &request).await),
             Outcome::Late(call) => {
                 // The TPP is told it failed, so whatever the upstream still does must be undone.
                 let (store, upstream, id) = (self.store.clone(), self.upstream.clone(), rec.id);
@@ -329,7 +334,8 @@ impl Registrar {
                         Ok(Err(
                             UpstreamError::Rejected { .. }
                             | UpstreamError::Unavailable(_)
-                            | UpstreamError::Gone(_),
+                            | UpstreamError::Gone(_)
+                            | UpstreamError::TokenRefused(_),
                         )) => {
                             let _ = store.abandon(id).await;
                         }
@@ -354,6 +360,24 @@ impl Registrar {
             undo_create(self.store.as_ref(), &self.upstream, rec.id, &created).await;
             return Err(ProxyError::UpstreamUnavailable(
                 "the upstream did not use the client_id the proxy named".into(),
+            ));
+        }
+        // A scope the upstream let through but silently left out would make every token request for it fail
+        // later: the client goes again and the TPP learns now which scope the bank does not offer.
+        let ignored = flavour.ignored_scopes(&request, &created.metadata);
+        if !ignored.is_empty() {
+            let ignored = ignored.join(" ");
+            tracing::error!(
+                client_id = %created.client_id,
+                scopes = %ignored,
+                "the upstream accepted but ignored these scopes (Keycloak: allowed by the 'Allowed Client Scopes' policy but no client scope of that name exists in the realm); create the client scopes or remove them from profile.allowed_scopes"
+            );
+            undo_create(self.store.as_ref(), &self.upstream, rec.id, &created).await;
+            return Err(ProxyError::rejected(
+                ErrorCode::InvalidClientMetadata,
+                format!(
+                    "the bank's authorisation server does not offer scope {ignored}; register without it"
+                ),
             ));
         }
         let issued_at = created.client_id_issued_at.unwrap_or(now);
@@ -385,8 +409,21 @@ impl Registrar {
     }
 
     /// The upstream did not create a client (4xx), or we cannot know (5xx, timeout).
-    async fn create_failed(&self, id: Uuid, e: UpstreamError) -> ProxyError {
+    async fn create_failed(&self, id: Uuid, e: UpstreamError, request: &Value) -> ProxyError {
+        let flavour = self.upstream.flavour();
         match e {
+            // Keycloak: the proxy's own credential (initial access token, or the administrator's token) was
+            // refused; nothing the TPP can change, and nothing created (a refused request is rolled back).
+            UpstreamError::Rejected {
+                status: 401,
+                description,
+            } if flavour == crate::upstream::Flavour::Keycloak => {
+                tracing::error!(upstream_error = %description, "the upstream refused the proxy's registration credential; check upstream.initial_access_token_env or [upstream.admin]");
+                let _ = self.store.abandon(id).await;
+                ProxyError::UpstreamUnavailable(format!(
+                    "registration credential refused: {description}"
+                ))
+            }
             UpstreamError::Rejected {
                 description,
                 status,
@@ -395,10 +432,10 @@ impl Registrar {
                 let _ = self.store.abandon(id).await;
                 ProxyError::rejected(
                     ErrorCode::InvalidClientMetadata,
-                    format!("the authorisation server refused the registration: {description}"),
+                    flavour.describe_refusal(status, &description, request, "registration"),
                 )
             }
-            UpstreamError::Gone(s) => {
+            UpstreamError::Gone(s) | UpstreamError::TokenRefused(s) => {
                 let _ = self.store.abandon(id).await;
                 ProxyError::UpstreamUnavailable(format!("registration endpoint answered {s}"))
             }
@@ -426,6 +463,7 @@ async fn undo_create(
 ) {
     match upstream
         .delete(
+            &created.client_id,
             &created.registration_client_uri,
             &created.registration_access_token,
         )
@@ -440,7 +478,7 @@ async fn undo_create(
         Err(e) if upstream.has_admin() => tracing::warn!(
             client_id = %created.client_id,
             error = %e,
-            "compensating delete failed; the pending record names the client and the reconciler retries"
+            "compensating delete failed; the pending record names the client (or, for Keycloak, what was sent) and the reconciler retries"
         ),
         Err(e) => tracing::error!(
             client_id = %created.client_id,

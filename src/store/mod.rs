@@ -39,6 +39,7 @@
 //! | Pending(Create) | Active | `complete_create` | POST handler, after upstream 201 |
 //! | Pending(Create) | (deleted) | `abandon` | POST handler when upstream refused; reconciler after compensating |
 //! | Active | Pending(Replace/Delete) | `begin_change` | PUT/DELETE handler, before calling upstream |
+//! | Active | Pending(Replace) | `begin_replace` | PUT handler: `begin_change` that also keeps the replacement |
 //! | Pending(Replace) | Active | `complete_replace` | PUT handler, after upstream 200 |
 //! | Pending(Replace/Delete) | Active | `cancel_change` | handler when upstream refused (nothing changed there) |
 //! | Active, Pending(Replace/Delete) | (deleted) | `remove` | DELETE handler after upstream 204/404; reconciler |
@@ -51,15 +52,25 @@
 //! before each try (which also pushes the record back in the queue), and:
 //!
 //! * `Pending(Create)`: the upstream may or may not have created a client.
-//!   With `[upstream.admin]` the record already names the client_id (the
-//!   proxy chose it before calling the upstream), so the reconciler deletes
-//!   that client with the administrator's token (404 counts as done; a
-//!   refused token leaves the record for the next pass) and then `abandon`s.
-//!   Without it there is nothing to name the client by: it just `abandon`s.
+//!   With `[upstream.admin]` and an upstream that takes a client_id from us
+//!   (`upstream.flavour = "rfc7591"`), the record already names the client_id
+//!   (the proxy chose it before calling the upstream), so the reconciler
+//!   deletes that client with the administrator's token (404 counts as done;
+//!   a refused token leaves the record for the next pass) and then
+//!   `abandon`s. An upstream that chooses the client_id itself (Keycloak) is
+//!   searched instead for clients matching the record's
+//!   [`CreateFingerprint`] that no record knows ([`RegistrationStore::pending_creates`]
+//!   and [`RegistrationStore::knows_client_id`] serve that search).
+//!   Without an administrator there is nothing to find the client by: it
+//!   just `abandon`s.
 //! * `Pending(Replace)`: reads the client upstream with the old RAT. If the
 //!   old RAT still works the PUT did not happen: `cancel_change`. If it is
 //!   refused, the PUT rotated it and the new RAT is lost (or the client is
-//!   gone): with `[upstream.admin]` the client is deleted first, then the
+//!   gone). Where the upstream can mint a new RAT for an administrator
+//!   (Keycloak), the reconciler mints one and compares the client with the
+//!   [`PendingReplacement`] that `begin_replace` stored: the replacement is
+//!   completed, or the old metadata kept, either way with the new RAT.
+//!   Elsewhere, with `[upstream.admin]` the client is deleted first, then the
 //!   record is `mark_gone`d, so no upstream client outlives its record;
 //!   without it the record is `mark_gone`d and an error is logged.
 //! * `Pending(Delete)`: retries the DELETE with the old RAT; on success,
@@ -85,6 +96,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -162,6 +174,70 @@ impl FromStr for PendingOp {
     }
 }
 
+/// What identifies a client we asked the upstream to create, in the fields an IdP stores as sent: taken
+/// from the RFC 7591 request before the call, so an upstream that chooses the client_id itself can still be
+/// searched for the client after a crash. Redirect URIs form a set (Keycloak stores them as one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateFingerprint {
+    /// Sorted, without duplicates.
+    pub redirect_uris: Vec<String>,
+    pub jwks_uri: Option<String>,
+    pub tls_client_auth_subject_dn: Option<String>,
+    pub client_name: Option<String>,
+}
+
+impl CreateFingerprint {
+    /// The fingerprint of an RFC 7591 client metadata document (a request we send, or an upstream's answer).
+    pub fn of(metadata: &Value) -> Self {
+        let text = |k: &str| {
+            metadata
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let mut redirect_uris: Vec<String> = metadata
+            .get("redirect_uris")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        redirect_uris.sort();
+        redirect_uris.dedup();
+        CreateFingerprint {
+            redirect_uris,
+            jwks_uri: text("jwks_uri"),
+            tls_client_auth_subject_dn: text("tls_client_auth_subject_dn"),
+            client_name: text("client_name"),
+        }
+    }
+}
+
+/// A PUT in flight: what the record becomes if the upstream applied it. Kept so that a replacement whose
+/// answer (and rotated RAT) was lost can still be completed once a new RAT is obtained.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingReplacement {
+    /// Of the RFC 7591 metadata sent with the PUT.
+    pub fingerprint: CreateFingerprint,
+    /// The profile-shaped metadata the record gets (what `complete_replace` would store).
+    pub metadata: Value,
+    /// The SSA that came with the PUT.
+    pub software_statement: String,
+}
+
+impl fmt::Debug for PendingReplacement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingReplacement")
+            .field("fingerprint", &self.fingerprint)
+            .field("metadata", &RedactedMetadata(&self.metadata))
+            .finish_non_exhaustive()
+    }
+}
+
 /// One registration as the proxy knows it.
 #[derive(Clone, PartialEq)]
 pub struct Registration {
@@ -191,6 +267,10 @@ pub struct Registration {
     pub updated_at: i64,
     /// Reconciler retries since the record last became Pending.
     pub attempts: u32,
+    /// Set while a Create is pending: what we sent, to find the client by when we never learnt its id.
+    pub create_fingerprint: Option<CreateFingerprint>,
+    /// Set while a Replace started by `begin_replace` is pending.
+    pub replacement: Option<PendingReplacement>,
 }
 
 const REDACTED: &str = "[redacted]";
@@ -217,6 +297,8 @@ impl fmt::Debug for Registration {
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
             .field("attempts", &self.attempts)
+            .field("create_fingerprint", &self.create_fingerprint)
+            .field("replacement", &self.replacement)
             .finish()
     }
 }
@@ -269,7 +351,8 @@ pub enum StoreError {
 #[async_trait]
 pub trait RegistrationStore: Send + Sync + 'static {
     /// Writes `rec` as a Pending/Create record, whatever its `state`,
-    /// `pending_op` and `attempts` say. `created_at` and `updated_at` are
+    /// `pending_op`, `attempts` and `replacement` say; its
+    /// `create_fingerprint` is kept until the create completes. `created_at` and `updated_at` are
     /// stored as given. When `unique_software_id`, fails with
     /// DuplicateSoftwareId if any Pending or Active record that also asked
     /// for uniqueness has the same (profile, software_id); the database
@@ -310,6 +393,14 @@ pub trait RegistrationStore: Send + Sync + 'static {
         op: PendingOp,
     ) -> Result<Registration, StoreError>;
 
+    /// Active -> Pending(Replace), keeping `replacement` with the record;
+    /// otherwise exactly `begin_change(client_id, PendingOp::Replace)`.
+    async fn begin_replace(
+        &self,
+        client_id: &str,
+        replacement: &PendingReplacement,
+    ) -> Result<Registration, StoreError>;
+
     /// Pending(Replace) -> Active with the rotated RAT, new metadata and the
     /// SSA that came with the PUT, in one transaction.
     async fn complete_replace(
@@ -338,6 +429,15 @@ pub trait RegistrationStore: Send + Sync + 'static {
     async fn pending(&self, older_than: i64, limit: usize)
     -> Result<Vec<Registration>, StoreError>;
 
+    /// Every Pending(Create) record, whatever its age, oldest first, at most
+    /// `limit`: the reconciler's view of creates still in flight. Changes
+    /// nothing.
+    async fn pending_creates(&self, limit: usize) -> Result<Vec<Registration>, StoreError>;
+
+    /// Whether any record, in any state (Gone included), holds `client_id`:
+    /// a client the store knows is never taken for an orphan.
+    async fn knows_client_id(&self, client_id: &str) -> Result<bool, StoreError>;
+
     /// Counts one reconciler attempt and stamps `updated_at`, so the record
     /// waits a full `older_than` period before `pending` offers it again.
     async fn bump_attempts(&self, id: Uuid) -> Result<(), StoreError>;
@@ -365,6 +465,26 @@ mod tests {
     }
 
     #[test]
+    fn a_fingerprint_treats_redirect_uris_as_a_set_and_empty_text_as_absent() {
+        let a = CreateFingerprint::of(&serde_json::json!({
+            "redirect_uris": ["https://b/cb", "https://a/cb", "https://b/cb"],
+            "jwks_uri": "https://tpp/jwks", "tls_client_auth_subject_dn": "", "client_name": "App",
+            "scope": "ignored"
+        }));
+        let b = CreateFingerprint::of(&serde_json::json!({
+            "redirect_uris": ["https://a/cb", "https://b/cb"],
+            "jwks_uri": "https://tpp/jwks", "client_name": "App"
+        }));
+        assert_eq!(a, b);
+        assert_eq!(a.redirect_uris, vec!["https://a/cb", "https://b/cb"]);
+        assert_eq!(a.tls_client_auth_subject_dn, None);
+        assert_ne!(
+            a,
+            CreateFingerprint::of(&serde_json::json!({"redirect_uris": ["https://a/cb"]}))
+        );
+    }
+
+    #[test]
     fn debug_redacts_secrets() {
         let rec = Registration {
             id: Uuid::new_v4(),
@@ -383,10 +503,17 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             attempts: 0,
+            create_fingerprint: None,
+            replacement: Some(PendingReplacement {
+                fingerprint: CreateFingerprint::of(&serde_json::json!({})),
+                metadata: serde_json::json!({"client_secret": "hunter3"}),
+                software_statement: "ssa".into(),
+            }),
         };
         let out = format!("{rec:?}");
         assert!(!out.contains("rat-very-secret"), "{out}");
         assert!(!out.contains("hunter2"), "{out}");
+        assert!(!out.contains("hunter3"), "{out}");
         assert!(out.contains("[redacted]"));
         assert!(out.contains("client_name"));
     }

@@ -38,7 +38,9 @@ use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
-use super::{PendingOp, RecordState, Registration, RegistrationStore, StoreError};
+use super::{
+    PendingOp, PendingReplacement, RecordState, Registration, RegistrationStore, StoreError,
+};
 use crate::jwt::now;
 use crate::secret::Secret;
 use crate::store::replay::ReplayGuard;
@@ -72,7 +74,7 @@ pub enum PgTls {
 
 /// Versioned schema steps, applied in order inside one transaction. Never edit
 /// a released step: add a new one.
-const MIGRATIONS: &[(i32, &str)] = &[(1, SCHEMA_V1)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, SCHEMA_V1), (2, SCHEMA_V2)];
 
 /// Serialises migrations across replicas. Any fixed value works as long as
 /// nothing else in the database uses it; this one is "dcrproxy" in ASCII.
@@ -132,9 +134,17 @@ CREATE TABLE dcr_replay (
 CREATE INDEX dcr_replay_expires_at ON dcr_replay (expires_at);
 ";
 
+// As the SQLite store's second step: what an in-flight create or replacement needs to be found or finished
+// after a crash.
+const SCHEMA_V2: &str = "
+ALTER TABLE dcr_registrations ADD COLUMN create_fingerprint jsonb;
+ALTER TABLE dcr_registrations ADD COLUMN replacement jsonb;
+";
+
 const COLUMNS: &str = "id, client_id, profile, software_id, org_id, state, pending_op, \
      software_statement, metadata, registration_access_token, registration_client_uri, \
-     cert_subject_dn, cert_thumbprint_s256, created_at, updated_at, attempts";
+     cert_subject_dn, cert_thumbprint_s256, created_at, updated_at, attempts, \
+     create_fingerprint, replacement";
 
 /// Rows that GET may see: Active ones, and ones with a management change in
 /// flight. PostgreSQL proves this implies the client_id index's predicate,
@@ -350,6 +360,48 @@ impl PostgresStore {
         .await
     }
 
+    /// Active -> Pending(op) for `client_id`, storing `replacement` with it; returns the record as it was.
+    async fn start_change(
+        &self,
+        client_id: &str,
+        op: PendingOp,
+        replacement: Option<Value>,
+    ) -> Result<Registration, StoreError> {
+        self.with_conn(async |conn| {
+            let tx = conn.transaction().await.map_err(map_err)?;
+            // FOR UPDATE makes a racing begin_change wait for this one and
+            // then read the row as this one left it (Pending), so exactly
+            // one of them starts the change.
+            let stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM dcr_registrations
+                     WHERE client_id = $1 AND {LIVE} FOR UPDATE"
+                ))
+                .await
+                .map_err(map_err)?;
+            let row = tx.query_opt(&stmt, &[&client_id]).await.map_err(map_err)?;
+            let before = registration(&row.ok_or(StoreError::NotFound)?)?;
+            if before.state != RecordState::Active {
+                return Err(StoreError::Conflict);
+            }
+            let changed = execute(
+                &tx,
+                "UPDATE dcr_registrations
+                 SET state = 'pending', pending_op = $2, updated_at = $3, attempts = 0,
+                     replacement = $4
+                 WHERE id = $1 AND state = 'active'",
+                &[&before.id, &op.as_str(), &now(), &replacement],
+            )
+            .await?;
+            if changed == 0 {
+                return Err(StoreError::Conflict);
+            }
+            tx.commit().await.map_err(map_err)?;
+            Ok(before)
+        })
+        .await
+    }
+
     /// A pooled connection, within the pool's wait and create timeouts.
     async fn conn(&self) -> Result<Object, StoreError> {
         self.pool.get().await.map_err(|e| match e {
@@ -497,6 +549,8 @@ fn registration(row: &Row) -> Result<Registration, StoreError> {
     let state: String = col(row, 5)?;
     let pending_op: Option<String> = col(row, 6)?;
     let attempts: i32 = col(row, 15)?;
+    let create_fingerprint: Option<Value> = col(row, 16)?;
+    let replacement: Option<Value> = col(row, 17)?;
     Ok(Registration {
         id: col(row, 0)?,
         client_id: col(row, 1)?,
@@ -515,7 +569,24 @@ fn registration(row: &Row) -> Result<Registration, StoreError> {
         updated_at: col(row, 14)?,
         attempts: u32::try_from(attempts)
             .map_err(|_| StoreError::Corrupt(format!("bad attempts {attempts}")))?,
+        create_fingerprint: from_json("create_fingerprint", create_fingerprint)?,
+        replacement: from_json("replacement", replacement)?,
     })
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    v: Option<Value>,
+) -> Result<Option<T>, StoreError> {
+    v.map(|v| {
+        serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("bad {what}: {e}")))
+    })
+    .transpose()
+}
+
+fn to_json<T: serde::Serialize>(what: &str, v: &T) -> Result<Value, StoreError> {
+    serde_json::to_value(v)
+        .map_err(|e| StoreError::Corrupt(format!("{what} not serialisable: {e}")))
 }
 
 async fn execute(
@@ -589,12 +660,17 @@ impl RegistrationStore for PostgresStore {
         rec: &Registration,
         unique_software_id: bool,
     ) -> Result<(), StoreError> {
+        let fingerprint = rec
+            .create_fingerprint
+            .as_ref()
+            .map(|f| to_json("create_fingerprint", f))
+            .transpose()?;
         self.with_conn(async |conn| {
             let stmt = conn
                 .prepare_cached(&format!(
                     "INSERT INTO dcr_registrations ({COLUMNS}, unique_sw)
                      VALUES ($1, $2, $3, $4, $5, 'pending', 'create', $6, $7, $8, $9, $10, $11,
-                             $12, $13, 0, $14)"
+                             $12, $13, 0, $15, NULL, $14)"
                 ))
                 .await
                 .map_err(map_err)?;
@@ -615,6 +691,7 @@ impl RegistrationStore for PostgresStore {
                     &rec.created_at,
                     &rec.updated_at,
                     &unique_software_id,
+                    &fingerprint,
                 ],
             )
             .await
@@ -638,7 +715,7 @@ impl RegistrationStore for PostgresStore {
                 "UPDATE dcr_registrations
                  SET state = 'active', pending_op = NULL, client_id = $2,
                      registration_access_token = $3, registration_client_uri = $4,
-                     metadata = $5, updated_at = $6, attempts = 0
+                     metadata = $5, updated_at = $6, attempts = 0, create_fingerprint = NULL
                  WHERE id = $1 AND state = 'pending' AND pending_op = 'create'",
                 &id,
                 &[&id, &client_id, &rat, &client_uri, metadata, &now()],
@@ -687,38 +764,17 @@ impl RegistrationStore for PostgresStore {
         if op == PendingOp::Create {
             return Err(StoreError::Conflict);
         }
-        self.with_conn(async |conn| {
-            let tx = conn.transaction().await.map_err(map_err)?;
-            // FOR UPDATE makes a racing begin_change wait for this one and
-            // then read the row as this one left it (Pending), so exactly
-            // one of them starts the change.
-            let stmt = tx
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM dcr_registrations
-                     WHERE client_id = $1 AND {LIVE} FOR UPDATE"
-                ))
-                .await
-                .map_err(map_err)?;
-            let row = tx.query_opt(&stmt, &[&client_id]).await.map_err(map_err)?;
-            let before = registration(&row.ok_or(StoreError::NotFound)?)?;
-            if before.state != RecordState::Active {
-                return Err(StoreError::Conflict);
-            }
-            let changed = execute(
-                &tx,
-                "UPDATE dcr_registrations
-                 SET state = 'pending', pending_op = $2, updated_at = $3, attempts = 0
-                 WHERE id = $1 AND state = 'active'",
-                &[&before.id, &op.as_str(), &now()],
-            )
-            .await?;
-            if changed == 0 {
-                return Err(StoreError::Conflict);
-            }
-            tx.commit().await.map_err(map_err)?;
-            Ok(before)
-        })
-        .await
+        self.start_change(client_id, op, None).await
+    }
+
+    async fn begin_replace(
+        &self,
+        client_id: &str,
+        replacement: &PendingReplacement,
+    ) -> Result<Registration, StoreError> {
+        let replacement = to_json("replacement", replacement)?;
+        self.start_change(client_id, PendingOp::Replace, Some(replacement))
+            .await
     }
 
     async fn complete_replace(
@@ -735,7 +791,8 @@ impl RegistrationStore for PostgresStore {
                 conn,
                 "UPDATE dcr_registrations
                  SET state = 'active', pending_op = NULL, registration_access_token = $2,
-                     metadata = $3, software_statement = $4, updated_at = $5, attempts = 0
+                     metadata = $3, software_statement = $4, updated_at = $5, attempts = 0,
+                     replacement = NULL
                  WHERE client_id = $1 AND state = 'pending' AND pending_op = 'replace'",
                 client_id,
                 &[&client_id, &rat, metadata, &software_statement, &now()],
@@ -750,7 +807,8 @@ impl RegistrationStore for PostgresStore {
             change_by_client_id(
                 conn,
                 "UPDATE dcr_registrations
-                 SET state = 'active', pending_op = NULL, updated_at = $2, attempts = 0
+                 SET state = 'active', pending_op = NULL, updated_at = $2, attempts = 0,
+                     replacement = NULL
                  WHERE client_id = $1 AND state = 'pending'
                    AND pending_op IN ('replace', 'delete')",
                 client_id,
@@ -781,7 +839,7 @@ impl RegistrationStore for PostgresStore {
                 &format!(
                     "UPDATE dcr_registrations
                      SET state = 'gone', pending_op = NULL, registration_access_token = NULL,
-                         updated_at = $2
+                         updated_at = $2, replacement = NULL
                      WHERE client_id = $1 AND {VISIBLE}"
                 ),
                 client_id,
@@ -812,6 +870,35 @@ impl RegistrationStore for PostgresStore {
                 .await
                 .map_err(map_err)?;
             rows.iter().map(registration).collect()
+        })
+        .await
+    }
+
+    async fn pending_creates(&self, limit: usize) -> Result<Vec<Registration>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_conn(async |conn| {
+            let stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM dcr_registrations
+                     WHERE state = 'pending' AND pending_op = 'create'
+                     ORDER BY created_at, id LIMIT $1"
+                ))
+                .await
+                .map_err(map_err)?;
+            let rows = conn.query(&stmt, &[&limit]).await.map_err(map_err)?;
+            rows.iter().map(registration).collect()
+        })
+        .await
+    }
+
+    async fn knows_client_id(&self, client_id: &str) -> Result<bool, StoreError> {
+        self.with_conn(async |conn| {
+            exists(
+                conn,
+                "SELECT 1 FROM dcr_registrations WHERE client_id = $1 LIMIT 1",
+                &[&client_id],
+            )
+            .await
         })
         .await
     }

@@ -31,7 +31,10 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{PendingOp, RecordState, Registration, RegistrationStore, StoreError};
+use super::{
+    CreateFingerprint, PendingOp, PendingReplacement, RecordState, Registration, RegistrationStore,
+    StoreError,
+};
 use crate::jwt::now;
 
 /// How long a statement waits for a lock held by another connection (a second
@@ -46,7 +49,7 @@ const STATEMENT_CACHE: usize = 64;
 
 /// Versioned schema steps, applied in order inside one transaction. Never edit
 /// a released step: add a new one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA_V1)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA_V1), (2, SCHEMA_V2)];
 
 // `unique_sw` is stored per row so that a holder allowed several registrations
 // of one software product can insert rows the partial index ignores. The
@@ -90,9 +93,17 @@ CREATE INDEX registrations_pending_since
     WHERE state = 'pending';
 ";
 
+// What an in-flight create or replacement needs to be found or finished after a crash (JSON text): for
+// upstreams that choose the client_id themselves, and for a replacement whose rotated RAT was lost.
+const SCHEMA_V2: &str = "
+ALTER TABLE registrations ADD COLUMN create_fingerprint TEXT;
+ALTER TABLE registrations ADD COLUMN replacement TEXT;
+";
+
 const COLUMNS: &str = "id, client_id, profile, software_id, org_id, state, pending_op, \
      software_statement, metadata, registration_access_token, registration_client_uri, \
-     cert_subject_dn, cert_thumbprint_s256, created_at, updated_at, attempts";
+     cert_subject_dn, cert_thumbprint_s256, created_at, updated_at, attempts, \
+     create_fingerprint, replacement";
 
 /// Rows that GET may see: Active ones, and ones with a management change in
 /// flight (their stored data is still what the client last saw).
@@ -232,6 +243,32 @@ impl SqliteStore {
         answer
             .await
             .map_err(|_| StoreError::Unavailable("the store thread dropped the operation".into()))?
+    }
+
+    /// Active -> Pending(op) for `client_id`, storing `replacement` (JSON) with it; returns the record as it was.
+    async fn start_change(
+        &self,
+        client_id: &str,
+        op: PendingOp,
+        replacement: Option<String>,
+    ) -> Result<Registration, StoreError> {
+        let client_id = client_id.to_owned();
+        self.write(move |conn| {
+            let before = live_by_client_id(conn, &client_id)?.ok_or(StoreError::NotFound)?;
+            if before.state != RecordState::Active {
+                return Err(StoreError::Conflict);
+            }
+            exec(
+                conn,
+                "UPDATE registrations
+                 SET state = 'pending', pending_op = ?2, updated_at = ?3, attempts = 0,
+                     replacement = ?4
+                 WHERE id = ?1 AND state = 'active'",
+                params![before.id.to_string(), op.as_str(), now(), replacement],
+            )?;
+            Ok(before)
+        })
+        .await
     }
 }
 
@@ -568,6 +605,21 @@ fn metadata_text(metadata: &Value) -> Result<String, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("metadata not serialisable: {e}")))
 }
 
+fn json_text<T: serde::Serialize>(what: &str, v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v)
+        .map_err(|e| StoreError::Corrupt(format!("{what} not serialisable: {e}")))
+}
+
+fn from_json_text<T: serde::de::DeserializeOwned>(
+    what: &str,
+    text: Option<String>,
+) -> Result<Option<T>, StoreError> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("bad {what} JSON: {e}")))
+    })
+    .transpose()
+}
+
 fn read_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
     Ok(RawRow {
         id: row.get(0)?,
@@ -586,6 +638,8 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
         created_at: row.get(13)?,
         updated_at: row.get(14)?,
         attempts: row.get(15)?,
+        create_fingerprint: row.get(16)?,
+        replacement: row.get(17)?,
     })
 }
 
@@ -608,6 +662,8 @@ struct RawRow {
     created_at: i64,
     updated_at: i64,
     attempts: i64,
+    create_fingerprint: Option<String>,
+    replacement: Option<String>,
 }
 
 impl TryFrom<RawRow> for Registration {
@@ -634,6 +690,11 @@ impl TryFrom<RawRow> for Registration {
             updated_at: r.updated_at,
             attempts: u32::try_from(r.attempts)
                 .map_err(|_| StoreError::Corrupt(format!("bad attempts {}", r.attempts)))?,
+            create_fingerprint: from_json_text::<CreateFingerprint>(
+                "create_fingerprint",
+                r.create_fingerprint,
+            )?,
+            replacement: from_json_text::<PendingReplacement>("replacement", r.replacement)?,
         })
     }
 }
@@ -704,12 +765,17 @@ impl RegistrationStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let rec = rec.clone();
         let metadata = metadata_text(&rec.metadata)?;
+        let fingerprint = rec
+            .create_fingerprint
+            .as_ref()
+            .map(|f| json_text("create_fingerprint", f))
+            .transpose()?;
         self.write(move |conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "INSERT INTO registrations ({COLUMNS}, unique_sw)
                      VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 'create', ?6, ?7, ?8, ?9, ?10, ?11,
-                             ?12, ?13, 0, ?14)"
+                             ?12, ?13, 0, ?15, NULL, ?14)"
                 ))
                 .map_err(map_err)?;
             stmt.execute(params![
@@ -727,6 +793,7 @@ impl RegistrationStore for SqliteStore {
                 rec.created_at,
                 rec.updated_at,
                 unique_software_id,
+                fingerprint,
             ])
             .map_err(|e| map_insert_err(e, &rec.software_id))?;
             Ok(())
@@ -752,7 +819,7 @@ impl RegistrationStore for SqliteStore {
                 "UPDATE registrations
                  SET state = 'active', pending_op = NULL, client_id = ?2,
                      registration_access_token = ?3, registration_client_uri = ?4,
-                     metadata = ?5, updated_at = ?6, attempts = 0
+                     metadata = ?5, updated_at = ?6, attempts = 0, create_fingerprint = NULL
                  WHERE id = ?1 AND state = 'pending' AND pending_op = 'create'",
                 params![id, client_id, rat, client_uri, metadata, now()],
             )?;
@@ -804,22 +871,17 @@ impl RegistrationStore for SqliteStore {
         if op == PendingOp::Create {
             return Err(StoreError::Conflict);
         }
-        let client_id = client_id.to_owned();
-        self.write(move |conn| {
-            let before = live_by_client_id(conn, &client_id)?.ok_or(StoreError::NotFound)?;
-            if before.state != RecordState::Active {
-                return Err(StoreError::Conflict);
-            }
-            exec(
-                conn,
-                "UPDATE registrations
-                 SET state = 'pending', pending_op = ?2, updated_at = ?3, attempts = 0
-                 WHERE id = ?1 AND state = 'active'",
-                params![before.id.to_string(), op.as_str(), now()],
-            )?;
-            Ok(before)
-        })
-        .await
+        self.start_change(client_id, op, None).await
+    }
+
+    async fn begin_replace(
+        &self,
+        client_id: &str,
+        replacement: &PendingReplacement,
+    ) -> Result<Registration, StoreError> {
+        let replacement = json_text("replacement", replacement)?;
+        self.start_change(client_id, PendingOp::Replace, Some(replacement))
+            .await
     }
 
     async fn complete_replace(
@@ -840,7 +902,8 @@ impl RegistrationStore for SqliteStore {
                 conn,
                 "UPDATE registrations
                  SET state = 'active', pending_op = NULL, registration_access_token = ?2,
-                     metadata = ?3, software_statement = ?4, updated_at = ?5, attempts = 0
+                     metadata = ?3, software_statement = ?4, updated_at = ?5, attempts = 0,
+                     replacement = NULL
                  WHERE client_id = ?1 AND state = 'pending' AND pending_op = 'replace'",
                 &client_id,
                 params![client_id, rat, metadata, ssa, now()],
@@ -855,7 +918,8 @@ impl RegistrationStore for SqliteStore {
             change_by_client_id(
                 conn,
                 "UPDATE registrations
-                 SET state = 'active', pending_op = NULL, updated_at = ?2, attempts = 0
+                 SET state = 'active', pending_op = NULL, updated_at = ?2, attempts = 0,
+                     replacement = NULL
                  WHERE client_id = ?1 AND state = 'pending'
                    AND pending_op IN ('replace', 'delete')",
                 &client_id,
@@ -886,7 +950,7 @@ impl RegistrationStore for SqliteStore {
                 &format!(
                     "UPDATE registrations
                      SET state = 'gone', pending_op = NULL, registration_access_token = NULL,
-                         updated_at = ?2
+                         updated_at = ?2, replacement = NULL
                      WHERE client_id = ?1 AND {VISIBLE}"
                 ),
                 &client_id,
@@ -915,6 +979,35 @@ impl RegistrationStore for SqliteStore {
                 .map_err(map_err)?;
             rows.map(|r| r.map_err(map_err).and_then(Registration::try_from))
                 .collect()
+        })
+        .await
+    }
+
+    async fn pending_creates(&self, limit: usize) -> Result<Vec<Registration>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM registrations
+                     WHERE state = 'pending' AND pending_op = 'create'
+                     ORDER BY created_at, id LIMIT ?1"
+                ))
+                .map_err(map_err)?;
+            let rows = stmt.query_map(params![limit], read_row).map_err(map_err)?;
+            rows.map(|r| r.map_err(map_err).and_then(Registration::try_from))
+                .collect()
+        })
+        .await
+    }
+
+    async fn knows_client_id(&self, client_id: &str) -> Result<bool, StoreError> {
+        let client_id = client_id.to_owned();
+        self.run(move |conn| {
+            conn.prepare_cached("SELECT 1 FROM registrations WHERE client_id = ?1 LIMIT 1")
+                .and_then(|mut stmt| stmt.query_row([&client_id], |_| Ok(())))
+                .optional()
+                .map(|o| o.is_some())
+                .map_err(map_err)
         })
         .await
     }
@@ -1020,6 +1113,38 @@ mod tests {
         let _store = SqliteStore::open(&db.0).unwrap();
         let mode = std::fs::metadata(&db.0).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+    }
+
+    /// A file written by a build that knew only the first schema step keeps its rows, which read back with
+    /// no fingerprint and no replacement.
+    #[tokio::test]
+    async fn a_version_1_file_is_migrated_in_place() {
+        let db = TempDb::new();
+        std::fs::create_dir_all(db.0.parent().unwrap()).unwrap();
+        {
+            let conn = Connection::open(&db.0).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT;",
+            )
+            .unwrap();
+            conn.execute_batch(SCHEMA_V1).unwrap();
+            conn.execute("INSERT INTO schema_version VALUES (1, 0)", [])
+                .unwrap();
+            conn.execute(
+                "INSERT INTO registrations (id, client_id, profile, software_id, state, unique_sw,
+                     software_statement, metadata, registration_access_token, registration_client_uri,
+                     cert_subject_dn, cert_thumbprint_s256, created_at, updated_at)
+                 VALUES (?1, 'c-old', 'ob-v3.1', 'sw', 'active', 1, 's', '{}', 'rat', 'u', 'CN=x', 't', 1, 1)",
+                [Uuid::new_v4().to_string()],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&db.0).unwrap();
+        let rec = store.get_by_client_id("c-old").await.unwrap().unwrap();
+        assert_eq!(rec.registration_access_token.as_deref(), Some("rat"));
+        assert_eq!(rec.create_fingerprint, None);
+        assert!(rec.replacement.is_none());
+        assert!(store.knows_client_id("c-old").await.unwrap());
     }
 
     #[test]

@@ -113,7 +113,10 @@ impl TlsClient {
         let mut config = match cert {
             Some(cert) => builder
                 .with_client_auth_cert(
-                    vec![CertificateDer::from(cert.cert_der.clone())],
+                    std::iter::once(&cert.cert_der)
+                        .chain(&cert.chain_der)
+                        .map(|der| CertificateDer::from(der.clone()))
+                        .collect(),
                     PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())
                         .expect("client key is valid PEM"),
                 )

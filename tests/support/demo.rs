@@ -203,6 +203,8 @@ pub async fn run(cdr: bool, once: bool) -> Result<Outcome, String> {
         cert_header: CertHeader::Rfc9440,
         port: UPSTREAM_PORT,
         introspection_client_id: Some("dcr-proxy".into()),
+        flavour: super::upstream::Flavour::Rfc7591,
+        env: Vec::new(),
     })
     .await;
 

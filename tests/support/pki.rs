@@ -52,6 +52,8 @@ pub struct ClientCertSpec {
     /// Validity ended yesterday.
     pub expired: bool,
     pub key: KeyKind,
+    /// Issued by an intermediate CA under the trusted root, which the client presents after the leaf.
+    pub via_intermediate: bool,
 }
 
 impl ClientCertSpec {
@@ -92,7 +94,13 @@ impl ClientCertSpec {
             untrusted: false,
             expired: false,
             key: KeyKind::default(),
+            via_intermediate: false,
         }
+    }
+
+    pub fn via_intermediate(mut self) -> Self {
+        self.via_intermediate = true;
+        self
     }
 
     pub fn untrusted(mut self) -> Self {
@@ -157,6 +165,8 @@ pub struct ClientCert {
     /// RFC 8705 `x5t#S256`: base64url (no padding) of the SHA-256 of the DER.
     pub thumbprint_s256: String,
     pub key_kind: KeyKind,
+    /// The intermediate CA certificates the client presents after the leaf (DER), nearest first.
+    pub chain_der: Vec<Vec<u8>>,
 }
 
 impl ClientCert {
@@ -200,6 +210,7 @@ pub struct PkiFiles {
 pub struct Pki {
     ca: CertifiedIssuer<'static, KeyPair>,
     untrusted_ca: CertifiedIssuer<'static, KeyPair>,
+    intermediate: CertifiedIssuer<'static, KeyPair>,
     server: ServerCert,
 }
 
@@ -216,9 +227,12 @@ impl Pki {
         let ca = new_ca(&format!("dcr-proxy test root {}", &run[..8]));
         let untrusted_ca = new_ca(&format!("dcr-proxy untrusted root {}", &run[..8]));
         let server = issue_server(&ca, &["localhost", "127.0.0.1", "::1"], KeyKind::P256);
+        let intermediate =
+            new_intermediate(&ca, &format!("dcr-proxy test issuing CA {}", &run[..8]));
         Self {
             ca,
             untrusted_ca,
+            intermediate,
             server,
         }
     }
@@ -291,8 +305,15 @@ impl Pki {
         let key = new_key(spec.key);
         let issuer = if spec.untrusted {
             &self.untrusted_ca
+        } else if spec.via_intermediate {
+            &self.intermediate
         } else {
             &self.ca
+        };
+        let chain_der = if spec.via_intermediate {
+            vec![self.intermediate.der().to_vec()]
+        } else {
+            Vec::new()
         };
         let cert = params
             .signed_by(&key, issuer)
@@ -307,6 +328,7 @@ impl Pki {
             thumbprint_s256: URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, &cert_der)),
             cert_der,
             key_kind: spec.key,
+            chain_der,
         }
     }
 
@@ -402,6 +424,29 @@ fn new_ca(common_name: &str) -> CertifiedIssuer<'static, KeyPair> {
     params.not_before = now - Duration::days(1);
     params.not_after = now + Duration::days(3650);
     CertifiedIssuer::self_signed(params, new_key(KeyKind::P256)).expect("rcgen self-signs a CA")
+}
+
+fn new_intermediate(
+    root: &CertifiedIssuer<'static, KeyPair>,
+    common_name: &str,
+) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "dcr-proxy tests");
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::days(1);
+    params.not_after = now + Duration::days(1825);
+    CertifiedIssuer::signed_by(params, new_key(KeyKind::P256), root)
+        .expect("rcgen signs an intermediate CA")
 }
 
 fn issue_server(

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dcr_proxy::store::replay::{ReplayGuard, replay_key};
-use dcr_proxy::store::{PendingOp, RecordState, Registration, RegistrationStore, StoreError};
+use dcr_proxy::store::{
+    CreateFingerprint, PendingOp, PendingReplacement, RecordState, Registration, RegistrationStore,
+    StoreError,
+};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -38,6 +41,8 @@ macro_rules! store_conformance_tests {
             software_id_freed_by_gone_and_abandon,
             client_id_taken_by_live_record_conflicts,
             a_pending_create_can_name_its_client_id,
+            a_create_keeps_its_fingerprint_until_it_completes,
+            a_replacement_is_kept_only_while_it_is_in_flight,
             pending_is_ordered_and_limited,
             stored_secrets_stay_out_of_debug,
             replay_second_use_is_refused,
@@ -83,6 +88,8 @@ pub fn record(software_id: &str) -> Registration {
         created_at: 1_000,
         updated_at: 1_000,
         attempts: 0,
+        create_fingerprint: None,
+        replacement: None,
     }
 }
 
@@ -287,6 +294,144 @@ pub async fn full_state_machine<B: Backend>() {
     // A Gone row is kept for audit, but its dead RAT is erased in storage, not just hidden.
     assert_eq!(
         backend.stored_state_and_rat("c-2").await,
+        ("gone".to_owned(), None)
+    );
+}
+
+fn fingerprint(name: &str) -> CreateFingerprint {
+    CreateFingerprint::of(&json!({
+        "redirect_uris": ["https://tpp.example/cb2", "https://tpp.example/cb"],
+        "jwks_uri": "https://directory.example/sw.jwks",
+        "tls_client_auth_subject_dn": "CN=tpp,2.5.4.97=#0c0b50534447422d4643412d31",
+        "client_name": name,
+    }))
+}
+
+/// The fingerprint of a Pending(Create) survives the store (and a second handle on it) until the create
+/// completes; the reconciler sees every pending create whatever its age, and every client_id the store has
+/// known, Gone ones included.
+pub async fn a_create_keeps_its_fingerprint_until_it_completes<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.connect().await;
+    let replica = backend.connect().await;
+    let mut rec = record("sw-fp");
+    rec.create_fingerprint = Some(fingerprint("App"));
+    rec.created_at = 5_000;
+    store.begin_create(&rec, true).await.unwrap();
+    let plain = record("sw-plain");
+    store.begin_create(&plain, true).await.unwrap();
+
+    let creates = replica.pending_creates(10).await.unwrap();
+    assert_eq!(
+        creates.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![plain.id, rec.id],
+        "oldest first"
+    );
+    assert_eq!(creates[1].create_fingerprint, Some(fingerprint("App")));
+    assert_eq!(creates[0].create_fingerprint, None);
+    assert_eq!(replica.pending_creates(1).await.unwrap().len(), 1);
+    let pending = replica.pending(i64::MAX, 10).await.unwrap();
+    assert!(
+        pending
+            .iter()
+            .any(|r| r.id == rec.id && r.create_fingerprint == Some(fingerprint("App")))
+    );
+
+    store
+        .complete_create(
+            rec.id,
+            "c-fp",
+            "rat-1",
+            "https://p/register/c-fp",
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    let active = replica.get_by_client_id("c-fp").await.unwrap().unwrap();
+    assert_eq!(active.create_fingerprint, None, "cleared once complete");
+    assert_eq!(replica.pending_creates(10).await.unwrap().len(), 1);
+
+    assert!(replica.knows_client_id("c-fp").await.unwrap());
+    assert!(!replica.knows_client_id("c-never").await.unwrap());
+    store.mark_gone("c-fp").await.unwrap();
+    assert!(
+        replica.knows_client_id("c-fp").await.unwrap(),
+        "a Gone record still knows its client"
+    );
+    store.abandon(plain.id).await.unwrap();
+    assert!(replica.pending_creates(10).await.unwrap().is_empty());
+}
+
+/// `begin_replace` is `begin_change(Replace)` that also keeps what the record becomes; every way out of
+/// the change drops it.
+pub async fn a_replacement_is_kept_only_while_it_is_in_flight<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.connect().await;
+    let store = store.as_ref();
+    create_active(store, "sw-1", "c-1").await;
+    let replacement = PendingReplacement {
+        fingerprint: fingerprint("App v2"),
+        metadata: json!({"client_name": "App v2", "redirect_uris": ["https://tpp.example/cb"]}),
+        software_statement: "eyJ.ssa2.sig".into(),
+    };
+
+    let before = store.begin_replace("c-1", &replacement).await.unwrap();
+    assert_eq!(before.state, RecordState::Active);
+    assert!(before.replacement.is_none());
+    let during = store.get_by_client_id("c-1").await.unwrap().unwrap();
+    assert_eq!(during.pending_op, Some(PendingOp::Replace));
+    assert!(during.replacement == Some(replacement.clone()));
+    assert_eq!(during.registration_access_token.as_deref(), Some("rat-1"));
+    let pending = store.pending(i64::MAX, 10).await.unwrap();
+    assert!(pending[0].replacement == Some(replacement.clone()));
+    assert_err(
+        store.begin_replace("c-1", &replacement).await,
+        conflict,
+        "second begin_replace",
+    );
+    assert_err(
+        store.begin_replace("nobody", &replacement).await,
+        not_found,
+        "begin_replace of an unknown client",
+    );
+
+    store
+        .complete_replace("c-1", "rat-2", &replacement.metadata, "eyJ.ssa2.sig")
+        .await
+        .unwrap();
+    let done = store.get_by_client_id("c-1").await.unwrap().unwrap();
+    assert!(done.replacement.is_none());
+    assert_eq!(done.metadata, replacement.metadata);
+
+    store.begin_replace("c-1", &replacement).await.unwrap();
+    store.cancel_change("c-1").await.unwrap();
+    assert!(
+        store
+            .get_by_client_id("c-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .replacement
+            .is_none()
+    );
+
+    // A plain begin_change(Replace) keeps none.
+    store.begin_change("c-1", PendingOp::Replace).await.unwrap();
+    assert!(
+        store
+            .get_by_client_id("c-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .replacement
+            .is_none()
+    );
+    store.cancel_change("c-1").await.unwrap();
+
+    store.begin_replace("c-1", &replacement).await.unwrap();
+    store.mark_gone("c-1").await.unwrap();
+    assert_eq!(
+        backend.stored_state_and_rat("c-1").await,
         ("gone".to_owned(), None)
     );
 }

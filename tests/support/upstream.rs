@@ -1,5 +1,6 @@
 //! Runs the real OAuth upstream (oidc-provider, `tests/upstream/server.mjs`) as a child process for one test, with
-//! fresh secrets, and wraps its test-only routes.
+//! fresh secrets, and wraps its test-only routes. `Flavour::Keycloak` runs its Keycloak stand-in instead, whose
+//! paths, issuer and admin API come from its `listening` line.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -7,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_lc_rs::rand::{self, SecureRandom};
-use base64::Engine;
+use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -41,6 +42,68 @@ impl CertHeader {
     }
 }
 
+/// Which IdP the upstream plays, i.e. which `upstream.flavour` the proxy in front of it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    /// oidc-provider as it is, a plain RFC 7591/7592 server.
+    Rfc7591,
+    /// The Keycloak stand-in (`UPSTREAM_FLAVOUR=keycloak`).
+    Keycloak,
+}
+
+impl Flavour {
+    /// `DCR_TEST_UPSTREAM=keycloak|rfc7591` (default rfc7591): the suites run against either.
+    pub fn from_env() -> Self {
+        match std::env::var("DCR_TEST_UPSTREAM").as_deref() {
+            Ok("keycloak") => Flavour::Keycloak,
+            Ok("rfc7591") | Ok("") | Err(_) => Flavour::Rfc7591,
+            Ok(other) => panic!("DCR_TEST_UPSTREAM={other}: use keycloak or rfc7591"),
+        }
+    }
+
+    /// `upstream.flavour` in proxy.toml.
+    pub fn config_name(self) -> &'static str {
+        match self {
+            Flavour::Rfc7591 => "rfc7591",
+            Flavour::Keycloak => "keycloak",
+        }
+    }
+
+    fn stand_in(self) -> &'static str {
+        match self {
+            Flavour::Rfc7591 => "oidc-provider",
+            Flavour::Keycloak => "keycloak",
+        }
+    }
+}
+
+/// Where the upstream serves what, as paths on its base URL.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    pub discovery: String,
+    pub registration: String,
+    pub token: String,
+    pub introspection: String,
+    pub revocation: String,
+    pub jwks: String,
+    /// Keycloak's Admin REST clients collection.
+    pub admin_clients: Option<String>,
+}
+
+impl Paths {
+    fn rfc7591() -> Self {
+        Paths {
+            discovery: "/.well-known/openid-configuration".into(),
+            registration: "/reg".into(),
+            token: "/token".into(),
+            introspection: "/token/introspection".into(),
+            revocation: "/token/revocation".into(),
+            jwks: "/jwks".into(),
+            admin_clients: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct UpstreamOptions {
     /// PEM the upstream trusts for its outbound HTTPS (`NODE_EXTRA_CA_CERTS`), e.g. the Pki CA for JWKS fetches.
@@ -50,12 +113,64 @@ pub struct UpstreamOptions {
     pub port: u16,
     /// Fixed introspection client id (the demo's proxy.toml names it); None picks a random one.
     pub introspection_client_id: Option<String>,
+    pub flavour: Flavour,
+    /// More environment for the upstream (e.g. `KEYCLOAK_ALLOWED_SCOPES`), over the flavour's defaults.
+    pub env: Vec<(String, String)>,
 }
+
+impl UpstreamOptions {
+    /// The stand-in's settings for a deployment as recommended: the introspection client exempt from
+    /// Keycloak's introspection audience check (keycloak/keycloak#49113), and the client scopes OB and CDR
+    /// need allowed for registration, `openid` and `profile` included.
+    fn flavour_env(&self) -> Vec<(String, String)> {
+        let mut env = match self.flavour {
+            Flavour::Rfc7591 => Vec::new(),
+            Flavour::Keycloak => vec![
+                (
+                    "KEYCLOAK_INTROSPECTION_AUDIENCE_CHECK".into(),
+                    "client-exempt".into(),
+                ),
+                (
+                    "KEYCLOAK_ALLOWED_SCOPES".into(),
+                    KEYCLOAK_ALLOWED_SCOPES.join(","),
+                ),
+            ],
+        };
+        for (k, v) in &self.env {
+            env.retain(|(have, _)| have != k);
+            env.push((k.clone(), v.clone()));
+        }
+        env
+    }
+}
+
+/// The "Allowed Client Scopes" registration policy of the test realm (and of deploy/keycloak's realm).
+pub const KEYCLOAK_ALLOWED_SCOPES: &[&str] = &[
+    "openid",
+    "profile",
+    "accounts",
+    "payments",
+    "fundsconfirmations",
+    "cdr:registration",
+    "bank:accounts.basic:read",
+    "bank:accounts.detail:read",
+    "bank:transactions:read",
+    "bank:payees:read",
+    "bank:regular_payments:read",
+    "common:customer.basic:read",
+    "common:customer.detail:read",
+    "energy:accounts.basic:read",
+];
 
 /// A running upstream; killed when dropped.
 pub struct Upstream {
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT`: where the harness sends requests.
     pub issuer: String,
+    pub flavour: Flavour,
+    pub paths: Paths,
+    /// The issuer tokens and discovery name (Keycloak: the realm on its frontend hostname).
+    pub oidc_issuer: String,
+    pub realm: Option<String>,
     pub port: u16,
     pub initial_access_token: String,
     pub introspection_client_id: String,
@@ -92,9 +207,14 @@ impl Upstream {
         let verbose = std::env::var_os("DCR_TEST_VERBOSE").is_some();
 
         let node = std::env::var_os("NODE").unwrap_or_else(|| "node".into());
-        let mut child = Command::new(&node)
+        let mut command = Command::new(&node);
+        for (k, v) in options.flavour_env() {
+            command.env(k, v);
+        }
+        let mut child = command
             .arg(script)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("UPSTREAM_FLAVOUR", options.flavour.stand_in())
             .env("UPSTREAM_PORT", options.port.to_string())
             .env("INITIAL_ACCESS_TOKEN", &initial_access_token)
             .env("INTROSPECTION_CLIENT_ID", &introspection_client_id)
@@ -164,7 +284,29 @@ impl Upstream {
         let issuer = event["issuer"]
             .as_str()
             .map_or_else(|| format!("http://127.0.0.1:{port}"), str::to_owned);
+        let text = |k: &str| event[k].as_str().map(str::to_owned);
+        let paths = match options.flavour {
+            Flavour::Rfc7591 => Paths::rfc7591(),
+            Flavour::Keycloak => {
+                let path = |k: &str| {
+                    text(k).unwrap_or_else(|| panic!("the listening line has no {k}: {event}"))
+                };
+                Paths {
+                    discovery: path("discovery_path"),
+                    registration: path("registration_path"),
+                    token: path("token_path"),
+                    introspection: path("introspection_path"),
+                    revocation: path("revocation_path"),
+                    jwks: path("jwks_path"),
+                    admin_clients: Some(path("admin_clients_path")),
+                }
+            }
+        };
         Self {
+            oidc_issuer: text("oidc_issuer").unwrap_or_else(|| issuer.clone()),
+            realm: text("realm"),
+            flavour: options.flavour,
+            paths,
             issuer,
             port,
             initial_access_token,
@@ -180,6 +322,90 @@ impl Upstream {
     /// `issuer` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.issuer)
+    }
+
+    /// The token endpoint's URL, where the harness asks for tokens.
+    pub fn token_url(&self) -> String {
+        self.url(&self.paths.token)
+    }
+
+    /// What a private_key_jwt client assertion names as `aud`: the issuer (Keycloak accepts its realm issuer
+    /// on the frontend hostname; oidc-provider its own).
+    pub fn assertion_audience(&self) -> &str {
+        &self.oidc_issuer
+    }
+
+    /// A client_credentials token of the administrator client (`ADMIN_CLIENT_*`).
+    pub async fn admin_token(&self) -> String {
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", self.admin_client_id, self.admin_secret));
+        let resp = http_request(
+            "POST",
+            &self.token_url(),
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("authorization", &format!("Basic {basic}")),
+            ],
+            "grant_type=client_credentials",
+        )
+        .await;
+        assert_eq!(resp.status, 200, "admin token: {}", resp.text());
+        resp.json()["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    /// Keycloak Admin REST `POST clients/{id}/registration-access-token`: a new registration access token, which
+    /// makes the stored one stale behind the proxy's back.
+    pub async fn mint_registration_token(&self, client_id: &str) -> String {
+        let path = self
+            .paths
+            .admin_clients
+            .as_deref()
+            .expect("Keycloak Admin REST");
+        let resp = http_request(
+            "POST",
+            &self.url(&format!("{path}/{client_id}/registration-access-token")),
+            &[
+                (
+                    "authorization",
+                    &format!("Bearer {}", self.admin_token().await),
+                ),
+                ("content-type", "application/json"),
+            ],
+            "{}",
+        )
+        .await;
+        assert_eq!(resp.status, 200, "mint: {}", resp.text());
+        resp.json()["registrationAccessToken"]
+            .as_str()
+            .expect("registrationAccessToken")
+            .to_owned()
+    }
+
+    /// Keycloak Admin REST `GET clients/{id}` (None when 404).
+    pub async fn admin_client(&self, client_id: &str) -> Option<Value> {
+        let path = self
+            .paths
+            .admin_clients
+            .as_deref()
+            .expect("Keycloak Admin REST");
+        let resp = http_request(
+            "GET",
+            &self.url(&format!("{path}/{client_id}")),
+            &[(
+                "authorization",
+                &format!("Bearer {}", self.admin_token().await),
+            )],
+            "",
+        )
+        .await;
+        match resp.status {
+            200 => Some(resp.json()),
+            404 => None,
+            s => panic!("admin GET {client_id}: {s} {}", resp.text()),
+        }
     }
 
     /// What the upstream logged so far (the last 64 KiB).

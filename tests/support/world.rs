@@ -1,5 +1,6 @@
 //! A whole test world: PKI, an HTTPS JWKS server acting as the directory and the TPPs' key stores,
-//! the real oidc-provider upstream, and the proxy binary configured in front of it.
+//! the real oidc-provider upstream (or its Keycloak stand-in, by `Options::flavour`, whose default comes from
+//! `DCR_TEST_UPSTREAM`), and the proxy binary configured in front of it.
 
 use serde_json::{Value, json};
 
@@ -10,6 +11,7 @@ use super::keys::{SigningKey, jwks};
 use super::pki::{ClientCert, ClientCertSpec, Pki, PkiFiles};
 use super::proxy::ProxyProcess;
 use super::temp::TempDir;
+pub use super::upstream::Flavour;
 use super::upstream::{CertHeader, Upstream, UpstreamOptions};
 
 pub const OB_AUD: &str = "0015800001041RHAAY";
@@ -46,7 +48,8 @@ pub struct Options {
     pub store: Option<String>,
     /// Extra lines inside `[upstream]` (e.g. `timeout`, `settle_timeout`).
     pub upstream_extra: String,
-    /// Adds `[upstream.admin]` with the test upstream's administrator client.
+    /// Adds `[upstream.admin]` with the test upstream's administrator client (default: with Keycloak, as a
+    /// Keycloak deployment should have it).
     pub upstream_admin: bool,
     /// Extra lines inside `[tls]` (e.g. `crl_stale_policy`).
     pub tls_extra: String,
@@ -54,6 +57,12 @@ pub struct Options {
     pub crl_file: bool,
     /// A CRL of the root (fresh, revoking nothing) served at [`CRL_PATH`] by the JWKS server, in `tls.crl_urls`.
     pub crl_url: bool,
+    /// The variable `[upstream.admin]` takes its secret from, instead of the admin client's own.
+    pub upstream_admin_secret_env: Option<String>,
+    /// Which IdP the upstream plays (default: `DCR_TEST_UPSTREAM`).
+    pub flavour: Flavour,
+    /// More environment for the upstream (e.g. `KEYCLOAK_ALLOWED_SCOPES`).
+    pub upstream_env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -68,10 +77,13 @@ impl Default for Options {
             management_extra: String::new(),
             store: None,
             upstream_extra: String::new(),
-            upstream_admin: false,
             tls_extra: String::new(),
             crl_file: false,
             crl_url: false,
+            upstream_admin: Flavour::from_env() == Flavour::Keycloak,
+            upstream_admin_secret_env: None,
+            flavour: Flavour::from_env(),
+            upstream_env: Vec::new(),
         }
     }
 }
@@ -137,6 +149,8 @@ impl World {
             cert_header: options.cert_header,
             port: 0,
             introspection_client_id: None,
+            flavour: options.flavour,
+            env: options.upstream_env.clone(),
         })
         .await;
         let toml = config_toml(&files, &dir, &jwks, &upstream, &options);
@@ -156,6 +170,10 @@ impl World {
 
     pub async fn ob() -> World {
         World::start(Options::default()).await
+    }
+
+    pub fn flavour(&self) -> Flavour {
+        self.upstream.flavour
     }
 
     /// The config this world's proxy runs with, for tests that start a second proxy or check it.
@@ -290,7 +308,7 @@ impl World {
         );
         super::client::http_request(
             "POST",
-            &self.upstream.url("/token"),
+            &self.upstream.token_url(),
             &[
                 ("content-type", "application/x-www-form-urlencoded"),
                 ("client-cert", &header),
@@ -313,8 +331,8 @@ impl World {
         let now = claims::now();
         let assertion = key.sign(
             json!({}),
-            json!({"iss": client_id, "sub": client_id, "aud": self.upstream.issuer, "iat": now,
-                   "exp": now + 60, "jti": claims::jti()}),
+            json!({"iss": client_id, "sub": client_id, "aud": self.upstream.assertion_audience(),
+                   "iat": now, "exp": now + 60, "jti": claims::jti()}),
         );
         let body = format!(
             "grant_type=client_credentials&scope={}&client_assertion_type={}&client_assertion={}",
@@ -324,7 +342,7 @@ impl World {
         );
         super::client::http_request(
             "POST",
-            &self.upstream.url("/token"),
+            &self.upstream.token_url(),
             &[
                 ("content-type", "application/x-www-form-urlencoded"),
                 ("client-cert", &header),
@@ -339,7 +357,7 @@ impl World {
     pub async fn register_upstream(&self, metadata: Value) -> String {
         let resp = super::client::http_request(
             "POST",
-            &self.upstream.url("/reg"),
+            &self.upstream.url(&self.upstream.paths.registration),
             &[
                 (
                     "authorization",
@@ -452,6 +470,15 @@ fn write_crl(path: &std::path::Path, crl: &super::pki::Crl) {
     std::fs::rename(&tmp, path).expect("move the CRL into place");
 }
 
+/// For a test that only one flavour can show: true (and a line saying why) when this run is for the other.
+pub fn not_for_this_flavour(only: Flavour, why: &str) -> bool {
+    let running = Flavour::from_env();
+    if running != only {
+        eprintln!("not applicable to {}: {why}", running.config_name());
+    }
+    running != only
+}
+
 pub fn jwks_doc(keys: &[Value]) -> Value {
     jwks(keys)
 }
@@ -471,6 +498,12 @@ fn config_toml(
         .upstream_override
         .clone()
         .unwrap_or_else(|| upstream.issuer.clone());
+    let paths = &upstream.paths;
+    // Keycloak lets a client revoke only its own tokens, so the proxy is given no revocation endpoint there.
+    let revocation = match upstream.flavour {
+        Flavour::Rfc7591 => format!("revocation_endpoint = \"{}\"", paths.revocation),
+        Flavour::Keycloak => String::new(),
+    };
     format!(
         r#"
 [server]
@@ -491,8 +524,9 @@ client_auth = "{client_auth}"
 {tls_extra}
 
 [upstream]
+flavour = "{flavour}"
 base_url = "{upstream_url}"
-registration_endpoint = "/reg"
+registration_endpoint = "{registration}"
 initial_access_token_env = "{IAT_ENV}"
 connect_timeout = "1s"
 {upstream_extra}
@@ -523,14 +557,17 @@ cert_header = "{cert_header}"
 response_timeout = "3s"
 
 [management]
-introspection_endpoint = "/token/introspection"
-revocation_endpoint = "/token/revocation"
+introspection_endpoint = "{introspection}"
+{revocation}
 client_id = "{introspection_client}"
 client_secret_env = "{INTROSPECTION_ENV}"
 {management_extra}
 {tail}
 "#,
         introspection_client = upstream.introspection_client_id,
+        flavour = upstream.flavour.config_name(),
+        registration = paths.registration,
+        introspection = paths.introspection,
         cert_header = o.cert_header.as_str(),
         upstream_extra = if o.upstream_extra.is_empty() {
             "timeout = \"5s\"".to_string()
@@ -539,8 +576,10 @@ client_secret_env = "{INTROSPECTION_ENV}"
         },
         upstream_admin = if o.upstream_admin {
             format!(
-                "[upstream.admin]\ntoken_endpoint = \"/token\"\nclient_id = \"{}\"",
-                upstream.admin_client_id
+                "[upstream.admin]\ntoken_endpoint = \"{}\"\nclient_id = \"{}\"\nclient_secret_env = \"{}\"",
+                paths.token,
+                upstream.admin_client_id,
+                o.upstream_admin_secret_env.as_deref().unwrap_or(ADMIN_ENV)
             )
         } else {
             String::new()

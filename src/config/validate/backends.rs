@@ -5,18 +5,23 @@ use std::time::Duration;
 use url::Url;
 
 use super::Validator;
+use crate::bearer::BearerConfig;
 use crate::config::raw::{RawForward, RawStore, RawUpstream, RawUpstreamAdmin};
 use crate::dcr::reconcile::ReconcileConfig;
 use crate::forward::{CertHeaderConfig, CertHeaderFormat, ForwardConfig};
 use crate::secret::Secret;
 use crate::store::StoreConfig;
 use crate::store::postgres::{PgTls, PostgresConfig};
-use crate::upstream::{UpstreamAdminConfig, UpstreamConfig};
+use crate::upstream::flavour::CreateCredential;
+use crate::upstream::{Flavour, UpstreamAdminConfig, UpstreamConfig, keycloak};
 
 impl Validator<'_> {
     /// `[upstream]` and `[upstream.admin]`. None when the base URL or registration endpoint is unusable;
     /// a missing secret is a problem but leaves a stand-in, so the sections built on the base are checked.
     pub(super) fn upstream(&mut self, u: &RawUpstream) -> Option<UpstreamConfig> {
+        let flavour = self
+            .choice("upstream.flavour", &u.flavour, Flavour::NAMES)
+            .unwrap_or_default();
         let base_url = self.url("upstream.base_url", &u.base_url, &["http", "https"]);
         if let Some(b) = &base_url
             && (b.query().is_some() || b.fragment().is_some())
@@ -36,12 +41,16 @@ impl Validator<'_> {
                         None
                     }
                 });
-        let initial_access_token = self
-            .secret(
+        // Keycloak with a manage-clients service account creates with that account's token; the initial
+        // access token is then neither needed nor read.
+        let initial_access_token = match flavour.create_credential(u.admin.is_some()) {
+            CreateCredential::InitialAccessToken => self.secret(
                 "upstream.initial_access_token_env",
                 &u.initial_access_token_env,
-            )
-            .unwrap_or_else(|| Secret::new(String::new()));
+            ),
+            CreateCredential::AdminBearer => None,
+        }
+        .unwrap_or_else(|| Secret::new(String::new()));
         let connect_timeout = self.duration("upstream.connect_timeout", &u.connect_timeout, false);
         let timeout = self.duration("upstream.timeout", &u.timeout, false);
         let settle_timeout = self.duration("upstream.settle_timeout", &u.settle_timeout, false);
@@ -49,11 +58,16 @@ impl Validator<'_> {
             .ca_bundle
             .as_deref()
             .map(|p| self.file("upstream.ca_bundle", p));
-        let admin = u
-            .admin
-            .as_ref()
-            .and_then(|a| self.upstream_admin(a, base_url.as_ref()));
+        let admin = u.admin.as_ref().and_then(|a| {
+            self.upstream_admin(
+                a,
+                flavour,
+                base_url.as_ref(),
+                registration_endpoint.as_ref(),
+            )
+        });
         Some(UpstreamConfig {
+            flavour,
             base_url: base_url?,
             registration_endpoint: registration_endpoint?,
             initial_access_token_env: u.initial_access_token_env.clone(),
@@ -69,7 +83,9 @@ impl Validator<'_> {
     fn upstream_admin(
         &mut self,
         a: &RawUpstreamAdmin,
+        flavour: Flavour,
         base: Option<&Url>,
+        registration_endpoint: Option<&Url>,
     ) -> Option<UpstreamAdminConfig> {
         let token_endpoint =
             self.relative_url("upstream.admin.token_endpoint", base, &a.token_endpoint);
@@ -77,12 +93,72 @@ impl Validator<'_> {
             self.problem("upstream.admin.client_id", "must not be empty");
         }
         let client_secret = self.secret("upstream.admin.client_secret_env", &a.client_secret_env);
+        let realm = a.realm.as_deref().map(str::trim);
+        let api_base = match (flavour, registration_endpoint) {
+            (Flavour::Keycloak, Some(endpoint)) => match keycloak::admin_base(endpoint, realm) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    let key = if realm.is_some() {
+                        "upstream.admin.realm"
+                    } else {
+                        "upstream.registration_endpoint"
+                    };
+                    self.problem(key, e);
+                    return None;
+                }
+            },
+            (Flavour::Keycloak, None) => return None,
+            (Flavour::Rfc7591, _) => {
+                if realm.is_some() {
+                    self.problem(
+                        "upstream.admin.realm",
+                        "names a Keycloak realm; it needs upstream.flavour = \"keycloak\"",
+                    );
+                }
+                None
+            }
+        };
         Some(UpstreamAdminConfig {
             token_endpoint: token_endpoint?,
             client_id: a.client_id.trim().to_string(),
             client_secret: client_secret?,
             scope: a.scope.clone().filter(|s| !s.trim().is_empty()),
+            api_base,
         })
+    }
+
+    /// Combinations the upstream's flavour cannot serve, refused at start-up rather than met at the first
+    /// request that needs them.
+    pub(super) fn upstream_coherence(
+        &mut self,
+        upstream: &UpstreamConfig,
+        forward: Option<&ForwardConfig>,
+        management: Option<&BearerConfig>,
+    ) {
+        let flavour = upstream.flavour;
+        if let Some(f) = forward
+            && !flavour.reads_cert_header(f.cert_header.format)
+        {
+            self.problem(
+                "forward.cert_header",
+                format!(
+                    "upstream.flavour = \"{}\" cannot read this certificate header (Keycloak has no Envoy lookup provider): use \"rfc9440\" or \"nginx\"",
+                    flavour.name()
+                ),
+            );
+        }
+        if let Some(m) = management
+            && m.revocation_endpoint.is_some()
+            && !flavour.revokes_other_clients_tokens()
+        {
+            self.problem(
+                "management.revocation_endpoint",
+                format!(
+                    "upstream.flavour = \"{}\" lets a client revoke only its own tokens (Keycloak answers \"Unmatching clients\"), so the proxy cannot revoke a token presented for the wrong client: remove the key",
+                    flavour.name()
+                ),
+            );
+        }
     }
 
     /// `[store]`, with the reconciler's timing (which must let late upstream answers settle first).

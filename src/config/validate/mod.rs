@@ -300,6 +300,9 @@ impl<'e> Validator<'e> {
             Some(m) => Some(self.management(m, kind, upstream.as_ref())?),
             None => None,
         };
+        if let Some(u) = &upstream {
+            self.upstream_coherence(u, forward.as_ref(), management.as_ref());
+        }
         Some(Config {
             server: server?,
             tls: tls?,

@@ -1,4 +1,9 @@
 //! The RFC 7591/7592 client to the IdP: create, read, replace and delete clients, and how we authenticate there.
+//! What differs between IdPs is data in `flavour`; Keycloak's Admin REST calls for crash recovery are in
+//! `keycloak`.
+
+pub mod flavour;
+pub mod keycloak;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,13 +17,18 @@ use url::Url;
 
 use crate::outbound::{HttpClient, OutboundError, redact_url};
 use crate::secret::Secret;
+pub use flavour::Flavour;
+use flavour::{AdminApi, ClientUri, CreateCredential, Refused401};
 
 /// `[upstream]`: where the IdP's registration API is and how the proxy authenticates there.
 #[derive(Clone)]
 pub struct UpstreamConfig {
+    /// `upstream.flavour`: which dialect of RFC 7591/7592 the IdP speaks.
+    pub flavour: Flavour,
     pub base_url: Url,
     pub registration_endpoint: Url,
     pub initial_access_token_env: String,
+    /// Empty when the flavour creates with the `[upstream.admin]` credential instead.
     pub initial_access_token: Secret,
     pub connect_timeout: Duration,
     pub timeout: Duration,
@@ -29,15 +39,18 @@ pub struct UpstreamConfig {
     pub admin: Option<UpstreamAdminConfig>,
 }
 
-/// `[upstream.admin]`: with it the proxy names each client_id before the upstream creates the client, and
-/// deletes clients whose registration access token it never learnt (or lost) with a client_credentials token
-/// of an administrator client (Keycloak: a service account with the manage-clients role).
+/// `[upstream.admin]`: a client_credentials token of an administrator client (Keycloak: a service account
+/// with realm-management manage-clients) for crash recovery. With a plain RFC 7591 server the proxy names each
+/// client_id before the upstream creates the client, and deletes clients whose registration access token it
+/// never learnt (or lost); with Keycloak it finds such clients through Admin REST and mints new tokens.
 #[derive(Clone)]
 pub struct UpstreamAdminConfig {
     pub token_endpoint: Url,
     pub client_id: String,
     pub client_secret: Secret,
     pub scope: Option<String>,
+    /// Keycloak: the realm's Admin REST base, `…/admin/realms/{realm}/`.
+    pub api_base: Option<Url>,
 }
 
 impl fmt::Debug for UpstreamAdminConfig {
@@ -47,6 +60,7 @@ impl fmt::Debug for UpstreamAdminConfig {
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret)
             .field("scope", &self.scope)
+            .field("api_base", &self.api_base.as_ref().map(Url::as_str))
             .finish()
     }
 }
@@ -54,6 +68,7 @@ impl fmt::Debug for UpstreamAdminConfig {
 impl fmt::Debug for UpstreamConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UpstreamConfig")
+            .field("flavour", &self.flavour)
             .field("base_url", &self.base_url.as_str())
             .field(
                 "registration_endpoint",
@@ -77,6 +92,12 @@ pub enum UpstreamError {
     /// The client (or its registration) no longer exists upstream.
     #[error("upstream says the client is gone (HTTP {0})")]
     Gone(u16),
+    /// The upstream refused our registration access token and will not say why: the token is stale, or the
+    /// client is gone (Keycloak). Only an administrator can tell which.
+    #[error(
+        "upstream refused the registration access token (HTTP {0}): stale, or the client is gone"
+    )]
+    TokenRefused(u16),
     #[error("upstream unavailable: {0}")]
     Unavailable(String),
     #[error("upstream timed out")]
@@ -97,6 +118,7 @@ pub struct UpstreamClient {
 }
 
 pub struct Upstream {
+    flavour: Flavour,
     http: HttpClient,
     registration_endpoint: Url,
     initial_access_token: Secret,
@@ -122,6 +144,7 @@ impl Upstream {
             false,
         )?;
         Ok(Upstream {
+            flavour: cfg.flavour,
             http,
             registration_endpoint: cfg.registration_endpoint.clone(),
             initial_access_token: cfg.initial_access_token.clone(),
@@ -133,22 +156,36 @@ impl Upstream {
         })
     }
 
-    /// Whether we name client_ids ourselves and can delete any client: see `[upstream.admin]`.
+    pub fn flavour(&self) -> Flavour {
+        self.flavour
+    }
+
+    /// Whether an `[upstream.admin]` credential is configured.
     pub fn has_admin(&self) -> bool {
         self.admin.is_some()
+    }
+
+    /// Whether the administrator can mint a new registration access token for a client (Keycloak Admin REST).
+    pub fn can_mint_tokens(&self) -> bool {
+        self.admin.is_some() && self.flavour.admin_api() == AdminApi::KeycloakAdminRest
+    }
+
+    /// Whether crash recovery can find a client by a create's fingerprint (Keycloak Admin REST).
+    pub fn finds_clients_by_fingerprint(&self) -> bool {
+        self.can_mint_tokens()
     }
 
     /// A new client_id to name in a create, or None when the upstream chooses it. Written to the pending
     /// record before the upstream is called, so a crash after the upstream acted still leaves its name.
     pub fn assign_client_id(&self) -> Option<String> {
-        self.admin
-            .as_ref()
-            .map(|_| uuid::Uuid::new_v4().to_string())
+        self.flavour
+            .names_client_ids(self.admin.is_some())
+            .then(|| uuid::Uuid::new_v4().to_string())
     }
 
     /// The RFC 7592 URI of `client_id`: the registration endpoint with the id as one more path segment, which
     /// is where Keycloak and oidc-provider put it.
-    fn client_uri_of(&self, client_id: &str) -> Url {
+    pub fn client_uri_of(&self, client_id: &str) -> Url {
         let mut url = self.registration_endpoint.clone();
         if let Ok(mut segments) = url.path_segments_mut() {
             segments.pop_if_empty().push(client_id);
@@ -156,27 +193,88 @@ impl Upstream {
         url
     }
 
+    fn admin(&self) -> Result<&Admin, UpstreamError> {
+        self.admin.as_ref().ok_or(UpstreamError::Failed(
+            "no [upstream.admin] credential is configured".into(),
+        ))
+    }
+
+    /// A call with the administrator's token, fetched again once if the upstream refuses it (revoked or
+    /// expired early); bounded by `upstream.timeout`.
+    async fn admin_call(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes), UpstreamError> {
+        self.admin_call_within(method, url, body, true).await
+    }
+
+    /// `admin_call`; `bounded` false leaves the call to the HTTP client's own (settle) timeout, for a create
+    /// whose late answer is awaited by its caller.
+    async fn admin_call_within(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<Bytes>,
+        bounded: bool,
+    ) -> Result<(StatusCode, Bytes), UpstreamError> {
+        let admin = self.admin()?;
+        let mut last = None;
+        for _ in 0..2 {
+            // Without a token nothing was sent to the registration API: callers may take it as untouched.
+            let token = self
+                .bounded(admin.token(&self.http))
+                .await
+                .map_err(|e| UpstreamError::Unavailable(format!("[upstream.admin] token: {e}")))?;
+            let auth = format!("Bearer {}", token.expose());
+            let call = self.call(method.clone(), url, &auth, body.clone());
+            let reply = if bounded {
+                self.bounded(call).await?
+            } else {
+                call.await?
+            };
+            if reply.0 != StatusCode::UNAUTHORIZED {
+                return Ok(reply);
+            }
+            admin.forget().await;
+            last = Some(reply);
+        }
+        last.ok_or(UpstreamError::Failed("no answer".into()))
+    }
+
     /// Deletes `client_id` with the administrator's token, for a client whose registration access token we
     /// never learnt or lost. Already absent (404) counts as done; a refused token does not, because then we
     /// know nothing about the client.
     pub async fn admin_delete(&self, client_id: &str) -> Result<(), UpstreamError> {
-        let admin = self.admin.as_ref().ok_or(UpstreamError::Failed(
-            "no [upstream.admin] credential is configured".into(),
-        ))?;
-        let url = self.client_uri_of(client_id);
-        let token = self.bounded(admin.token(&self.http)).await?;
-        let auth = format!("Bearer {}", token.expose());
-        let (status, body) = self
-            .bounded(self.call(Method::DELETE, &url, &auth, None))
-            .await?;
+        let url = match self.flavour.admin_api() {
+            AdminApi::Rfc7592 => self.client_uri_of(client_id),
+            AdminApi::KeycloakAdminRest => self.admin_rest()?.client(client_id),
+        };
+        let (status, body) = self.admin_call(Method::DELETE, &url, None).await?;
         match status {
             s if s.is_success() => Ok(()),
             StatusCode::NOT_FOUND => Ok(()),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 // Perhaps revoked or expired early: fetch a new one next time.
-                admin.forget().await;
+                self.admin()?.forget().await;
                 Err(rejected(status, &body))
             }
+            s if s.is_client_error() => Err(rejected(s, &body)),
+            s => Err(UpstreamError::Failed(format!("HTTP {}", s.as_u16()))),
+        }
+    }
+
+    /// Whether the upstream still has `client_id`, asked with the administrator's token.
+    pub async fn admin_has_client(&self, client_id: &str) -> Result<bool, UpstreamError> {
+        let url = match self.flavour.admin_api() {
+            AdminApi::Rfc7592 => self.client_uri_of(client_id),
+            AdminApi::KeycloakAdminRest => self.admin_rest()?.client(client_id),
+        };
+        let (status, body) = self.admin_call(Method::GET, &url, None).await?;
+        match status {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
             s if s.is_client_error() => Err(rejected(s, &body)),
             s => Err(UpstreamError::Failed(format!("HTTP {}", s.as_u16()))),
         }
@@ -224,23 +322,45 @@ impl Upstream {
     }
 
     async fn create_now(&self, metadata: &Value) -> Result<UpstreamClient, UpstreamError> {
-        let auth = format!("Bearer {}", self.initial_access_token.expose());
-        let reply = self
-            .call(
-                Method::POST,
-                &self.registration_endpoint,
-                &auth,
-                Some(Bytes::from(metadata.to_string())),
-            )
-            .await?;
+        let body = Some(Bytes::from(metadata.to_string()));
+        let reply = match self.flavour.create_credential(self.admin.is_some()) {
+            CreateCredential::InitialAccessToken => {
+                let auth = format!("Bearer {}", self.initial_access_token.expose());
+                self.call(Method::POST, &self.registration_endpoint, &auth, body)
+                    .await?
+            }
+            // A refused administrator token created nothing (Keycloak rolls a refused request back), so it is
+            // fetched again and the create sent once more.
+            CreateCredential::AdminBearer => {
+                self.admin_call_within(Method::POST, &self.registration_endpoint, body, false)
+                    .await?
+            }
+        };
         match reply.0 {
-            StatusCode::CREATED | StatusCode::OK => parse_client(&reply.1, None, None),
+            StatusCode::CREATED | StatusCode::OK => {
+                let mut c = parse_client(&reply.1, None, None)?;
+                if self.flavour.client_uri() == ClientUri::Built {
+                    c.registration_client_uri = self.client_uri_of(&c.client_id).to_string();
+                }
+                Ok(c)
+            }
             s if s.is_client_error() => Err(rejected(s, &reply.1)),
             s => Err(UpstreamError::Failed(format!("HTTP {}", s.as_u16()))),
         }
     }
 
-    /// RFC 7592 read with the stored registration access token. 401/404: the client is gone.
+    /// What a 401 from the RFC 7592 endpoint means for this flavour.
+    fn refused(&self, status: StatusCode) -> UpstreamError {
+        match (status, self.flavour.refused_401()) {
+            (StatusCode::UNAUTHORIZED, Refused401::StaleOrGone) => {
+                UpstreamError::TokenRefused(status.as_u16())
+            }
+            _ => UpstreamError::Gone(status.as_u16()),
+        }
+    }
+
+    /// RFC 7592 read with the stored registration access token. 404, and for a plain RFC 7592 server 401: the
+    /// client is gone; a Keycloak 401 is `TokenRefused`.
     pub async fn read(&self, client_uri: &str, rat: &Secret) -> Result<Value, UpstreamError> {
         let url = self.client_url(client_uri)?;
         let auth = format!("Bearer {}", rat.expose());
@@ -250,9 +370,7 @@ impl Upstream {
         match status {
             StatusCode::OK => serde_json::from_slice(&body)
                 .map_err(|_| UpstreamError::Failed("answer is not JSON".into())),
-            StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => {
-                Err(UpstreamError::Gone(status.as_u16()))
-            }
+            StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => Err(self.refused(status)),
             s if s.is_client_error() => Err(rejected(s, &body)),
             s => Err(UpstreamError::Failed(format!("HTTP {}", s.as_u16()))),
         }
@@ -280,21 +398,27 @@ impl Upstream {
             StatusCode::OK => {
                 let mut c = parse_client(&body, Some(client_uri), Some(rat))?;
                 // The upstream must not move the client somewhere else.
-                if self.client_url(&c.registration_client_uri).is_err() {
+                if self.flavour.client_uri() == ClientUri::Built
+                    || self.client_url(&c.registration_client_uri).is_err()
+                {
                     c.registration_client_uri = client_uri.to_string();
                 }
                 Ok(c)
             }
-            StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => {
-                Err(UpstreamError::Gone(status.as_u16()))
-            }
+            StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => Err(self.refused(status)),
             s if s.is_client_error() => Err(rejected(s, &body)),
             s => Err(UpstreamError::Failed(format!("HTTP {}", s.as_u16()))),
         }
     }
 
-    /// RFC 7592 delete. Already gone counts as done: the goal is "the client does not exist".
-    pub async fn delete(&self, client_uri: &str, rat: &Secret) -> Result<(), UpstreamError> {
+    /// RFC 7592 delete. Already gone counts as done: the goal is "the client does not exist". A token Keycloak
+    /// refuses may be stale while the client lives on: then the administrator deletes it, where configured.
+    pub async fn delete(
+        &self,
+        client_id: &str,
+        client_uri: &str,
+        rat: &Secret,
+    ) -> Result<(), UpstreamError> {
         let url = self.client_url(client_uri)?;
         let auth = format!("Bearer {}", rat.expose());
         let (status, body) = self
@@ -302,7 +426,19 @@ impl Upstream {
             .await?;
         match status {
             s if s.is_success() => Ok(()),
-            StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => Ok(()),
+            StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => match self.refused(status) {
+                UpstreamError::TokenRefused(_) if self.has_admin() => {
+                    self.admin_delete(client_id).await
+                }
+                UpstreamError::TokenRefused(_) => {
+                    tracing::warn!(
+                        client_id,
+                        "the upstream refused the registration token on delete; without [upstream.admin] the proxy cannot tell a stale token from a deleted client, and takes the client for gone"
+                    );
+                    Ok(())
+                }
+                _ => Ok(()),
+            },
             s if s.is_client_error() => Err(rejected(s, &body)),
             s => Err(UpstreamError::Failed(format!("HTTP {}", s.as_u16()))),
         }

@@ -90,6 +90,15 @@ pub enum ProxyError {
     StoreUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A cap on concurrent work was reached (pass-through requests overall or on one connection).
+    #[error("over capacity: {0}")]
+    Overloaded(&'static str),
+    /// A header, or all of them together, over the configured size: 431, nothing sent upstream.
+    #[error("request headers too large: {0}")]
+    HeadersTooLarge(String),
+    /// The client did not send the request body (or its next part) within the body timeout.
+    #[error("the request body did not arrive in time")]
+    RequestBodyTimeout,
 }
 
 impl ProxyError {
@@ -108,7 +117,9 @@ impl ProxyError {
             | ProxyError::UnsupportedMediaType(_)
             | ProxyError::NotFound
             | ProxyError::UnknownClient { .. }
-            | ProxyError::MethodNotAllowed { .. } => Side::Client,
+            | ProxyError::MethodNotAllowed { .. }
+            | ProxyError::HeadersTooLarge(_)
+            | ProxyError::RequestBodyTimeout => Side::Client,
             ProxyError::Bearer(e) => match e {
                 BearerError::Missing
                 | BearerError::Malformed(_)
@@ -120,7 +131,9 @@ impl ProxyError {
             },
             ProxyError::Busy => Side::Internal,
             ProxyError::UpstreamUnavailable(_) | ProxyError::UpstreamTimeout => Side::Upstream,
-            ProxyError::StoreUnavailable(_) | ProxyError::Internal(_) => Side::Internal,
+            ProxyError::StoreUnavailable(_)
+            | ProxyError::Internal(_)
+            | ProxyError::Overloaded(_) => Side::Internal,
         }
     }
 
@@ -148,6 +161,9 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::StoreUnavailable(_) => "store_unavailable",
             ProxyError::Internal(_) => "internal",
+            ProxyError::Overloaded(_) => "overloaded",
+            ProxyError::HeadersTooLarge(_) => "headers_too_large",
+            ProxyError::RequestBodyTimeout => "request_body_timeout",
         }
     }
 
@@ -216,6 +232,19 @@ impl ProxyError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
                 "an internal error occurred".into(),
+            ),
+            ProxyError::Overloaded(_) => {
+                Answer::retry_later("the server is busy; try again shortly")
+            }
+            ProxyError::HeadersTooLarge(why) => Answer::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "invalid_request",
+                why.clone(),
+            ),
+            ProxyError::RequestBodyTimeout => Answer::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request",
+                "the request body did not arrive in time".into(),
             ),
         };
         let mut resp = json_response(

@@ -47,6 +47,12 @@ pub struct Options {
     pub upstream_extra: String,
     /// Adds `[upstream.admin]` with the test upstream's administrator client.
     pub upstream_admin: bool,
+    /// Extra lines inside `[server]`, `[admin]` and `[forward]`.
+    pub server_extra: String,
+    pub admin_extra: String,
+    pub forward_extra: String,
+    /// Runs the proxy with this open-files limit (soft and hard), through util-linux `prlimit`.
+    pub nofile: Option<u64>,
 }
 
 impl Default for Options {
@@ -62,6 +68,10 @@ impl Default for Options {
             store: None,
             upstream_extra: String::new(),
             upstream_admin: false,
+            server_extra: String::new(),
+            admin_extra: String::new(),
+            forward_extra: String::new(),
+            nofile: None,
         }
     }
 }
@@ -124,7 +134,9 @@ impl World {
         })
         .await;
         let toml = config_toml(&files, &dir, &jwks, &upstream, &options);
-        let proxy = ProxyProcess::start(dir.path(), &toml, &proxy_env(&upstream)).await;
+        let proxy =
+            ProxyProcess::start_limited(dir.path(), &toml, &proxy_env(&upstream), options.nofile)
+                .await;
         World {
             pki,
             dir,
@@ -463,9 +475,11 @@ listen = "127.0.0.1:0"
 public_url = "https://localhost:8443"
 reload_interval = "200ms"
 drain_timeout = "5s"
+{server_extra}
 
 [admin]
 listen = "127.0.0.1:0"
+{admin_extra}
 
 [tls]
 cert = "{cert}"
@@ -504,6 +518,7 @@ level = "info"
 [forward]
 cert_header = "{cert_header}"
 response_timeout = "3s"
+{forward_extra}
 
 [management]
 introspection_endpoint = "/token/introspection"
@@ -529,6 +544,9 @@ client_secret_env = "{INTROSPECTION_ENV}"
             String::new()
         },
         management_extra = o.management_extra,
+        server_extra = o.server_extra,
+        admin_extra = o.admin_extra,
+        forward_extra = o.forward_extra,
         cert = files.server_cert.display(),
         key = files.server_key.display(),
         ca = files.ca.display(),

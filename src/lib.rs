@@ -193,6 +193,9 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
             forwarder,
             handshake_timeout: s.handshake_timeout,
             request_timeout: s.request_timeout,
+            registrations: Arc::new(tokio::sync::Semaphore::new(
+                s.max_concurrent_registrations as usize,
+            )),
             limits: server::ConnLimits {
                 gate: listener::Gate::new("data", budget.data, s.max_connections_per_address),
                 idle_timeout: s.idle_timeout,
@@ -226,9 +229,9 @@ const MIN_CONNECTIONS: u64 = 16;
 struct Budget {
     nofile: u64,
     /// Kept from client connections: `server.reserved_fds` (the process itself, the store's files,
-    /// JWKS and status fetches, registration and token calls upstream), one per pass-through request
-    /// that may be in flight (each may hold an upstream connection), the database pool, and the admin
-    /// listener's connections.
+    /// background JWKS and status fetches, the reconciler), one per pass-through request in flight (each may
+    /// hold an upstream connection), one per registration API request in flight (a JWKS fetch or an
+    /// upstream call at a time), the database pool, and the admin listener's connections.
     reserved: u64,
     /// Client connections on the data port.
     data: u32,
@@ -245,6 +248,7 @@ fn connection_budget(cfg: &Config, nofile: Option<u64>) -> Result<Budget, StartE
     };
     let reserved = s.reserved_fds
         + u64::from(cfg.forward.limits.max_concurrent_requests)
+        + u64::from(s.max_concurrent_registrations)
         + pool
         + u64::from(s.admin_max_connections);
     let Some(nofile) = nofile else {
@@ -262,8 +266,8 @@ fn connection_budget(cfg: &Config, nofile: Option<u64>) -> Result<Budget, StartE
                 "server.max_connections",
                 format!(
                     "{n} connections need {} open files with the reserve of {reserved} (server.reserved_fds, \
-                     forward.max_concurrent_requests, the database pool, admin.max_connections), but the \
-                     nofile limit is {nofile}: raise the limit or lower this",
+                     forward.max_concurrent_requests, server.max_concurrent_registrations, the database pool, \
+                     admin.max_connections), but the nofile limit is {nofile}: raise the limit or lower this",
                     u64::from(n) + reserved
                 ),
             ));
@@ -530,19 +534,19 @@ path = "dcr.sqlite"
     fn client_connections_get_what_the_file_limit_leaves_after_the_reserve() {
         let (dir, mut cfg) = config_with_unusable_upstream_ca();
         let _ = std::fs::remove_dir_all(&dir);
-        // Defaults: 128 reserved + 256 pass-through + 32 admin.
+        // Defaults: 128 reserved + 256 pass-through + 64 registration + 32 admin.
         let b = connection_budget(&cfg, Some(1024)).expect("fits");
-        assert_eq!(b.reserved, 416);
-        assert_eq!(b.data, 1024 - 416);
+        assert_eq!(b.reserved, 480);
+        assert_eq!(b.data, 1024 - 480);
         assert_eq!(
             connection_budget(&cfg, Some(1 << 20)).expect("fits").data,
             4096
         );
         cfg.server.max_connections = Some(700);
-        let e = connection_budget(&cfg, Some(1024)).expect_err("700 + 416 > 1024");
+        let e = connection_budget(&cfg, Some(1024)).expect_err("700 + 480 > 1024");
         assert_eq!(e.key(), Some("server.max_connections"), "{e}");
         cfg.server.max_connections = None;
-        let e = connection_budget(&cfg, Some(420)).expect_err("4 left");
+        let e = connection_budget(&cfg, Some(490)).expect_err("10 left");
         assert_eq!(e.key(), Some("server.reserved_fds"), "{e}");
     }
 

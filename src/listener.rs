@@ -314,7 +314,7 @@ where
     loop {
         tokio::select! {
             r = conn.as_mut() => return r,
-            _ = activity.idle_for(idle), if closing_by.is_none() => {
+            _ = activity.idle_for(idle), if closing_by.is_none() && !draining => {
                 METRICS.connections_idle_closed.get_or_create(&ListenerLabels { listener }).inc();
                 graceful(conn.as_mut());
                 closing_by = Some(Instant::now() + CLOSE_GRACE);

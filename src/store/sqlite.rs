@@ -811,7 +811,7 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    /// A database file under the system temp dir, deleted (with its WAL
+    /// A database file under the system temp dir, deleted (with its journal
     /// companions) when dropped.
     struct TempDb(PathBuf);
 

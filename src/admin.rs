@@ -11,13 +11,14 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use url::Url;
 
+use crate::listener::{AcceptErrors, Activity, Gate, Guarded, drive};
 use crate::metrics::METRICS;
 use crate::outbound::HttpClient;
 use crate::store::RegistrationStore;
@@ -83,31 +84,75 @@ impl Readiness {
     }
 }
 
+/// `[admin]` limits: the probes and the scraper need a handful of connections, held briefly.
+pub struct AdminLimits {
+    pub gate: Arc<Gate>,
+    pub idle_timeout: Duration,
+}
+
 pub async fn run(
     listener: TcpListener,
     ready: Arc<Readiness>,
+    limits: AdminLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let limits = Arc::new(limits);
+    let mut accept_errors = AcceptErrors::new("admin");
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, addr) = tokio::select! {
             a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(a) => {
+                    accept_errors.succeeded();
+                    a
+                }
+                Err(e) => {
+                    let wait = accept_errors.failed(&e);
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
             },
             _ = shutdown.changed() => return,
         };
+        let Ok(slot) = limits.gate.admit(addr.ip()) else {
+            drop(tcp);
+            continue;
+        };
         let ready = ready.clone();
+        let limits = limits.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let ready = ready.clone();
-                async move { Ok::<_, Infallible>(handle(&ready, req).await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
+            let _slot = slot;
+            let activity = Activity::new();
+            let svc = {
+                let activity = activity.clone();
+                service_fn(move |req| {
+                    let busy = activity.begin();
+                    let ready = ready.clone();
+                    async move {
+                        let resp = handle(&ready, req).await;
+                        Ok::<_, Infallible>(resp.map(|b| Guarded::new(b, busy)))
+                    }
+                })
+            };
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.idle_timeout);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(8);
+            let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+            let _ = drive(
+                conn,
+                |c| c.graceful_shutdown(),
+                &activity,
+                limits.idle_timeout,
+                shutdown,
+                "admin",
+            )
+            .await;
         });
     }
 }

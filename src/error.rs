@@ -93,6 +93,15 @@ pub enum ProxyError {
     RevocationUnconfirmed,
     #[error("internal error: {0}")]
     Internal(String),
+    /// A cap on concurrent work was reached (pass-through requests overall or on one connection).
+    #[error("over capacity: {0}")]
+    Overloaded(&'static str),
+    /// A header, or all of them together, over the configured size: 431, nothing sent upstream.
+    #[error("request headers too large: {0}")]
+    HeadersTooLarge(String),
+    /// The client did not send the request body (or its next part) within the body timeout.
+    #[error("the request body did not arrive in time")]
+    RequestBodyTimeout,
 }
 
 impl ProxyError {
@@ -111,7 +120,9 @@ impl ProxyError {
             | ProxyError::UnsupportedMediaType(_)
             | ProxyError::NotFound
             | ProxyError::UnknownClient { .. }
-            | ProxyError::MethodNotAllowed { .. } => Side::Client,
+            | ProxyError::MethodNotAllowed { .. }
+            | ProxyError::HeadersTooLarge(_)
+            | ProxyError::RequestBodyTimeout => Side::Client,
             ProxyError::Bearer(e) => match e {
                 BearerError::Missing
                 | BearerError::Malformed(_)
@@ -125,7 +136,8 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable(_) | ProxyError::UpstreamTimeout => Side::Upstream,
             ProxyError::StoreUnavailable(_)
             | ProxyError::RevocationUnconfirmed
-            | ProxyError::Internal(_) => Side::Internal,
+            | ProxyError::Internal(_)
+            | ProxyError::Overloaded(_) => Side::Internal,
         }
     }
 
@@ -154,6 +166,9 @@ impl ProxyError {
             ProxyError::StoreUnavailable(_) => "store_unavailable",
             ProxyError::RevocationUnconfirmed => "revocation_unconfirmed",
             ProxyError::Internal(_) => "internal",
+            ProxyError::Overloaded(_) => "overloaded",
+            ProxyError::HeadersTooLarge(_) => "headers_too_large",
+            ProxyError::RequestBodyTimeout => "request_body_timeout",
         }
     }
 
@@ -225,6 +240,19 @@ impl ProxyError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
                 "an internal error occurred".into(),
+            ),
+            ProxyError::Overloaded(_) => {
+                Answer::retry_later("the server is busy; try again shortly")
+            }
+            ProxyError::HeadersTooLarge(why) => Answer::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "invalid_request",
+                why.clone(),
+            ),
+            ProxyError::RequestBodyTimeout => Answer::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request",
+                "the request body did not arrive in time".into(),
             ),
         };
         let mut resp = json_response(

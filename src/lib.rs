@@ -11,6 +11,7 @@ pub mod forward;
 pub mod identity;
 pub mod jwks;
 pub mod jwt;
+pub mod listener;
 pub mod metrics;
 pub mod outbound;
 pub mod revocation;
@@ -71,6 +72,7 @@ pub struct Prepared {
     revocation: Arc<Revocation>,
     state: Arc<server::AppState>,
     readiness: Arc<admin::Readiness>,
+    admin_limits: admin::AdminLimits,
     listen: SocketAddr,
     admin_listen: Option<SocketAddr>,
     drain: Duration,
@@ -121,7 +123,10 @@ async fn build(cfg: &Config, store_use: StoreUse) -> Result<Prepared, StartError
         Arc<dyn store::RegistrationStore>,
         Arc<dyn replay::ReplayGuard>,
     ) = match &cfg.store {
-        StoreConfig::Sqlite { path } => (
+        StoreConfig::Sqlite {
+            path,
+            replay_cache_bytes,
+        } => (
             Arc::new(
                 match store_use {
                     StoreUse::Open => store::sqlite::SqliteStore::open(path),
@@ -132,7 +137,7 @@ async fn build(cfg: &Config, store_use: StoreUse) -> Result<Prepared, StartError
                 .map_err(|e| setup("store.path", e))?,
             ),
             Arc::new(replay::MemoryReplayGuard::new(
-                1_000_000,
+                *replay_cache_bytes,
                 cfg.profile.clock_skew,
             )),
         ),
@@ -216,6 +221,16 @@ async fn build(cfg: &Config, store_use: StoreUse) -> Result<Prepared, StartError
         &cfg.upstream.base_url,
         probe_http,
     ));
+    let budget = connection_budget(cfg, listener::file_limit())?;
+    tracing::info!(
+        nofile = budget.nofile,
+        reserved_fds = budget.reserved,
+        max_connections = budget.data,
+        max_connections_per_address = cfg.server.max_connections_per_address,
+        admin_max_connections = cfg.server.admin_max_connections,
+        "connection limits"
+    );
+    let s = &cfg.server;
     Ok(Prepared {
         tls,
         tls_cfg: cfg.tls.clone(),
@@ -225,15 +240,103 @@ async fn build(cfg: &Config, store_use: StoreUse) -> Result<Prepared, StartError
             registrar,
             forwarder,
             revocation,
-            handshake_timeout: cfg.server.handshake_timeout,
-            request_timeout: cfg.server.request_timeout,
+            handshake_timeout: s.handshake_timeout,
+            request_timeout: s.request_timeout,
+            registrations: Arc::new(tokio::sync::Semaphore::new(
+                s.max_concurrent_registrations as usize,
+            )),
+            limits: server::ConnLimits {
+                gate: listener::Gate::new("data", budget.data, s.max_connections_per_address),
+                idle_timeout: s.idle_timeout,
+                max_concurrent_streams: s.max_concurrent_streams,
+                max_header_bytes: s.max_header_bytes,
+                max_header_total_bytes: s.max_header_total_bytes,
+            },
         }),
+        admin_limits: admin::AdminLimits {
+            gate: listener::Gate::new("admin", s.admin_max_connections, 0),
+            idle_timeout: s.admin_idle_timeout,
+        },
         readiness,
         listen: cfg.server.listen,
         admin_listen: cfg.server.admin_listen,
         drain: cfg.server.drain_timeout,
         reload_interval: cfg.server.reload_interval,
         background,
+    })
+}
+
+/// Client connections when `server.max_connections` is not set: enough for a busy bank's TPPs, and a
+/// bound on memory (each TLS connection holds buffers) whatever the descriptor limit.
+const DEFAULT_MAX_CONNECTIONS: u64 = 4096;
+
+/// Fewer client connections than this is a deployment that cannot work; refuse to start.
+const MIN_CONNECTIONS: u64 = 16;
+
+/// How the descriptor limit is shared out.
+#[derive(Debug, PartialEq, Eq)]
+struct Budget {
+    nofile: u64,
+    /// Kept from client connections: `server.reserved_fds` (the process itself, the store's files,
+    /// background JWKS and status fetches, the reconciler), one per pass-through request in flight (each may
+    /// hold an upstream connection), one per registration API request in flight (a JWKS fetch or an
+    /// upstream call at a time), the database pool, and the admin listener's connections.
+    reserved: u64,
+    /// Client connections on the data port.
+    data: u32,
+}
+
+/// Checks at start-up that the client-connection cap leaves the reserve free under the open-files
+/// limit, so a flood of connections runs into our refusal and never into EMFILE for the store or the
+/// upstream. `nofile` None (a platform that cannot tell) trusts the configuration.
+fn connection_budget(cfg: &Config, nofile: Option<u64>) -> Result<Budget, StartError> {
+    let s = &cfg.server;
+    let pool = match &cfg.store {
+        StoreConfig::Postgres(pg) => pg.pool_size as u64,
+        StoreConfig::Sqlite { .. } => 0,
+    };
+    let reserved = s.reserved_fds
+        + u64::from(cfg.forward.limits.max_concurrent_requests)
+        + u64::from(s.max_concurrent_registrations)
+        + pool
+        + u64::from(s.admin_max_connections);
+    let Some(nofile) = nofile else {
+        let data = s.max_connections.map_or(DEFAULT_MAX_CONNECTIONS, u64::from);
+        return Ok(Budget {
+            nofile: 0,
+            reserved,
+            data: u32::try_from(data).unwrap_or(u32::MAX),
+        });
+    };
+    let room = nofile.saturating_sub(reserved);
+    let data = match s.max_connections {
+        Some(n) if u64::from(n) > room => {
+            return Err(setup(
+                "server.max_connections",
+                format!(
+                    "{n} connections need {} open files with the reserve of {reserved} (server.reserved_fds, \
+                     forward.max_concurrent_requests, server.max_concurrent_registrations, the database pool, \
+                     admin.max_connections), but the nofile limit is {nofile}: raise the limit or lower this",
+                    u64::from(n) + reserved
+                ),
+            ));
+        }
+        Some(n) => u64::from(n),
+        None => room.min(DEFAULT_MAX_CONNECTIONS),
+    };
+    if data < MIN_CONNECTIONS {
+        return Err(setup(
+            "server.reserved_fds",
+            format!(
+                "the nofile limit of {nofile} leaves {room} open files for client connections after a \
+                 reserve of {reserved}; at least {MIN_CONNECTIONS} are needed: raise the limit"
+            ),
+        ));
+    }
+    Ok(Budget {
+        nofile,
+        reserved,
+        data: u32::try_from(data).unwrap_or(u32::MAX),
     })
 }
 
@@ -435,6 +538,7 @@ pub async fn start(p: Prepared, config_path: Option<&Path>) -> Result<Running, S
         tasks.push(tokio::spawn(admin::run(
             l,
             p.readiness.clone(),
+            p.admin_limits,
             shutdown_rx.clone(),
         )));
     }
@@ -521,6 +625,26 @@ path = "dcr.sqlite"
         let env = HashMap::from([("IAT".to_string(), "x".to_string())]);
         let cfg = Config::from_toml_str(src, "proxy.toml", &dir, &env).expect("valid config");
         (dir, cfg)
+    }
+
+    #[test]
+    fn client_connections_get_what_the_file_limit_leaves_after_the_reserve() {
+        let (dir, mut cfg) = config_with_unusable_upstream_ca();
+        let _ = std::fs::remove_dir_all(&dir);
+        // Defaults: 128 reserved + 256 pass-through + 64 registration + 32 admin.
+        let b = connection_budget(&cfg, Some(1024)).expect("fits");
+        assert_eq!(b.reserved, 480);
+        assert_eq!(b.data, 1024 - 480);
+        assert_eq!(
+            connection_budget(&cfg, Some(1 << 20)).expect("fits").data,
+            4096
+        );
+        cfg.server.max_connections = Some(700);
+        let e = connection_budget(&cfg, Some(1024)).expect_err("700 + 480 > 1024");
+        assert_eq!(e.key(), Some("server.max_connections"), "{e}");
+        cfg.server.max_connections = None;
+        let e = connection_budget(&cfg, Some(490)).expect_err("10 left");
+        assert_eq!(e.key(), Some("server.reserved_fds"), "{e}");
     }
 
     #[tokio::test]

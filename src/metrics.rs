@@ -42,6 +42,19 @@ pub struct DecisionLabels {
     pub error_code: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// "data" (the mTLS port) or "admin".
+    pub listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub listener: &'static str,
+    /// "max_connections" or "per_address".
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -58,6 +71,16 @@ pub struct Metrics {
     pub revoked_connections_closed: Family<ReasonLabels, Counter>,
     pub store_errors: Counter,
     pub replay_rejections: Counter,
+    pub replay_cache_bytes: Gauge,
+    pub replay_cache_full: Counter,
+    pub connections_open: Family<ListenerLabels, Gauge>,
+    pub connections_refused: Family<RefusalLabels, Counter>,
+    pub connections_idle_closed: Family<ListenerLabels, Counter>,
+    pub accept_errors: Family<ListenerLabels, Counter>,
+    pub headers_too_large: Counter,
+    pub forward_in_flight: Gauge,
+    pub forward_refused: Family<ReasonLabels, Counter>,
+    pub request_body_errors: Family<ReasonLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -84,6 +107,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let revoked_connections_closed = Family::<ReasonLabels, Counter>::default();
     let store_errors = Counter::default();
     let replay_rejections = Counter::default();
+    let replay_cache_bytes = Gauge::default();
+    let replay_cache_full = Counter::default();
+    let connections_open = Family::<ListenerLabels, Gauge>::default();
+    let connections_refused = Family::<RefusalLabels, Counter>::default();
+    let connections_idle_closed = Family::<ListenerLabels, Counter>::default();
+    let accept_errors = Family::<ListenerLabels, Counter>::default();
+    let headers_too_large = Counter::default();
+    let forward_in_flight = Gauge::default();
+    let forward_refused = Family::<ReasonLabels, Counter>::default();
+    let request_body_errors = Family::<ReasonLabels, Counter>::default();
     registry.register(
         "requests",
         "Requests answered, by route, method, outcome and error code",
@@ -149,6 +182,56 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Request JWTs refused because their jti was seen before",
         replay_rejections.clone(),
     );
+    registry.register(
+        "replay_cache_bytes",
+        "Weighed size of the in-memory replay cache (sqlite backend), in bytes; bounded by store.replay_cache_bytes",
+        replay_cache_bytes.clone(),
+    );
+    registry.register(
+        "replay_cache_full",
+        "Request JWTs refused with 503 because the replay cache was at store.replay_cache_bytes",
+        replay_cache_full.clone(),
+    );
+    registry.register(
+        "connections_open",
+        "Connections open now, by listener",
+        connections_open.clone(),
+    );
+    registry.register(
+        "connections_refused",
+        "Connections closed at accept because a cap was reached, by listener and cap",
+        connections_refused.clone(),
+    );
+    registry.register(
+        "connections_idle_closed",
+        "Connections closed because no request came within the idle timeout, by listener",
+        connections_idle_closed.clone(),
+    );
+    registry.register(
+        "accept_errors",
+        "accept() failures (e.g. out of file descriptors), by listener",
+        accept_errors.clone(),
+    );
+    registry.register(
+        "headers_too_large",
+        "Requests refused with 431 because a header or all headers were over the limit",
+        headers_too_large.clone(),
+    );
+    registry.register(
+        "forward_in_flight",
+        "Requests being passed through to the upstream now",
+        forward_in_flight.clone(),
+    );
+    registry.register(
+        "forward_refused",
+        "Pass-through requests refused with 503 at a concurrency cap, by cap (overall, per_connection)",
+        forward_refused.clone(),
+    );
+    registry.register(
+        "request_body_errors",
+        "Pass-through request bodies the client broke off, malformed or did not send in time, by reason",
+        request_body_errors.clone(),
+    );
     Metrics {
         registry,
         requests,
@@ -164,6 +247,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         revoked_connections_closed,
         store_errors,
         replay_rejections,
+        replay_cache_bytes,
+        replay_cache_full,
+        connections_open,
+        connections_refused,
+        connections_idle_closed,
+        accept_errors,
+        headers_too_large,
+        forward_in_flight,
+        forward_refused,
+        request_body_errors,
     }
 });
 

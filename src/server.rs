@@ -8,9 +8,8 @@ use std::time::Duration;
 use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -22,11 +21,12 @@ use crate::body::{RespBody, boxed};
 use crate::dcr::Registrar;
 use crate::error::ProxyError;
 use crate::identity::PeerCert;
+use crate::listener::{AcceptErrors, Activity, Gate, Guarded, drive};
 use crate::metrics::{
     METRICS, ReasonLabels, RequestLabels, RouteLabels, handshake_reason, method_label,
 };
 
-/// `[server]` and `[admin]`: where the proxy listens and how long it waits.
+/// `[server]` and `[admin]`: where the proxy listens, how long it waits and how much it takes on.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -38,6 +38,35 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// No request in flight for this long closes a connection: from the end of the TLS handshake to
+    /// the first request, between keep-alive requests, and while a header trickles in.
+    pub idle_timeout: Duration,
+    /// Open connections at most; None: as many as the file-descriptor budget allows, up to 4096.
+    pub max_connections: Option<u32>,
+    /// Open connections from one IPv4 address or IPv6 /64 at most; 0 turns the cap off.
+    pub max_connections_per_address: u32,
+    /// Descriptors kept back from client connections for everything else (see `lib::connection_budget`).
+    pub reserved_fds: u64,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS for h2 connections.
+    pub max_concurrent_streams: u32,
+    /// Registration API requests (POST /register, /register/{id}) in flight at once; each may hold a JWKS
+    /// fetch or an upstream call, so this bounds the descriptors they use.
+    pub max_concurrent_registrations: u32,
+    /// One header's name and value together, in bytes; over it the request is refused with 431.
+    pub max_header_bytes: usize,
+    /// All headers of a request together, in bytes; over it the request is refused with 431.
+    pub max_header_total_bytes: usize,
+    pub admin_idle_timeout: Duration,
+    pub admin_max_connections: u32,
+}
+
+/// What every data connection is held to.
+pub struct ConnLimits {
+    pub gate: Arc<Gate>,
+    pub idle_timeout: Duration,
+    pub max_concurrent_streams: u32,
+    pub max_header_bytes: usize,
+    pub max_header_total_bytes: usize,
 }
 
 /// Shared by every connection.
@@ -47,6 +76,9 @@ pub struct AppState {
     pub revocation: Arc<crate::revocation::Revocation>,
     pub handshake_timeout: Duration,
     pub request_timeout: Duration,
+    pub limits: ConnLimits,
+    /// Places under `max_concurrent_registrations`.
+    pub registrations: Arc<tokio::sync::Semaphore>,
 }
 
 /// The accept loop. Each accepted connection reads the newest TLS config from `tls`, so a reload
@@ -58,83 +90,160 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
+    let mut accept_errors = AcceptErrors::new("data");
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.changed() => break,
         };
         let (tcp, addr) = match accepted {
-            Ok(a) => a,
+            Ok(a) => {
+                accept_errors.succeeded();
+                a
+            }
             Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                let wait = accept_errors.failed(&e);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        // Refused before any TLS work: closing costs one descriptor for a moment.
+        let slot = match state.limits.gate.admit(addr.ip()) {
+            Ok(s) => s,
+            Err(cap) => {
+                tracing::debug!(peer = %addr, cap, "connection refused at a cap");
+                drop(tcp);
                 continue;
             }
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = TlsAcceptor::from(tls.borrow().clone());
         let state = state.clone();
-        let watcher = graceful.watcher();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(state.handshake_timeout, acceptor.accept(tcp))
-                .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    let reason = handshake_reason(&e);
-                    METRICS
-                        .handshake_failures
-                        .get_or_create(&ReasonLabels { reason })
-                        .inc();
-                    if reason == "closed" {
-                        // A TCP probe (load balancer, port check) that never starts TLS is not news.
-                        tracing::debug!(peer = %addr, failure = "tls_handshake", reason, "closed before the handshake");
-                    } else {
-                        tracing::warn!(peer = %addr, failure = "tls_handshake", reason, detail = %e, "TLS handshake failed");
-                    }
-                    return;
-                }
-                Err(_) => {
-                    METRICS
-                        .handshake_failures
-                        .get_or_create(&ReasonLabels { reason: "timeout" })
-                        .inc();
-                    tracing::warn!(peer = %addr, failure = "tls_handshake", reason = "timeout", "TLS handshake timed out");
-                    return;
-                }
-            };
-            let peer = peer_identity(&stream, addr);
-            let cert_headers = peer.as_ref().map(|p| state.forwarder.cert_headers_for(p));
-            let conn = Arc::new(ConnInfo { peer, cert_headers });
-            let (info, revocation) = (conn.clone(), state.revocation.clone());
-            let svc = service_fn(move |req| {
-                let state = state.clone();
-                let conn = conn.clone();
-                async move { Ok::<_, Infallible>(handle(state, conn, addr, req).await) }
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10));
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            let served = Box::pin(watcher.watch(conn.into_owned()));
-            // Closed early (None) once the CRLs in force refuse the peer's certificate.
-            if let Some(Err(e)) = revocation.guard(info.peer.as_ref(), addr, served).await {
-                tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
-            }
+            let _slot = slot;
+            serve_connection(tcp, addr, acceptor, state, shutdown).await;
         });
     }
     drop(listener);
     tracing::info!(drain_s = drain.as_secs(), "draining open connections");
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if !state.limits.gate.drained(drain).await {
         tracing::warn!("drain period over; closing remaining connections");
     }
+}
+
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    addr: SocketAddr,
+    acceptor: TlsAcceptor,
+    state: Arc<AppState>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let stream = match tokio::time::timeout(state.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let reason = handshake_reason(&e);
+            METRICS
+                .handshake_failures
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+            if reason == "closed" {
+                // A TCP probe (load balancer, port check) that never starts TLS is not news.
+                tracing::debug!(peer = %addr, failure = "tls_handshake", reason, "closed before the handshake");
+            } else {
+                tracing::warn!(peer = %addr, failure = "tls_handshake", reason, detail = %e, "TLS handshake failed");
+            }
+            return;
+        }
+        Err(_) => {
+            METRICS
+                .handshake_failures
+                .get_or_create(&ReasonLabels { reason: "timeout" })
+                .inc();
+            tracing::warn!(peer = %addr, failure = "tls_handshake", reason = "timeout", "TLS handshake timed out");
+            return;
+        }
+    };
+    let peer = peer_identity(&stream, addr);
+    let cert_headers = peer.as_ref().map(|p| state.forwarder.cert_headers_for(p));
+    let conn = Arc::new(ConnInfo {
+        peer,
+        cert_headers,
+        forward_slots: state.forwarder.connection_slots(),
+    });
+    let info = conn.clone();
+    let activity = Activity::new();
+    let svc = {
+        let state = state.clone();
+        let activity = activity.clone();
+        service_fn(move |req| {
+            let busy = activity.begin();
+            let state = state.clone();
+            let conn = conn.clone();
+            async move {
+                let resp = handle(state, conn, addr, req).await;
+                Ok::<_, Infallible>(resp.map(|b| Guarded::new(b, busy)))
+            }
+        })
+    };
+    let limits = &state.limits;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.idle_timeout)
+        // hyper answers 431 itself past this; below it, `handle` does, with the configured limits.
+        .max_buf_size(hard_header_limit(limits.max_header_total_bytes));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(
+            u32::try_from(hard_header_limit(limits.max_header_total_bytes)).unwrap_or(u32::MAX),
+        );
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let served = Box::pin(drive(
+        conn,
+        |c| c.graceful_shutdown(),
+        &activity,
+        limits.idle_timeout,
+        shutdown,
+        "data",
+    ));
+    // Closed early (None) once the CRLs in force refuse the peer's certificate.
+    if let Some(Err(e)) = state
+        .revocation
+        .guard(info.peer.as_ref(), addr, served)
+        .await
+    {
+        tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
+    }
+}
+
+/// What hyper may buffer for a request head: room for the configured total and some slack, so that
+/// `handle` (which names the limit) answers the cases in between; never below hyper's minimum.
+fn hard_header_limit(total: usize) -> usize {
+    total.saturating_mul(2).max(8192 + total)
+}
+
+/// Refuses a header over `per` bytes (name and value) or headers over `total` bytes together.
+fn headers_within(headers: &http::HeaderMap, per: usize, total: usize) -> Result<(), String> {
+    let mut sum = 0usize;
+    for (name, value) in headers {
+        let size = name.as_str().len() + value.len();
+        if size > per {
+            return Err(format!(
+                "the `{name}` header is {size} bytes; at most {per} are accepted"
+            ));
+        }
+        sum += size;
+    }
+    if sum > total {
+        return Err(format!(
+            "the request headers are {sum} bytes together; at most {total} are accepted"
+        ));
+    }
+    Ok(())
 }
 
 /// Parses the verified leaf once per connection. A certificate we cannot parse is treated as absent
@@ -188,6 +297,8 @@ fn interaction_id(req: &Request<Incoming>) -> String {
 struct ConnInfo {
     peer: Option<PeerCert>,
     cert_headers: Option<crate::forward::CertHeaders>,
+    /// Pass-through requests this connection may have in flight (h2 multiplexes many).
+    forward_slots: Arc<tokio::sync::Semaphore>,
 }
 
 async fn handle(
@@ -204,17 +315,38 @@ async fn handle(
         let started = std::time::Instant::now();
         let path = req.uri().path().to_string();
         let method = req.method().clone();
+        let too_large = headers_within(
+            req.headers(),
+            state.limits.max_header_bytes,
+            state.limits.max_header_total_bytes,
+        )
+        .err();
         let (route_name, resp) = match route(&path) {
-            Route::Register => ("register", register(&state, peer, req).await),
+            _ if too_large.is_some() => {
+                METRICS.headers_too_large.inc();
+                let why = too_large.unwrap_or_default();
+                tracing::info!(reason = %why, "refused: request headers too large");
+                (
+                    "headers",
+                    boxed(ProxyError::HeadersTooLarge(why).to_response()),
+                )
+            }
+            Route::Register => (
+                "register",
+                admitted(&state, register(&state, peer, req)).await,
+            ),
             Route::Client(id) => {
                 let id = id.to_string();
-                ("register_client", manage(&state, peer, &id, req).await)
+                (
+                    "register_client",
+                    admitted(&state, manage(&state, peer, &id, req)).await,
+                )
             }
             Route::Other => {
                 let upstream_started = std::time::Instant::now();
                 let resp = state
                     .forwarder
-                    .forward_with(req, conn.cert_headers.as_deref(), addr)
+                    .forward_limited(req, conn.cert_headers.as_deref(), addr, &conn.forward_slots)
                     .await;
                 METRICS.observe_upstream("forward", upstream_started.elapsed());
                 ("forward", resp)
@@ -261,6 +393,18 @@ async fn handle(
     resp
 }
 
+/// Runs registration API `work` under `max_concurrent_registrations`; 503 past it.
+async fn admitted(
+    state: &AppState,
+    work: impl std::future::Future<Output = Response<RespBody>>,
+) -> Response<RespBody> {
+    let Ok(_permit) = state.registrations.clone().try_acquire_owned() else {
+        tracing::info!("refused: too many registration requests in flight");
+        return boxed(ProxyError::Overloaded("registrations").to_response());
+    };
+    work.await
+}
+
 async fn register(
     state: &AppState,
     peer: Option<&PeerCert>,
@@ -303,6 +447,21 @@ async fn manage(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_limits_name_the_header_or_the_total() {
+        let mut h = http::HeaderMap::new();
+        h.insert("cookie", HeaderValue::from_static("a=b"));
+        assert!(headers_within(&h, 16, 64).is_ok());
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&"x".repeat(20)).unwrap(),
+        );
+        let e = headers_within(&h, 16, 64).unwrap_err();
+        assert!(e.contains("`authorization`"), "{e}");
+        let e = headers_within(&h, 64, 30).unwrap_err();
+        assert!(e.contains("together"), "{e}");
+    }
 
     #[test]
     fn routes_split_the_registration_api_from_everything_else() {

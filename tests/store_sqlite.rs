@@ -32,7 +32,7 @@ impl Backend for Sqlite {
     async fn fresh() -> Self {
         Sqlite {
             dir: TempDir::new(),
-            guard: Arc::new(MemoryReplayGuard::new(10_000, Duration::ZERO)),
+            guard: Arc::new(MemoryReplayGuard::new(16 << 20, Duration::ZERO)),
         }
     }
 

@@ -49,6 +49,14 @@ pub(super) struct RawServer {
     pub max_body_bytes: u64,
     pub drain_timeout: String,
     pub reload_interval: String,
+    pub idle_timeout: String,
+    pub max_connections: Option<u64>,
+    pub max_connections_per_address: u64,
+    pub reserved_fds: u64,
+    pub max_concurrent_streams: u64,
+    pub max_concurrent_registrations: u64,
+    pub max_header_bytes: u64,
+    pub max_header_total_bytes: u64,
 }
 
 impl RawServer {
@@ -61,6 +69,14 @@ impl RawServer {
             max_body_bytes: t.or("max_body_bytes", 64u64 * 1024),
             drain_timeout: t.or("drain_timeout", "20s"),
             reload_interval: t.or("reload_interval", "10s"),
+            idle_timeout: t.or("idle_timeout", "10s"),
+            max_connections: t.opt("max_connections"),
+            max_connections_per_address: t.or("max_connections_per_address", 256u64),
+            reserved_fds: t.or("reserved_fds", 128u64),
+            max_concurrent_streams: t.or("max_concurrent_streams", 32u64),
+            max_concurrent_registrations: t.or("max_concurrent_registrations", 64u64),
+            max_header_bytes: t.or("max_header_bytes", 8u64 * 1024),
+            max_header_total_bytes: t.or("max_header_total_bytes", 32u64 * 1024),
         };
         t.finish();
         raw
@@ -70,6 +86,8 @@ impl RawServer {
 pub(super) struct RawAdmin {
     pub listen: String,
     pub enabled: bool,
+    pub idle_timeout: String,
+    pub max_connections: u64,
 }
 
 impl RawAdmin {
@@ -77,6 +95,8 @@ impl RawAdmin {
         let raw = RawAdmin {
             listen: t.or("listen", "127.0.0.1:9901"),
             enabled: t.or("enabled", true),
+            idle_timeout: t.or("idle_timeout", "10s"),
+            max_connections: t.or("max_connections", 32u64),
         };
         t.finish();
         raw
@@ -289,6 +309,7 @@ pub(super) struct RawStore {
     pub ca_bundle: Option<String>,
     pub reconcile_interval: String,
     pub reconcile_after: String,
+    pub replay_cache_bytes: u64,
 }
 
 impl RawStore {
@@ -305,6 +326,7 @@ impl RawStore {
             ca_bundle: t.opt("ca_bundle"),
             reconcile_interval: t.or("reconcile_interval", "30s"),
             reconcile_after: t.or("reconcile_after", "2m"),
+            replay_cache_bytes: t.or("replay_cache_bytes", 64u64 * 1024 * 1024),
         };
         t.finish();
         raw
@@ -380,6 +402,9 @@ pub(super) struct RawForward {
     pub response_timeout: String,
     pub discovery_ttl: String,
     pub mtls_endpoint_aliases: Option<toml::Table>,
+    pub max_concurrent_requests: u64,
+    pub max_concurrent_per_connection: u64,
+    pub body_timeout: String,
 }
 
 impl RawForward {
@@ -395,6 +420,9 @@ impl RawForward {
             response_timeout: t.or("response_timeout", "30s"),
             discovery_ttl: t.or("discovery_ttl", "60s"),
             mtls_endpoint_aliases: t.opt("mtls_endpoint_aliases"),
+            max_concurrent_requests: t.or("max_concurrent_requests", 256u64),
+            max_concurrent_per_connection: t.or("max_concurrent_per_connection", 8u64),
+            body_timeout: t.or("body_timeout", "10s"),
         };
         t.finish();
         raw

@@ -679,3 +679,75 @@ fn combinations_keycloak_cannot_serve_are_refused_at_start_up() {
     let e = load(&realm, &vars).expect_err("realm without keycloak");
     assert_eq!(e.problems[0].key, "upstream.admin.realm", "{e}");
 }
+
+/// The annotated proxy.toml at the repository root loads, and what it writes for the connection, store and
+/// pass-through limits is what a file that leaves them out gets: the documented defaults are the real ones.
+#[test]
+fn the_annotated_example_loads_with_the_default_limits() {
+    let d = std::env::temp_dir().join(format!("dcr-cfg-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(d.join(".local/pki")).expect("temp dir");
+    for f in ["server.pem", "server-key.pem", "ca.pem"] {
+        std::fs::write(d.join(".local/pki").join(f), "x").expect("write");
+    }
+    let vars = HashMap::from(
+        [
+            "DCR_UPSTREAM_INITIAL_ACCESS_TOKEN",
+            "DCR_UPSTREAM_ADMIN_CLIENT_SECRET",
+            "DCR_MANAGEMENT_CLIENT_SECRET",
+        ]
+        .map(|k| (k.to_string(), "x".to_string())),
+    );
+    let annotated =
+        Config::from_toml_str(include_str!("../../proxy.toml"), "proxy.toml", &d, &vars)
+            .expect("the annotated example is valid");
+    let _ = std::fs::remove_dir_all(&d);
+    let defaults = load(GOOD, &env()).expect("valid");
+    let (a, b) = (&annotated.server, &defaults.server);
+    assert_eq!(a.idle_timeout, b.idle_timeout);
+    assert_eq!(a.idle_timeout, Duration::from_secs(10));
+    assert_eq!(a.max_connections, None);
+    assert_eq!(a.max_connections_per_address, b.max_connections_per_address);
+    assert_eq!(a.reserved_fds, b.reserved_fds);
+    assert_eq!(a.max_concurrent_streams, b.max_concurrent_streams);
+    assert_eq!(
+        a.max_concurrent_registrations,
+        b.max_concurrent_registrations
+    );
+    assert_eq!(a.max_header_bytes, b.max_header_bytes);
+    assert_eq!(a.max_header_total_bytes, b.max_header_total_bytes);
+    assert_eq!(a.admin_idle_timeout, b.admin_idle_timeout);
+    assert_eq!(a.admin_max_connections, b.admin_max_connections);
+    assert_eq!(
+        annotated.forward.limits,
+        crate::forward::ForwardLimits::default()
+    );
+    assert_eq!(
+        defaults.forward.limits,
+        crate::forward::ForwardLimits::default()
+    );
+    let replay = |c: &Config| match &c.store {
+        crate::store::StoreConfig::Sqlite {
+            replay_cache_bytes, ..
+        } => *replay_cache_bytes,
+        crate::store::StoreConfig::Postgres(_) => 0,
+    };
+    assert_eq!(replay(&annotated), replay(&defaults));
+    assert_eq!(replay(&annotated), 64 << 20);
+}
+
+#[test]
+fn connection_and_header_limits_out_of_range_are_named() {
+    let src = GOOD.replace(
+        "[server]\n",
+        "[server]\nmax_connections = 10\nmax_connections_per_address = 20\nmax_header_bytes = 4096\nmax_header_total_bytes = 2048\nidle_timeout = \"0s\"\n",
+    );
+    let e = load(&src, &env()).expect_err("invalid");
+    let text = e.to_string();
+    for key in [
+        "server.max_connections_per_address",
+        "server.max_header_total_bytes",
+        "server.idle_timeout",
+    ] {
+        assert!(text.contains(key), "{key} in {text}");
+    }
+}

@@ -6,11 +6,13 @@ mod cert_header;
 mod deny;
 mod discovery;
 mod headers;
+mod limits;
 #[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -21,15 +23,19 @@ use serde_json::{Map, Value};
 use url::Url;
 
 pub use cert_header::{CertHeaderConfig, CertHeaders, ClientAnchors};
+pub use limits::ForwardLimits;
 
 use crate::body::{BoxError, RespBody, boxed};
 use crate::error::{ErrorCode, ProxyError};
 use crate::identity::PeerCert;
+use crate::listener::Guarded;
 use crate::outbound::{HttpClient, OutboundError};
 use cert_header::CertEncoder;
 use deny::{DenyPattern, NormalPath};
 use discovery::{Discovery, is_discovery_path};
 use headers::{client_authority, prepare_request_headers, remove_hop_by_hop};
+use limits::{BodyFault, ClientBody};
+use tokio::sync::Semaphore;
 
 /// Below the 5 s keep-alive timeout of Node's HTTP server (oidc-provider): a connection the upstream
 /// is about to close must not be picked from the pool. The upstream is a sidecar neighbour, so
@@ -66,6 +72,7 @@ pub struct ForwardConfig {
     pub mtls_endpoint_aliases: Option<Map<String, Value>>,
     /// Trust roots for an https upstream; the system's when absent.
     pub ca_bundle: Option<PathBuf>,
+    pub limits: ForwardLimits,
 }
 
 /// The pass-through to the IdP; one per proxy, holding the upstream connection pool.
@@ -81,6 +88,9 @@ pub struct Forwarder {
     cert: CertEncoder,
     deny: Vec<DenyPattern>,
     discovery: Discovery,
+    limits: ForwardLimits,
+    /// Places under `limits.max_concurrent_requests`.
+    in_flight: Arc<Semaphore>,
 }
 
 impl Forwarder {
@@ -131,6 +141,8 @@ impl Forwarder {
             cert: CertEncoder::new(cfg.cert_header.clone()),
             deny,
             discovery: Discovery::new(&cfg),
+            limits: cfg.limits,
+            in_flight: Arc::new(Semaphore::new(cfg.limits.max_concurrent_requests as usize)),
         })
     }
 
@@ -159,12 +171,41 @@ impl Forwarder {
         self.forward_with(req, cert.as_deref(), client_addr).await
     }
 
+    /// The places one client connection has under `max_concurrent_per_connection`.
+    pub fn connection_slots(&self) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(
+            self.limits.max_concurrent_per_connection as usize,
+        ))
+    }
+
+    /// As `forward_with`, also held to the connection's own cap (`connection_slots`).
+    pub async fn forward_limited(
+        &self,
+        req: Request<Incoming>,
+        cert: Option<&[(HeaderName, HeaderValue)]>,
+        client_addr: SocketAddr,
+        connection: &Arc<Semaphore>,
+    ) -> Response<RespBody> {
+        self.forward_inner(req, cert, client_addr, Some(connection))
+            .await
+    }
+
     /// As `forward`, with the connection's certificate headers already encoded.
     pub async fn forward_with(
         &self,
         req: Request<Incoming>,
         cert: Option<&[(HeaderName, HeaderValue)]>,
         client_addr: SocketAddr,
+    ) -> Response<RespBody> {
+        self.forward_inner(req, cert, client_addr, None).await
+    }
+
+    async fn forward_inner(
+        &self,
+        req: Request<Incoming>,
+        cert: Option<&[(HeaderName, HeaderValue)]>,
+        client_addr: SocketAddr,
+        connection: Option<&Arc<Semaphore>>,
     ) -> Response<RespBody> {
         let path = req.uri().path();
         // Asterisk-form (`OPTIONS *`) and authority-form (CONNECT) name no resource of the IdP.
@@ -193,11 +234,21 @@ impl Forwarder {
                 .to_response(),
             );
         }
-        if req.method() == Method::GET && is_discovery_path(path) {
+        // Past the cheap refusals above, every request may take an upstream connection.
+        let permit = match limits::admit(&self.in_flight, connection) {
+            Ok(p) => p,
+            Err(cap) => {
+                tracing::info!(cap, "refused: too many pass-through requests in flight");
+                return boxed(ProxyError::Overloaded(cap).to_response());
+            }
+        };
+        let resp = if req.method() == Method::GET && is_discovery_path(path) {
             let path = path.to_owned();
-            return self.discovery(&path).await;
-        }
-        self.pass_through(req, cert, client_addr).await
+            self.discovery(&path).await
+        } else {
+            self.pass_through(req, cert, client_addr).await
+        };
+        resp.map(|b| Guarded::new(b, permit).boxed())
     }
 
     async fn pass_through(
@@ -233,9 +284,21 @@ impl Forwarder {
         // hyper's client refuses an HTTP/2 request on the HTTP/1.1 connections it opens upstream.
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
-        let req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
+        let mut body = ClientBody::new(body, self.limits.body_timeout);
+        let fault = body.fault();
+        // A body that never starts must not hold an upstream connection.
+        if let Err(f) = body.wait_for_start().await {
+            return client_body_failed(f);
+        }
+        let req = Request::from_parts(parts, body.boxed());
 
-        match self.client.stream(req).await {
+        let sent = self.client.stream(req).await;
+        if sent.is_err()
+            && let Some(f) = fault.get()
+        {
+            return client_body_failed(*f);
+        }
+        match sent {
             Err(OutboundError::Timeout(timeout)) => {
                 tracing::warn!(
                     failure = "upstream",
@@ -275,6 +338,21 @@ impl Forwarder {
         }
         s.parse()
     }
+}
+
+/// The client broke its own request body: its error, not the upstream's.
+fn client_body_failed(f: BodyFault) -> Response<RespBody> {
+    tracing::info!(failure = "client_body", reason = ?f, "refused: the request body failed");
+    boxed(
+        match f {
+            BodyFault::Timeout => ProxyError::RequestBodyTimeout,
+            BodyFault::Malformed => ProxyError::rejected(
+                ErrorCode::InvalidRequest,
+                "the request body is malformed (bad chunked framing) or was cut off",
+            ),
+        }
+        .to_response(),
+    )
 }
 
 /// `host[:port]` of a URL, brackets kept around an IPv6 address.

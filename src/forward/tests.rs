@@ -219,6 +219,7 @@ fn config(upstream: SocketAddr) -> ForwardConfig {
         discovery_ttl: Duration::from_secs(60),
         mtls_endpoint_aliases: None,
         ca_bundle: None,
+        limits: super::ForwardLimits::default(),
     }
 }
 

@@ -103,7 +103,11 @@ use uuid::Uuid;
 /// `[store]`: which backend keeps the records.
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
-    Sqlite { path: PathBuf },
+    Sqlite {
+        path: PathBuf,
+        /// Bound of the in-memory replay cache that goes with this single-process backend.
+        replay_cache_bytes: u64,
+    },
     Postgres(postgres::PostgresConfig),
 }
 

@@ -37,21 +37,42 @@ pub fn replay_key(namespace: &str, issuer: &str, jti: &str) -> String {
 /// is already past its expiry still see each other.
 const MIN_TTL: Duration = Duration::from_secs(1);
 
+/// What one remembered key costs besides its own bytes: the cache's hash-table slot, its LRU and
+/// timer-wheel nodes, the shared key and the deadline. 200,000 keys of 64 bytes took 479 resident
+/// bytes each (the `entry_overhead_is_not_underestimated` test); the margin keeps the byte bound an
+/// upper bound on memory.
+pub const ENTRY_OVERHEAD_BYTES: u32 = 640;
+
+/// The weight of one entry: what it holds in memory, by the estimate above.
+fn weight(key: &str) -> u32 {
+    u32::try_from(key.len())
+        .unwrap_or(u32::MAX)
+        .saturating_add(ENTRY_OVERHEAD_BYTES)
+}
+
 /// A single-process replay guard. Replicas behind a load balancer each keep
 /// their own, so a multi-replica deployment needs a shared guard instead.
+///
+/// Bounded twice: by time, since an entry is kept only until its token's
+/// `exp` plus the clock skew (and the request JWT check refuses an `exp`
+/// more than an hour ahead), and by bytes, since every entry is weighed. At
+/// the byte bound it fails closed: a new key is refused (503 to the client)
+/// rather than an old one forgotten early, which would make that token
+/// replayable. It heals by itself as entries reach their deadline.
 #[derive(Clone)]
 pub struct MemoryReplayGuard {
     cache: Cache<String, Deadline>,
-    capacity: u64,
+    max_bytes: u64,
     skew: Duration,
 }
 
 impl std::fmt::Debug for MemoryReplayGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryReplayGuard")
-            .field("capacity", &self.capacity)
+            .field("max_bytes", &self.max_bytes)
             .field("skew", &self.skew)
             .field("entries", &self.cache.entry_count())
+            .field("bytes", &self.cache.weighted_size())
             .finish()
     }
 }
@@ -78,12 +99,14 @@ impl Expiry<String, Deadline> for UntilDeadline {
 }
 
 impl MemoryReplayGuard {
-    /// `capacity` bounds the number of remembered keys; `skew` is the clock
+    /// `max_bytes` bounds the memory the remembered keys take (each weighed
+    /// as its length plus [`ENTRY_OVERHEAD_BYTES`]); `skew` is the clock
     /// leeway the JWT validator grants past `exp`, added to every entry's
     /// lifetime so a token the validator still accepts is still remembered.
-    pub fn new(capacity: u64, skew: Duration) -> Self {
+    pub fn new(max_bytes: u64, skew: Duration) -> Self {
         let cache = Cache::builder()
-            .max_capacity(capacity)
+            .max_capacity(max_bytes)
+            .weigher(|k: &String, _: &Deadline| weight(k))
             // TinyLFU may refuse to admit a brand-new key when full, which
             // here would silently forget a jti we just accepted; LRU always
             // admits the new key.
@@ -92,9 +115,14 @@ impl MemoryReplayGuard {
             .build();
         Self {
             cache,
-            capacity,
+            max_bytes,
             skew,
         }
+    }
+
+    /// The weighed size of what is remembered, in bytes; published as a metric.
+    pub fn weighted_bytes(&self) -> u64 {
+        self.cache.weighted_size()
     }
 
     fn deadline(&self, expires_at: i64) -> Deadline {
@@ -109,11 +137,29 @@ impl MemoryReplayGuard {
 impl ReplayGuard for MemoryReplayGuard {
     async fn check_and_record(&self, key: &str, expires_at: i64) -> Result<bool, StoreError> {
         // Evicting a live key would let its token be replayed, so once the
-        // cache is full new tokens are refused (503) rather than risking it.
-        // The count lags concurrent inserts slightly; LRU eviction of the
+        // bound is reached new tokens are refused (503) rather than risking it.
+        // The size lags concurrent inserts slightly; LRU eviction of the
         // oldest keys is the backstop for that overshoot.
-        if self.cache.entry_count() >= self.capacity && !self.cache.contains_key(key) {
-            return Err(StoreError::Unavailable("replay cache is full".to_owned()));
+        let used = self.cache.weighted_size();
+        crate::metrics::METRICS
+            .replay_cache_bytes
+            .set(used_as_gauge(used));
+        if used.saturating_add(u64::from(weight(key))) > self.max_bytes
+            && !self.cache.contains_key(key)
+        {
+            // Expired entries still count until the cache's housekeeping runs; let it run once
+            // before refusing, so a full cache that has aged out heals on the next request.
+            self.cache.run_pending_tasks().await;
+            let used = self.cache.weighted_size();
+            crate::metrics::METRICS
+                .replay_cache_bytes
+                .set(used_as_gauge(used));
+            if used.saturating_add(u64::from(weight(key))) > self.max_bytes {
+                crate::metrics::METRICS.replay_cache_full.inc();
+                return Err(StoreError::Unavailable(
+                    "replay cache is full (store.replay_cache_bytes)".to_owned(),
+                ));
+            }
         }
         let deadline = self.deadline(expires_at);
         // `or_insert_with` coalesces concurrent callers on one key: exactly
@@ -126,6 +172,10 @@ impl ReplayGuard for MemoryReplayGuard {
             .await;
         Ok(entry.is_fresh())
     }
+}
+
+fn used_as_gauge(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -143,7 +193,7 @@ mod tests {
 
     #[tokio::test]
     async fn second_use_is_a_replay() {
-        let g = MemoryReplayGuard::new(1000, Duration::from_secs(30));
+        let g = MemoryReplayGuard::new(1 << 20, Duration::from_secs(30));
         let exp = in_a_minute();
         let k = replay_key("ob", "iss", "jti-1");
         assert!(g.check_and_record(&k, exp).await.unwrap());
@@ -159,7 +209,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_same_key_passes_once() {
-        let g = Arc::new(MemoryReplayGuard::new(1000, Duration::ZERO));
+        let g = Arc::new(MemoryReplayGuard::new(1 << 20, Duration::ZERO));
         let exp = in_a_minute();
         let tasks: Vec<_> = (0..50)
             .map(|_| {
@@ -178,7 +228,7 @@ mod tests {
 
     #[tokio::test]
     async fn expired_key_is_accepted_again() {
-        let g = MemoryReplayGuard::new(1000, Duration::ZERO);
+        let g = MemoryReplayGuard::new(1 << 20, Duration::ZERO);
         // Already expired: kept only for MIN_TTL.
         let exp = in_a_minute() - 120;
         assert!(g.check_and_record("k", exp).await.unwrap());
@@ -189,7 +239,7 @@ mod tests {
 
     #[tokio::test]
     async fn skew_extends_retention() {
-        let g = MemoryReplayGuard::new(1000, Duration::from_secs(60));
+        let g = MemoryReplayGuard::new(1 << 20, Duration::from_secs(60));
         let exp = in_a_minute() - 90; // expired 30 s ago, inside the skew
         assert!(g.check_and_record("k", exp).await.unwrap());
         tokio::time::sleep(MIN_TTL + Duration::from_millis(300)).await;
@@ -198,7 +248,8 @@ mod tests {
 
     #[tokio::test]
     async fn full_cache_refuses_new_keys() {
-        let g = MemoryReplayGuard::new(3, Duration::ZERO);
+        // Room for three one-byte keys and not a fourth.
+        let g = MemoryReplayGuard::new(3 * u64::from(weight("a")), Duration::ZERO);
         let exp = in_a_minute();
         for k in ["a", "b", "c"] {
             assert!(g.check_and_record(k, exp).await.unwrap());
@@ -210,5 +261,54 @@ mod tests {
         ));
         // A known key is still recognised as a replay, not refused.
         assert!(!g.check_and_record("a", exp).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn long_keys_weigh_more() {
+        let g = MemoryReplayGuard::new(1 << 20, Duration::ZERO);
+        let exp = in_a_minute();
+        assert!(g.check_and_record(&"k".repeat(300), exp).await.unwrap());
+        g.cache.run_pending_tasks().await;
+        assert_eq!(g.weighted_bytes(), 300 + u64::from(ENTRY_OVERHEAD_BYTES));
+    }
+
+    #[tokio::test]
+    async fn a_full_cache_heals_when_its_entries_expire() {
+        let g = MemoryReplayGuard::new(2 * u64::from(weight("a")), Duration::ZERO);
+        let gone = in_a_minute() - 120;
+        assert!(g.check_and_record("a", gone).await.unwrap());
+        assert!(g.check_and_record("b", gone).await.unwrap());
+        g.cache.run_pending_tasks().await;
+        assert!(g.check_and_record("c", in_a_minute()).await.is_err());
+        tokio::time::sleep(MIN_TTL + Duration::from_millis(300)).await;
+        assert!(g.check_and_record("c", in_a_minute()).await.unwrap());
+    }
+
+    /// Resident memory per entry, so [`ENTRY_OVERHEAD_BYTES`] stays an upper bound. Linux only (it reads
+    /// /proc), and only meaningful alone: run with `--ignored --test-threads=1`.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    #[ignore]
+    async fn entry_overhead_is_not_underestimated() {
+        fn rss() -> u64 {
+            let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+            s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+        }
+        const N: u64 = 200_000;
+        let g = MemoryReplayGuard::new(1 << 34, Duration::ZERO);
+        let exp = in_a_minute() + 3000;
+        let before = rss();
+        for i in 0..N {
+            let key = format!("ob:18:{:021}:{:036}", i, i);
+            assert_eq!(key.len(), 64);
+            g.check_and_record(&key, exp).await.unwrap();
+        }
+        g.cache.run_pending_tasks().await;
+        let per_entry = (rss() - before) / N;
+        eprintln!("resident bytes per entry: {per_entry} (64-byte keys)");
+        assert!(
+            per_entry <= 64 + u64::from(ENTRY_OVERHEAD_BYTES),
+            "{per_entry} bytes per entry"
+        );
     }
 }

@@ -165,20 +165,26 @@ impl SqliteStore {
     fn init(mut conn: Connection, on_disk: bool) -> Result<Self, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
         if on_disk {
-            // WAL lets /ready and GETs read while a write commits, and with
-            // synchronous=FULL every commit is fsynced before we answer, so a
-            // crash right after a 201 cannot lose the record.
+            // No memory-mapped file anywhere: WAL keeps its index in a shared-memory file (`-shm`) that
+            // SQLite maps into the process, and a store folder or `-shm` file that is truncated, replaced
+            // or made unwritable under a running proxy then kills it with SIGBUS on the next access
+            // instead of failing one request. The rollback journal needs no shared memory, and with
+            // `mmap_size = 0` every page goes through read()/write(), so such faults come back as SQLite
+            // errors (503) instead. WAL+EXCLUSIVE would also avoid the mapping (sqlite.org/wal.html,
+            // R-31969-57825) but locks every other reader out of the file, backups included. What WAL
+            // gave in speed (one fsync per commit, not three) the group commit below mostly wins back.
+            // TRUNCATE rather than DELETE: the same durability with one directory update less per commit.
+            // A file a previous version left in WAL mode is converted here, while no one else has it open.
             let mode: String = conn
-                .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+                .pragma_update_and_check(None, "journal_mode", "TRUNCATE", |row| row.get(0))
                 .map_err(map_err)?;
-            if !mode.eq_ignore_ascii_case("wal") {
-                // Some filesystems (network mounts) refuse WAL; the rollback
-                // journal is just as durable, only less concurrent.
-                tracing::warn!(journal_mode = %mode, "sqlite store could not enable WAL");
+            if !mode.eq_ignore_ascii_case("truncate") {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot leave journal_mode {mode} for the rollback journal; is another process using the store file?"
+                )));
             }
+            conn.pragma_update(None, "mmap_size", 0).map_err(map_err)?;
         }
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(map_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(map_err)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -343,7 +349,7 @@ fn commit_together(conn: &Connection, writes: Vec<Job>) {
 }
 
 /// The file holds registration access tokens, so it is created readable by
-/// the owner only; SQLite gives its -wal and -shm files the same mode.
+/// the owner only; SQLite gives its journal file the same mode.
 fn create_private_file(path: &Path) -> Result<(), StoreError> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(false);
@@ -1038,6 +1044,19 @@ impl RegistrationStore for SqliteStore {
             .map(drop)
             .map_err(map_err)
         })
+        .await?;
+        // Reads keep working from a file that can no longer be written (moved, replaced, on a full or
+        // read-only disk): only a write that reaches the journal and the disk proves registrations can
+        // be taken. A row in and out again dirties a page and so goes the whole way, yet leaves nothing.
+        self.write(|conn| {
+            exec(
+                conn,
+                "INSERT INTO schema_version (version, applied_at) VALUES (-1, ?1)",
+                [now()],
+            )?;
+            exec(conn, "DELETE FROM schema_version WHERE version = -1", [])?;
+            Ok(())
+        })
         .await
     }
 }
@@ -1049,7 +1068,7 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    /// A database file under the system temp dir, deleted (with its WAL
+    /// A database file under the system temp dir, deleted (with its journal
     /// companions) when dropped.
     struct TempDb(PathBuf);
 
@@ -1069,23 +1088,70 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn file_store_is_durable_wal() {
+    async fn file_store_is_durable_and_maps_no_file() {
         let db = TempDb::new();
         let store = SqliteStore::open(&db.0).unwrap();
-        let (mode, sync): (String, i64) = store
+        let (mode, sync, mmap): (String, i64, i64) = store
             .run(|c| {
-                let mode = c
-                    .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-                    .map_err(map_err)?;
-                let sync = c
-                    .query_row("PRAGMA synchronous", [], |r| r.get(0))
-                    .map_err(map_err)?;
-                Ok((mode, sync))
+                let get = |p: &str| {
+                    c.query_row(&format!("PRAGMA {p}"), [], |r| {
+                        r.get::<_, rusqlite::types::Value>(0)
+                    })
+                };
+                let text = |v: rusqlite::types::Value| match v {
+                    rusqlite::types::Value::Text(t) => t,
+                    other => format!("{other:?}"),
+                };
+                let int = |v: rusqlite::types::Value| match v {
+                    rusqlite::types::Value::Integer(i) => i,
+                    _ => -1,
+                };
+                Ok((
+                    text(get("journal_mode").map_err(map_err)?),
+                    int(get("synchronous").map_err(map_err)?),
+                    int(get("mmap_size").map_err(map_err)?),
+                ))
             })
             .await
             .unwrap();
-        assert_eq!(mode, "wal");
+        assert_eq!(mode, "truncate");
         assert_eq!(sync, 2, "synchronous must be FULL");
+        assert_eq!(mmap, 0, "no memory-mapped I/O");
+        store.ping().await.unwrap();
+        let shm = db.0.with_extension("db-shm");
+        assert!(!shm.exists(), "no shared-memory file: {}", shm.display());
+    }
+
+    #[tokio::test]
+    async fn a_file_left_in_wal_mode_is_converted() {
+        let db = TempDb::new();
+        drop(SqliteStore::open(&db.0).unwrap());
+        let raw = Connection::open(&db.0).unwrap();
+        let mode: String = raw
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        drop(raw);
+        let store = SqliteStore::open(&db.0).unwrap();
+        store.ping().await.unwrap();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_moved_store_fails_writes_and_ping_but_not_the_process() {
+        let db = TempDb::new();
+        let store = SqliteStore::open(&db.0).unwrap();
+        store.ping().await.unwrap();
+        let dir = db.0.parent().unwrap().to_path_buf();
+        let moved = dir.with_extension("moved");
+        std::fs::rename(&dir, &moved).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = store
+            .ping()
+            .await
+            .expect_err("a moved store is not healthy");
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+        let _ = std::fs::remove_dir_all(&moved);
     }
 
     #[tokio::test]

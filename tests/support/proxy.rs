@@ -40,6 +40,20 @@ impl ProxyProcess {
             .unwrap_or_else(|logs| panic!("dcr-proxy did not start:\n{logs}"))
     }
 
+    /// As `start`, under an open-files limit (soft and hard) when `nofile` is given.
+    pub async fn start_limited(
+        dir: &Path,
+        toml: &str,
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Self {
+        let config_path = dir.join("proxy.toml");
+        std::fs::write(&config_path, toml).expect("write proxy.toml");
+        Self::spawn(config_path, env, nofile)
+            .await
+            .unwrap_or_else(|logs| panic!("dcr-proxy did not start:\n{logs}"))
+    }
+
     /// Like `start`, but returns the captured output instead of panicking.
     pub async fn try_start(dir: &Path, toml: &str, env: &[(&str, &str)]) -> Result<Self, String> {
         let config_path = dir.join("proxy.toml");
@@ -52,7 +66,23 @@ impl ProxyProcess {
         config_path: PathBuf,
         env: &[(&str, &str)],
     ) -> Result<Self, String> {
-        let mut cmd = Command::new(binary());
+        Self::spawn(config_path, env, None).await
+    }
+
+    async fn spawn(
+        config_path: PathBuf,
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Result<Self, String> {
+        // prlimit sets the limit and execs the proxy in the same process, so the pid is the proxy's.
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
         cmd.arg("--config")
             .arg(&config_path)
             .env("DCR_LOG_FORMAT", "json")
@@ -132,6 +162,19 @@ impl ProxyProcess {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// True while the process has not exited (a signal that killed it counts as exited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Open file descriptors of the process now (Linux: /proc).
+    pub fn open_fds(&self) -> Option<usize> {
+        let pid = self.child.id()?;
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .ok()
+            .map(|d| d.count())
     }
 
     /// Sends a signal by name (`TERM`, `HUP`, `KILL`) without waiting.

@@ -63,6 +63,12 @@ pub struct Options {
     pub flavour: Flavour,
     /// More environment for the upstream (e.g. `KEYCLOAK_ALLOWED_SCOPES`).
     pub upstream_env: Vec<(String, String)>,
+    /// Extra lines inside `[server]`, `[admin]` and `[forward]`.
+    pub server_extra: String,
+    pub admin_extra: String,
+    pub forward_extra: String,
+    /// Runs the proxy with this open-files limit (soft and hard), through util-linux `prlimit`.
+    pub nofile: Option<u64>,
 }
 
 impl Default for Options {
@@ -84,6 +90,10 @@ impl Default for Options {
             upstream_admin_secret_env: None,
             flavour: Flavour::from_env(),
             upstream_env: Vec::new(),
+            server_extra: String::new(),
+            admin_extra: String::new(),
+            forward_extra: String::new(),
+            nofile: None,
         }
     }
 }
@@ -154,7 +164,9 @@ impl World {
         })
         .await;
         let toml = config_toml(&files, &dir, &jwks, &upstream, &options);
-        let proxy = ProxyProcess::start(dir.path(), &toml, &proxy_env(&upstream)).await;
+        let proxy =
+            ProxyProcess::start_limited(dir.path(), &toml, &proxy_env(&upstream), options.nofile)
+                .await;
         World {
             pki,
             dir,
@@ -511,9 +523,11 @@ listen = "127.0.0.1:0"
 public_url = "https://localhost:8443"
 reload_interval = "200ms"
 drain_timeout = "5s"
+{server_extra}
 
 [admin]
 listen = "127.0.0.1:0"
+{admin_extra}
 
 [tls]
 cert = "{cert}"
@@ -555,6 +569,7 @@ level = "info"
 [forward]
 cert_header = "{cert_header}"
 response_timeout = "3s"
+{forward_extra}
 
 [management]
 introspection_endpoint = "{introspection}"
@@ -585,6 +600,9 @@ client_secret_env = "{INTROSPECTION_ENV}"
             String::new()
         },
         management_extra = o.management_extra,
+        server_extra = o.server_extra,
+        admin_extra = o.admin_extra,
+        forward_extra = o.forward_extra,
         cert = files.server_cert.display(),
         key = files.server_key.display(),
         ca = files.ca.display(),

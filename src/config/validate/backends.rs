@@ -8,7 +8,7 @@ use super::Validator;
 use crate::bearer::BearerConfig;
 use crate::config::raw::{RawForward, RawStore, RawUpstream, RawUpstreamAdmin};
 use crate::dcr::reconcile::ReconcileConfig;
-use crate::forward::{CertHeaderConfig, CertHeaderFormat, ForwardConfig};
+use crate::forward::{CertHeaderConfig, CertHeaderFormat, ForwardConfig, ForwardLimits};
 use crate::secret::Secret;
 use crate::store::StoreConfig;
 use crate::store::postgres::{PgTls, PostgresConfig};
@@ -177,10 +177,17 @@ impl Validator<'_> {
                 "must be at least upstream.settle_timeout, so late upstream answers settle first",
             );
         }
+        if !(64 * 1024..=1u64 << 34).contains(&s.replay_cache_bytes) {
+            self.problem(
+                "store.replay_cache_bytes",
+                "must be between 65536 and 17179869184 bytes",
+            );
+        }
         let store = match s.backend.as_str() {
             "sqlite" => match &s.path {
                 Some(p) => Some(StoreConfig::Sqlite {
                     path: self.base.join(p),
+                    replay_cache_bytes: s.replay_cache_bytes,
                 }),
                 None => {
                     self.problem("store.path", "required for the sqlite backend");
@@ -294,6 +301,21 @@ impl Validator<'_> {
         let response_timeout =
             self.duration("forward.response_timeout", &f.response_timeout, false);
         let discovery_ttl = self.duration("forward.discovery_ttl", &f.discovery_ttl, true);
+        let limits = ForwardLimits {
+            max_concurrent_requests: self.count(
+                "forward.max_concurrent_requests",
+                f.max_concurrent_requests,
+                1,
+                100_000,
+            ),
+            max_concurrent_per_connection: self.count(
+                "forward.max_concurrent_per_connection",
+                f.max_concurrent_per_connection,
+                1,
+                1000,
+            ),
+            body_timeout: self.duration("forward.body_timeout", &f.body_timeout, false),
+        };
         let mtls_endpoint_aliases = match f.mtls_endpoint_aliases {
             None => None,
             Some(t) => match serde_json::to_value(t) {
@@ -328,6 +350,7 @@ impl Validator<'_> {
             discovery_ttl,
             mtls_endpoint_aliases,
             ca_bundle: upstream.ca_bundle.clone(),
+            limits,
         })
     }
 

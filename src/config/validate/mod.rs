@@ -339,6 +339,54 @@ impl<'e> Validator<'e> {
         } else {
             None
         };
+        let idle_timeout = self.duration("server.idle_timeout", &s.idle_timeout, false);
+        let max_connections = s
+            .max_connections
+            .map(|n| self.count("server.max_connections", n, 1, 1_000_000));
+        let max_connections_per_address = self.count(
+            "server.max_connections_per_address",
+            s.max_connections_per_address,
+            0,
+            1_000_000,
+        );
+        if let Some(max) = max_connections
+            && max_connections_per_address > max
+        {
+            self.problem(
+                "server.max_connections_per_address",
+                "must not be above server.max_connections",
+            );
+        }
+        let reserved_fds = self.count("server.reserved_fds", s.reserved_fds, 32, 1_000_000);
+        let max_concurrent_streams = self.count(
+            "server.max_concurrent_streams",
+            s.max_concurrent_streams,
+            1,
+            1000,
+        );
+        let max_concurrent_registrations = self.count(
+            "server.max_concurrent_registrations",
+            s.max_concurrent_registrations,
+            1,
+            10_000,
+        );
+        let max_header_bytes =
+            self.count("server.max_header_bytes", s.max_header_bytes, 1024, 1 << 20);
+        let max_header_total_bytes = self.count(
+            "server.max_header_total_bytes",
+            s.max_header_total_bytes,
+            1024,
+            1 << 20,
+        );
+        if max_header_total_bytes < max_header_bytes {
+            self.problem(
+                "server.max_header_total_bytes",
+                "must be at least server.max_header_bytes",
+            );
+        }
+        let admin_idle_timeout = self.duration("admin.idle_timeout", &a.idle_timeout, false);
+        let admin_max_connections =
+            self.count("admin.max_connections", a.max_connections, 1, 10_000);
         Some(ServerConfig {
             listen: listen?,
             admin_listen,
@@ -348,7 +396,25 @@ impl<'e> Validator<'e> {
             handshake_timeout,
             request_timeout,
             max_body_bytes: usize::try_from(s.max_body_bytes).unwrap_or(usize::MAX),
+            idle_timeout,
+            max_connections,
+            max_connections_per_address,
+            reserved_fds: u64::from(reserved_fds),
+            max_concurrent_streams,
+            max_concurrent_registrations,
+            max_header_bytes: max_header_bytes as usize,
+            max_header_total_bytes: max_header_total_bytes as usize,
+            admin_idle_timeout,
+            admin_max_connections,
         })
+    }
+
+    /// A whole number within `min..=max`; out of range is a problem, and the nearest bound stands in.
+    fn count(&mut self, key: &str, n: u64, min: u32, max: u32) -> u32 {
+        if n < u64::from(min) || n > u64::from(max) {
+            self.problem(key, format!("must be between {min} and {max}"));
+        }
+        u32::try_from(n.clamp(u64::from(min), u64::from(max))).unwrap_or(max)
     }
 
     /// `[tls]`: the files must exist here; that they hold a usable certificate and key is known only

@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use moka::ops::compute::{CompResult, Op};
 use url::Url;
 
-use crate::error::echo;
+use crate::echo::echo;
 use crate::outbound::{HttpClient, OutboundError, redact_url};
 
 /// The smallest RSA modulus a signature is checked with: RFC 7518 §3.3 and §3.5 ("A key of size 2048 bits or

@@ -6,6 +6,7 @@ pub mod bearer;
 pub mod body;
 pub mod config;
 pub mod dcr;
+pub mod echo;
 pub mod error;
 pub mod forward;
 pub mod identity;

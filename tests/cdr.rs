@@ -464,7 +464,12 @@ async fn a_cdr_request_names_its_response_types_and_id_token_algorithm() {
         let desc = resp.json()["error_description"].to_string();
         assert!(desc.contains(words), "{case}: {desc}");
     }
-    assert!(w.upstream.requests("/reg").await.is_empty());
+    assert!(
+        w.upstream
+            .requests(&w.upstream.paths.registration)
+            .await
+            .is_empty()
+    );
     assert!(w.upstream.clients().await.is_empty());
     // Both named, the registration goes through with what was named.
     let resp = w
@@ -475,7 +480,13 @@ async fn a_cdr_request_names_its_response_types_and_id_token_algorithm() {
         .await;
     assert_eq!(resp.status, 201, "{}", resp.text());
     assert_eq!(resp.json()["id_token_signed_response_alg"], "ES256");
-    assert_eq!(w.upstream.requests("/reg").await.len(), 1);
+    assert_eq!(
+        w.upstream
+            .requests(&w.upstream.paths.registration)
+            .await
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]

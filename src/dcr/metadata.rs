@@ -8,7 +8,8 @@ use url::{Host, Url};
 
 use crate::dcr::profile::{Profile, ProfileKind};
 use crate::dcr::ssa::Ssa;
-use crate::error::{ErrorCode, ProxyError, echo};
+use crate::echo::echo;
+use crate::error::{ErrorCode, ProxyError};
 use crate::identity::{DistinguishedName, DnRendering, PeerCert};
 
 const GRANT_TYPES: &[&str] = &["client_credentials", "authorization_code", "refresh_token"];

@@ -4,7 +4,8 @@ use serde_json::{Map, Value};
 
 use crate::dcr::profile::Profile;
 use crate::dcr::ssa::Ssa;
-use crate::error::{ErrorCode, ProxyError, echo};
+use crate::echo::echo;
+use crate::error::{ErrorCode, ProxyError};
 use crate::jwks::{JwksCache, JwksError, KeySet};
 use crate::jwt::{self, Jws, TimeRules};
 use crate::store::replay::ReplayGuard;

@@ -4,7 +4,8 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::dcr::profile::{Profile, TrustAnchor};
-use crate::error::{ErrorCode, ProxyError, echo};
+use crate::echo::echo;
+use crate::error::{ErrorCode, ProxyError};
 use crate::jwks::{JwksCache, JwksError};
 use crate::jwt::{self, Jws, JwtError, TimeRules};
 

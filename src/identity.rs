@@ -482,7 +482,7 @@ fn decode_value(
 }
 
 fn decode_bmp(content: &[u8]) -> Result<String, &'static str> {
-    if content.len() % 2 != 0 {
+    if !content.len().is_multiple_of(2) {
         return Err("BMPString has an odd number of bytes");
     }
     let units = content
@@ -494,7 +494,7 @@ fn decode_bmp(content: &[u8]) -> Result<String, &'static str> {
 }
 
 fn decode_universal(content: &[u8]) -> Result<String, &'static str> {
-    if content.len() % 4 != 0 {
+    if !content.len().is_multiple_of(4) {
         return Err("UniversalString length is not a multiple of 4");
     }
     content
@@ -827,7 +827,7 @@ impl Parser<'_> {
         if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(invalid("it contains a character that is not a hex digit"));
         }
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return Err(invalid("it has an odd number of hex digits"));
         }
         let bytes: Vec<u8> = digits

@@ -4,6 +4,8 @@
 # smoke test. Ends with one summary line over all cargo test binaries.
 set -euo pipefail
 cd "$(dirname "$0")"
+scripts/rust-check.sh
+. scripts/node-env.sh
 [ -d tests/upstream/node_modules ] || npm ci --prefix tests/upstream --no-audit --no-fund
 node tests/upstream/smoke.mjs
 out=$(mktemp)

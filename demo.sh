@@ -3,7 +3,8 @@
 # oidc-provider upstream, the proxy with ./proxy.toml, and an OB registration over mutual TLS.
 set -euo pipefail
 cd "$(dirname "$0")"
-command -v node >/dev/null || { echo "node (>= 20) and npm are needed: apt-get install -y nodejs npm" >&2; exit 1; }
+scripts/rust-check.sh
+. scripts/node-env.sh
 [ -d tests/upstream/node_modules ] || npm ci --prefix tests/upstream --no-audit --no-fund
 cargo build --quiet --bin dcr-proxy --example demo
 exec target/debug/examples/demo "$@"

@@ -5,6 +5,8 @@
 # (DCR_TEST_UPSTREAM=keycloak). Ends with one summary line per pass and one over both.
 set -euo pipefail
 cd "$(dirname "$0")"
+scripts/rust-check.sh
+. scripts/node-env.sh
 [ -d tests/upstream/node_modules ] || npm ci --prefix tests/upstream --no-audit --no-fund
 node tests/upstream/smoke.mjs
 out=$(mktemp)
@@ -20,11 +22,11 @@ summary() {
 }
 
 set +e
-cargo test --all-targets "$@" 2>&1 | tee "$out"
+cargo test --no-fail-fast --all-targets "$@" 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
 args=()
 for suite in "${UPSTREAM_SUITES[@]}"; do args+=(--test "$suite"); done
-DCR_TEST_UPSTREAM=keycloak cargo test "${args[@]}" "$@" 2>&1 | tee "$kc"
+DCR_TEST_UPSTREAM=keycloak cargo test --no-fail-fast "${args[@]}" "$@" 2>&1 | tee "$kc"
 kc_rc=${PIPESTATUS[0]}
 set -e
 summary "$out" "cargo (rfc7591 upstream)"

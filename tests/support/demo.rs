@@ -1,10 +1,11 @@
-//! The local demo behind `./demo.sh` (examples/demo.rs) and its test (tests/demo.rs): generates certificates under .local/, serves a directory JWKS and a TPP's
-//! software JWKS on https://localhost:8444, starts the bundled oidc-provider upstream on 127.0.0.1:9080 and the
+//! The local demo behind `./demo.sh` (examples/demo.rs) and its test (tests/demo.rs): generates certificates, serves a directory JWKS and a TPP's
+//! software JWKS over HTTPS, starts the bundled oidc-provider upstream and the
 //! proxy with the repository's proxy.toml, then registers one OB TPP over mutual TLS and prints the answer and
 //! the proxy's audit line for it. It then fetches a client-credentials token through the proxy, shows that the
 //! token is bound to the TPP's certificate (`cnf.x5t#S256`), and reads the registration back.
 //! `--cdr` does the same for the Australian CDR profile (deploy/examples/proxy-cdr.toml).
-//! It keeps everything running until Ctrl-C (or exits at once with `--once`).
+//! The demo uses .local/ and the fixed ports its config names, and keeps running until Ctrl-C (or exits at once
+//! with `--once`); the test runs the same steps in a temp dir on free ports, so it works beside a running demo.
 //!
 //! The demo keeps the issuer's and the TPP's signing keys in `.local/demo/tpp.json`, so that
 //! [`sign_request`] (`./demo.sh sign-request`) can sign a fresh request JWT for a person who wants to register
@@ -22,9 +23,11 @@ use super::jwks_server::JwksServer;
 use super::keys::{SigningKey, jwks};
 use super::pki::{ClientCertSpec, Pki};
 use super::proxy::ProxyProcess;
+use super::temp::TempDir;
 use super::upstream::{CertHeader, Upstream, UpstreamOptions};
 use super::world::{DIRECTORY_JWKS, OB_AUD, REDIRECTS, REGISTER_JWKS, base62};
 
+/// The ports the shipped configs name for the JWKS server and the upstream: the demo serves on them.
 const JWKS_PORT: u16 = 8444;
 const UPSTREAM_PORT: u16 = 9080;
 
@@ -79,7 +82,11 @@ fn state_path() -> PathBuf {
 /// merged over the request (null removes one). OB registers the same software again (the OB profile allows
 /// several registrations of one software_id); CDR gets a new software_id each time, since CDR allows one.
 pub fn sign_request(extra: Option<&str>) -> Result<String, String> {
-    let path = state_path();
+    sign_request_with(&state_path(), extra)
+}
+
+/// [`sign_request`] with the demo state at `path` (a test's own temp dir).
+fn sign_request_with(path: &Path, extra: Option<&str>) -> Result<String, String> {
     let text = std::fs::read_to_string(&path).map_err(|e| {
         format!(
             "{}: {e}; run ./demo.sh (or ./demo.sh --cdr) first, and keep it running",
@@ -128,13 +135,44 @@ pub fn sign_request(extra: Option<&str>) -> Result<String, String> {
     })
 }
 
-/// Runs the demo; with `once` it returns after the read-back, else it keeps everything up until Ctrl-C.
+/// Where a run keeps its files and which ports it takes.
+enum Place {
+    /// `./demo.sh`: the checkout's .local/ and the shipped config as it is, with its fixed ports.
+    Checkout,
+    /// The test: a copy of the shipped config in a temp dir (its relative paths then resolve there), pointed at
+    /// free ports.
+    Scratch(TempDir),
+}
+
+/// Runs the demo in the checkout; with `once` it returns after the read-back, else it keeps everything up
+/// until Ctrl-C.
 pub async fn run(cdr: bool, once: bool) -> Result<Outcome, String> {
+    run_in(Place::Checkout, cdr, once).await
+}
+
+/// Runs the demo's steps once in a temp dir on free ports, with the shipped config retargeted there.
+pub async fn run_isolated(cdr: bool) -> Result<Outcome, String> {
+    run_in(Place::Scratch(TempDir::new()), cdr, true).await
+}
+
+async fn run_in(place: Place, cdr: bool, once: bool) -> Result<Outcome, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let local = root.join(".local");
+    let shipped = if cdr {
+        "deploy/examples/proxy-cdr.toml"
+    } else {
+        "proxy.toml"
+    };
+    let base = match &place {
+        Place::Checkout => root.to_path_buf(),
+        Place::Scratch(dir) => dir.path().to_path_buf(),
+    };
+    let (jwks_port, upstream_port) = match place {
+        Place::Checkout => (JWKS_PORT, UPSTREAM_PORT),
+        Place::Scratch(_) => (0, 0),
+    };
+    let local = base.join(".local");
     // A fresh world each run: the upstream keeps clients in memory, so old records would point nowhere.
-    let _ = std::fs::remove_dir_all(&local);
-    std::fs::create_dir_all(&local).expect("create .local");
+    clear_local(&local)?;
 
     step(
         "generating a local CA, the proxy's server certificate and a third party's transport certificate",
@@ -161,10 +199,11 @@ pub async fn run(cdr: bool, once: bool) -> Result<Outcome, String> {
     } else {
         ("the OB Directory", DIRECTORY_JWKS)
     };
+    let jwks_server = JwksServer::start_on(&pki, jwks_port).await;
     step(&format!(
-        "serving {issuer_name}'s and the third party's JWKS on https://localhost:{JWKS_PORT}"
+        "serving {issuer_name}'s and the third party's JWKS on {}",
+        jwks_server.url("/")
     ));
-    let jwks_server = JwksServer::start_on(&pki, JWKS_PORT).await;
     let (issuer_der, issuer_key) = rsa_key("issuer-1");
     jwks_server.set(issuer_path, jwks(&[issuer_key.public_jwk(Some("sig"))]));
     let (tpp_der, tpp_key) = rsa_key("tpp-sig-1");
@@ -190,28 +229,31 @@ pub async fn run(cdr: bool, once: bool) -> Result<Outcome, String> {
     };
     std::fs::create_dir_all(local.join("demo")).expect("create .local/demo");
     std::fs::write(
-        state_path(),
+        local.join("demo/tpp.json"),
         serde_json::to_string_pretty(&state).expect("state serialises"),
     )
     .expect("write .local/demo/tpp.json");
 
-    step(&format!(
-        "starting the bundled oidc-provider upstream on 127.0.0.1:{UPSTREAM_PORT}"
-    ));
+    step("starting the bundled oidc-provider upstream");
     let upstream = Upstream::start(UpstreamOptions {
         ca_pem_path: files.ca.clone(),
         cert_header: CertHeader::Rfc9440,
-        port: UPSTREAM_PORT,
+        port: upstream_port,
         introspection_client_id: Some("dcr-proxy".into()),
         flavour: super::upstream::Flavour::Rfc7591,
         env: Vec::new(),
     })
     .await;
+    println!("   listening on {}", upstream.issuer);
 
-    let config = if cdr {
-        root.join("deploy/examples/proxy-cdr.toml")
-    } else {
-        root.join("proxy.toml")
+    let config = match place {
+        Place::Checkout => root.join(shipped),
+        Place::Scratch(_) => retarget(
+            &root.join(shipped),
+            &base.join(shipped),
+            &jwks_server,
+            &upstream,
+        )?,
     };
     step(&format!("starting dcr-proxy with {}", config.display()));
     let proxy = ProxyProcess::try_start_config(config, &super::world::proxy_env(&upstream))
@@ -376,7 +418,7 @@ pub async fn run(cdr: bool, once: bool) -> Result<Outcome, String> {
     }
 
     step("a second registration, with a request JWT signed as `./demo.sh sign-request` signs one");
-    let own = sign_request(None)?;
+    let own = sign_request_with(&local.join("demo/tpp.json"), None)?;
     let resp = client
         .request(
             "POST",
@@ -393,8 +435,10 @@ pub async fn run(cdr: bool, once: bool) -> Result<Outcome, String> {
     let signed_request = resp.status;
 
     println!(
-        "\n   upstream clients: {:?}\n   the records are in .local/dcr.sqlite; the third party's certificate and key: .local/pki/tpp.pem, tpp-key.pem",
-        upstream.clients().await
+        "\n   upstream clients: {:?}\n   the records are in {}; the third party's certificate and key: {}, tpp-key.pem",
+        upstream.clients().await,
+        local.join("dcr.sqlite").display(),
+        local.join("pki/tpp.pem").display()
     );
     println!(
         "\n   Register your own client against the running demo:\n\
@@ -422,4 +466,85 @@ pub async fn run(cdr: bool, once: bool) -> Result<Outcome, String> {
 
 fn step(s: &str) {
     println!("==> {s}");
+}
+
+/// Empties `.local/` except `node/`, where scripts/node-env.sh keeps a fetched Node.js.
+fn clear_local(local: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(local).map_err(|e| format!("create {}: {e}", local.display()))?;
+    let entries = std::fs::read_dir(local).map_err(|e| format!("read {}: {e}", local.display()))?;
+    for entry in entries.flatten() {
+        if entry.file_name() == "node" {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|e| format!("remove {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Copies the shipped config `from` to `to`, changing only what ties it to the demo's fixed ports: both listeners
+/// to port 0, the upstream and the trust anchors' JWKS to the servers started here. Each value is first checked
+/// against what the demo serves, so a shipped config that the demo no longer matches fails here too.
+fn retarget(
+    from: &Path,
+    to: &Path,
+    jwks_server: &JwksServer,
+    upstream: &Upstream,
+) -> Result<PathBuf, String> {
+    let src = std::fs::read_to_string(from).map_err(|e| format!("read {}: {e}", from.display()))?;
+    let mut t: toml::Table = src
+        .parse()
+        .map_err(|e| format!("{}: {e}", from.display()))?;
+    let name = from.display().to_string();
+    for key in ["server", "admin"] {
+        let section = t
+            .get_mut(key)
+            .and_then(toml::Value::as_table_mut)
+            .ok_or_else(|| format!("{name}: no [{key}]"))?;
+        if !matches!(section.get("listen"), Some(toml::Value::String(_))) {
+            return Err(format!("{name}: {key}.listen is not set"));
+        }
+        section.insert("listen".into(), "127.0.0.1:0".into());
+    }
+    let demo_upstream = format!("http://127.0.0.1:{UPSTREAM_PORT}");
+    let upstream_table = t
+        .get_mut("upstream")
+        .and_then(toml::Value::as_table_mut)
+        .ok_or_else(|| format!("{name}: no [upstream]"))?;
+    match upstream_table.get("base_url").and_then(toml::Value::as_str) {
+        Some(u) if u.trim_end_matches('/') == demo_upstream => {}
+        other => {
+            return Err(format!(
+                "{name}: upstream.base_url is {other:?}, the demo's upstream is {demo_upstream}"
+            ));
+        }
+    }
+    upstream_table.insert("base_url".into(), upstream.issuer.clone().into());
+    let anchors = t
+        .get_mut("trust_anchors")
+        .and_then(toml::Value::as_array_mut)
+        .ok_or_else(|| format!("{name}: no [[trust_anchors]]"))?;
+    for anchor in anchors.iter_mut().filter_map(toml::Value::as_table_mut) {
+        let uri = anchor
+            .get("jwks_uri")
+            .and_then(toml::Value::as_str)
+            .unwrap_or_default();
+        let path = uri
+            .strip_prefix(&format!("https://localhost:{JWKS_PORT}"))
+            .ok_or_else(|| {
+                format!("{name}: trust_anchors.jwks_uri {uri:?} is not on the demo's https://localhost:{JWKS_PORT}")
+            })?;
+        anchor.insert("jwks_uri".into(), jwks_server.url(path).into());
+    }
+    let out = toml::to_string(&t).map_err(|e| format!("{name}: {e}"))?;
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(to, out).map_err(|e| format!("write {}: {e}", to.display()))?;
+    Ok(to.to_path_buf())
 }

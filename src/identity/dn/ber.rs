@@ -81,7 +81,7 @@ impl Encoded {
 }
 
 fn decode_bmp(content: &[u8]) -> Result<String, &'static str> {
-    if content.len() % 2 != 0 {
+    if !content.len().is_multiple_of(2) {
         return Err("BMPString has an odd number of bytes");
     }
     let units = content
@@ -93,7 +93,7 @@ fn decode_bmp(content: &[u8]) -> Result<String, &'static str> {
 }
 
 fn decode_universal(content: &[u8]) -> Result<String, &'static str> {
-    if content.len() % 4 != 0 {
+    if !content.len().is_multiple_of(4) {
         return Err("UniversalString length is not a multiple of 4");
     }
     content

@@ -210,7 +210,7 @@ impl Parser<'_> {
         if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(invalid("it contains a character that is not a hex digit"));
         }
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return Err(invalid("it has an odd number of hex digits"));
         }
         let bytes: Vec<u8> = digits

@@ -23,7 +23,8 @@ const TOLERANCE: f64 = 0.10;
 const PASSTHROUGH_PER_SEC: u64 = 8;
 /// One register → token → GET → PUT → DELETE cycle this often.
 const LIFECYCLE_EVERY: Duration = Duration::from_secs(2);
-/// Connections held open after a completed handshake without a request, and how long each is held.
+/// Connections held open after a completed handshake without a request (half h2, half HTTP/1.1), and how
+/// long each is held unless the proxy closes it first.
 const IDLE_TLS_SLOTS: usize = 8;
 const IDLE_HOLD: Duration = Duration::from_secs(20);
 /// Connections that never finish their handshake (half send nothing, half a truncated ClientHello).
@@ -59,6 +60,8 @@ struct Stats {
     register: Counter,
     manage: Counter,
     idle_tls: Counter,
+    /// Idle TLS connections the proxy closed before we let go of them.
+    idle_closed_by_proxy: AtomicU64,
     /// ok: the proxy closed the stalled connection; failed: it was still open when we gave up.
     stalled: Counter,
     garbage: Counter,
@@ -74,11 +77,12 @@ impl Stats {
             format!("{ok}/{failed}")
         };
         format!(
-            "ok/failed: passthrough {} register {} manage {} idle-tls {} stalled {} garbage {}",
+            "ok/failed: passthrough {} register {} manage {} idle-tls {} (closed by proxy {}) stalled {} garbage {}",
             f(&self.passthrough),
             f(&self.register),
             f(&self.manage),
             f(&self.idle_tls),
+            self.idle_closed_by_proxy.load(Ordering::Relaxed),
             f(&self.stalled),
             f(&self.garbage),
         )
@@ -189,8 +193,14 @@ async fn the_proxy_stays_flat_in_memory_and_fds_under_mixed_traffic() {
     )));
     let anonymous = TlsClient::new(&w.pki.ca_pem(), None);
     for slot in 0..IDLE_TLS_SLOTS {
+        // Half negotiate h2 (the client's preference), half HTTP/1.1 only.
+        let client = if slot % 2 == 0 {
+            anonymous.clone()
+        } else {
+            anonymous.clone().http1_only()
+        };
         tasks.push(tokio::spawn(idle_tls(
-            anonymous.clone(),
+            client,
             w.proxy.addr,
             stats.clone(),
             deadline,
@@ -448,6 +458,9 @@ async fn idle_tls(
         let until = (Instant::now() + IDLE_HOLD).min(deadline);
         while Instant::now() < until && !conn.is_closed() {
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if conn.is_closed() {
+            stats.idle_closed_by_proxy.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -43,16 +43,20 @@ for t in "${targets[@]}"; do
     [[ -f "fuzz/dict/$t.dict" ]] && dict=("-dict=fuzz/dict/$t.dict")
     log="$logdir/$t.log"
     echo "fuzzing $t for ${secs}s (log: $log)"
+    started=$(date +%s)
     set +e
     nice -n 19 "$bindir/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" "${dict[@]}" \
         "fuzz/corpus-run/$t" "fuzz/corpus/$t" >"$log" 2>&1
     rc=$?
     set -e
+    took=$(($(date +%s) - started))
     execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)"
     rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)"
     cov="$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2 || true)"
-    crashes="$(grep -cE '^==[0-9]+== ERROR|^thread .* panicked|deadly signal|ERROR: libFuzzer' "$log" || true)"
+    # libFuzzer stops at the first crash (panic, sanitizer report, timeout or out-of-memory).
+    crashes=0
+    if grep -qE '^==[0-9]+== ERROR|^thread .* panicked|deadly signal|ERROR: libFuzzer' "$log"; then crashes=1; fi
     artifact="$(sed -n 's/.*Test unit written to //p' "$log" | tail -1 || true)"
     if [[ $rc -ne 0 && $crashes -eq 0 ]]; then
         # No crash report: the fuzzer did not run (bad flag, dictionary, corpus); the log says why.
@@ -60,7 +64,7 @@ for t in "${targets[@]}"; do
         crashes=1
     fi
     if [[ $crashes -ne 0 ]]; then failed=1; fi
-    results+=("$(printf '%-12s %8s %14s %10s %6s %8s  %s' "$t" "${secs}s" "${execs:-?}" "${rate:-?}" "${cov:-?}" "$crashes" "$artifact")")
+    results+=("$(printf '%-12s %8s %14s %10s %6s %8s  %s' "$t" "${took}s" "${execs:-?}" "${rate:-?}" "${cov:-?}" "$crashes" "$artifact")")
 done
 
 echo

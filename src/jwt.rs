@@ -288,6 +288,8 @@ pub struct TimeRules {
 }
 
 /// `exp`, `nbf` and `iat` must be numbers when present (a string is an error, never "absent").
+/// The arithmetic saturates: a claim near `i64::MAX` or `i64::MIN` (or a huge float, which `numeric`
+/// saturates) must be judged as very late or very early, not wrap around or panic.
 pub fn check_times(claims: &Map<String, Value>, r: &TimeRules) -> Result<(), JwtError> {
     let exp = numeric(claims, "exp")?;
     let nbf = numeric(claims, "nbf")?;
@@ -546,6 +548,48 @@ mod tests {
         assert_eq!(
             check_times(&c(json!({})), &rules(false)),
             Err(JwtError::Missing("iat"))
+        );
+    }
+
+    #[test]
+    fn time_claims_at_the_ends_of_the_range_neither_wrap_nor_panic() {
+        // Found by fuzz/jws: `exp + skew` overflowed (a panic in debug builds, a wrap in release).
+        let rules = TimeRules {
+            now: 1000,
+            skew: 10,
+            require_exp: true,
+            require_iat: true,
+            max_age: Some(100),
+        };
+        let c = |v: Value| v.as_object().cloned().expect("object");
+        assert_eq!(
+            check_times(&c(json!({"iat": 1000, "exp": i64::MAX})), &rules),
+            Ok(()),
+            "an exp at the end of time has not expired"
+        );
+        assert_eq!(
+            check_times(&c(json!({"iat": 1000, "exp": 1.5e300})), &rules),
+            Ok(()),
+            "a huge float exp saturates to the end of time"
+        );
+        assert!(matches!(
+            check_times(&c(json!({"iat": i64::MIN, "exp": 1100})), &rules),
+            Err(JwtError::TooOld { .. })
+        ));
+        assert!(matches!(
+            check_times(&c(json!({"iat": 1000, "exp": i64::MIN})), &rules),
+            Err(JwtError::Expired { .. })
+        ));
+        let at_the_end = TimeRules {
+            now: i64::MAX,
+            skew: 10,
+            require_exp: false,
+            require_iat: false,
+            max_age: Some(i64::MAX),
+        };
+        assert_eq!(
+            check_times(&c(json!({"nbf": i64::MAX, "iat": i64::MIN})), &at_the_end),
+            Ok(())
         );
     }
 }

@@ -86,7 +86,10 @@ fn cycle_through(graph: &BTreeMap<String, BTreeSet<String>>, start: &str) -> Opt
 #[test]
 fn imports_between_top_level_modules_have_no_cycle() {
     let graph = module_graph();
-    assert!(graph.contains_key("dcr") && graph.contains_key("config"), "graph read: {graph:?}");
+    assert!(
+        graph.contains_key("dcr") && graph.contains_key("config"),
+        "graph read: {graph:?}"
+    );
     let cycles: Vec<String> = graph
         .keys()
         .filter_map(|m| cycle_through(&graph, m))
@@ -98,8 +101,14 @@ fn imports_between_top_level_modules_have_no_cycle() {
 #[test]
 fn the_cycle_check_finds_a_cycle_when_there_is_one() {
     let mut graph = module_graph();
-    graph.entry("store".into()).or_default().insert("dcr".into());
-    assert!(cycle_through(&graph, "dcr").is_some(), "dcr → store → dcr must be found");
+    graph
+        .entry("store".into())
+        .or_default()
+        .insert("dcr".into());
+    assert!(
+        cycle_through(&graph, "dcr").is_some(),
+        "dcr → store → dcr must be found"
+    );
 }
 
 #[test]
@@ -110,7 +119,10 @@ fn no_stage_imports_config() {
         .filter(|(m, deps)| *m != "config" && deps.contains("config"))
         .map(|(m, _)| m)
         .collect();
-    assert!(offenders.is_empty(), "config aggregates the stages' settings; these import it: {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "config aggregates the stages' settings; these import it: {offenders:?}"
+    );
 }
 
 #[test]
@@ -124,8 +136,17 @@ fn no_rust_file_is_longer_than_one_head_can_hold() {
         .iter()
         .filter_map(|f| {
             let lines = std::fs::read_to_string(f).expect("read").lines().count();
-            (lines > MAX_LINES).then(|| format!("{} ({lines} lines)", f.strip_prefix(root).unwrap_or(f).display()))
+            (lines > MAX_LINES).then(|| {
+                format!(
+                    "{} ({lines} lines)",
+                    f.strip_prefix(root).unwrap_or(f).display()
+                )
+            })
         })
         .collect();
-    assert!(long.is_empty(), "files over {MAX_LINES} lines:\n{}", long.join("\n"));
+    assert!(
+        long.is_empty(),
+        "files over {MAX_LINES} lines:\n{}",
+        long.join("\n")
+    );
 }

@@ -14,7 +14,7 @@ kc=$(mktemp)
 trap 'rm -f "$out" "$kc"' EXIT
 
 # The suites whose worlds run an upstream; the others (store, config, jwks, …) do not change with its flavour.
-UPSTREAM_SUITES=(ob_register ob_manage cdr forward forward_certs faults bearer_upstream bearer_jwt)
+UPSTREAM_SUITES=(ob_register ob_hostile ob_manage cdr forward forward_certs faults bearer_upstream bearer_jwt)
 
 summary() {
     awk -v label="$2" '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }

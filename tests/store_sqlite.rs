@@ -1,6 +1,6 @@
 //! The SQLite store and the in-memory replay guard against the behaviour every backend owes (see
 //! `support/store_conformance.rs`), and what only a file has: reopening, corruption, batched commits. WAL and
-//! permissions are tested in `src/store/sqlite.rs`.
+//! permissions are tested in `src/store/sqlite/tests.rs`.
 
 mod support;
 

@@ -1,0 +1,259 @@
+//! The processes a benchmark run measures: dcr-proxy, the reference nginx and the fixed upstream, their
+//! configuration, and their CPU and memory as the kernel counts them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::support::pki::ServerCert;
+use crate::{AUD, Env};
+
+pub(super) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub(super) fn cpu_seconds(pid: u32) -> f64 {
+    // utime + stime in clock ticks (fields 14 and 15 of /proc/<pid>/stat), ticks are 100 Hz on Linux.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// nginx's master and its workers.
+fn pids_of(master: u32) -> Vec<u32> {
+    let mut pids = vec![master];
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(master) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+pub(super) struct Server {
+    pub(super) name: &'static str,
+    pub(super) addr: SocketAddr,
+    pub(super) child: Child,
+    pub(super) nginx: bool,
+}
+
+impl Server {
+    fn pids(&self) -> Vec<u32> {
+        if self.nginx {
+            pids_of(self.child.id())
+        } else {
+            vec![self.child.id()]
+        }
+    }
+    pub(super) fn cpu(&self) -> f64 {
+        self.pids().into_iter().map(cpu_seconds).sum()
+    }
+    pub(super) fn rss_mib(&self) -> f64 {
+        self.pids().into_iter().map(rss_kib).sum::<u64>() as f64 / 1024.0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx_binary() -> String {
+    for p in ["/usr/sbin/nginx", "/usr/local/sbin/nginx"] {
+        if Path::new(p).exists() {
+            return p.to_string();
+        }
+    }
+    panic!("nginx is needed for the reference: apt-get install -y nginx-light (or nginx)");
+}
+
+pub(super) fn start_nginx(dir: &Path, name: &str, conf: &str, addr: SocketAddr) -> Child {
+    let prefix = dir.join(name);
+    std::fs::create_dir_all(prefix.join("logs")).expect("nginx prefix");
+    let conf_path = prefix.join("nginx.conf");
+    std::fs::write(&conf_path, conf).expect("nginx.conf");
+    let child = Command::new(nginx_binary())
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-g")
+        .arg("daemon off;")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start nginx");
+    wait_listening(addr);
+    child
+}
+
+fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub(super) fn template(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("benches/nginx")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+pub(super) fn fill(t: &str, vars: &[(&str, String)]) -> String {
+    vars.iter().fold(t.to_string(), |s, (k, v)| {
+        s.replace(&format!("{{{{{k}}}}}"), v)
+    })
+}
+
+fn write_server_cert(dir: &Path, name: &str, cert: &ServerCert) -> (PathBuf, PathBuf) {
+    let c = dir.join(format!("{name}.pem"));
+    let k = dir.join(format!("{name}-key.pem"));
+    std::fs::write(&c, &cert.cert_pem).expect("cert");
+    std::fs::write(&k, &cert.key_pem).expect("key");
+    (c, k)
+}
+
+pub(super) fn start_dcr(env: &Env, cert: &ServerCert, store_name: &str) -> Server {
+    let d = env.dir.path();
+    let (c, k) = write_server_cert(d, &format!("dcr-{store_name}"), cert);
+    let port = free_port();
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+public_url = "https://localhost:{port}"
+max_body_bytes = 65536
+[admin]
+enabled = false
+[tls]
+cert = "{c}"
+key = "{k}"
+client_ca = "{ca}"
+[upstream]
+base_url = "http://127.0.0.1:{up}"
+registration_endpoint = "/reg"
+[jwks]
+ca_bundle = "{ca}"
+[profile]
+kind = "ob-v3.1"
+audiences = ["{AUD}"]
+[[trust_anchors]]
+issuer = "OpenBanking Ltd"
+jwks_uri = "{anchor}"
+[store]
+backend = "sqlite"
+path = "{db}"
+[log]
+format = "json"
+level = "warn"
+"#,
+        c = c.display(),
+        k = k.display(),
+        ca = d.join("ca.pem").display(),
+        up = env.upstream_port,
+        anchor = env.jwks.url("/directory.jwks"),
+        db = d
+            .join(format!("{store_name}-{}.sqlite", uuid::Uuid::new_v4()))
+            .display(),
+    );
+    let cfg = d.join(format!("dcr-{store_name}.toml"));
+    std::fs::write(&cfg, toml).expect("config");
+    let child = Command::new(crate::support::proxy::binary())
+        .arg("--config")
+        .arg(&cfg)
+        .env("DCR_UPSTREAM_INITIAL_ACCESS_TOKEN", "bench")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start dcr-proxy");
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_listening(addr);
+    Server {
+        name: "dcr-proxy",
+        addr,
+        child,
+        nginx: false,
+    }
+}
+
+pub(super) fn start_reference(env: &Env, cert: &ServerCert, tag: &str) -> Server {
+    let d = env.dir.path();
+    let (c, k) = write_server_cert(d, &format!("nginx-{tag}"), cert);
+    let port = free_port();
+    let conf = fill(
+        &template("reference.conf.template"),
+        &[
+            ("port", port.to_string()),
+            ("cert", c.display().to_string()),
+            ("key", k.display().to_string()),
+            ("ca", d.join("ca.pem").display().to_string()),
+            ("upstream_port", env.upstream_port.to_string()),
+        ],
+    );
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let child = start_nginx(d, &format!("reference-{tag}-{port}"), &conf, addr);
+    Server {
+        name: "nginx",
+        addr,
+        child,
+        nginx: true,
+    }
+}
+
+pub(super) fn client_config(
+    env: &Env,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(env.pki.ca_der()))
+        .expect("ca");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from(env.client.cert_der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(env.client.key_der.clone())),
+        )
+        .expect("client cert");
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.resumption = rustls::client::Resumption::disabled();
+    Arc::new(cfg)
+}

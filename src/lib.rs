@@ -15,7 +15,6 @@ pub mod jwt;
 pub mod listener;
 pub mod metrics;
 pub mod outbound;
-pub mod revocation;
 pub mod secret;
 pub mod server;
 pub mod store;
@@ -32,10 +31,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use config::{Config, ProcessEnv};
-use revocation::Revocation;
 use store::StoreConfig;
 use store::replay;
 use tls::TlsConfig;
+use tls::revocation::{self, Revocation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -372,7 +371,7 @@ impl Running {
 }
 
 /// Watches the TLS files and the config file; applies what changed, keeps the old on any error. The CRLs are
-/// revocation.rs's; a change there rebuilds the TLS config from the material last loaded.
+/// tls::revocation's; a change there rebuilds the TLS config from the material last loaded.
 struct Reloader {
     tls_cfg: TlsConfig,
     tls_tx: watch::Sender<Arc<rustls::ServerConfig>>,

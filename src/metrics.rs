@@ -306,7 +306,7 @@ pub fn handshake_reason(e: &std::io::Error) -> &'static str {
             CertificateError::Expired | CertificateError::ExpiredContext { .. },
         ) => "expired_certificate",
         Error::InvalidCertificate(CertificateError::Revoked) => "revoked_certificate",
-        // No fresh CRL speaks for the certificate (closed policy): see revocation.rs.
+        // No fresh CRL speaks for the certificate (closed policy): see tls::revocation.
         Error::InvalidCertificate(
             CertificateError::UnknownRevocationStatus
             | CertificateError::ExpiredRevocationList

@@ -73,7 +73,7 @@ pub struct ConnLimits {
 pub struct AppState {
     pub registrar: Registrar,
     pub forwarder: crate::forward::Forwarder,
-    pub revocation: Arc<crate::revocation::Revocation>,
+    pub revocation: Arc<crate::tls::revocation::Revocation>,
     pub handshake_timeout: Duration,
     pub request_timeout: Duration,
     pub limits: ConnLimits,

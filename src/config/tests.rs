@@ -409,7 +409,7 @@ fn crl_settings_default_to_off_and_closed() {
     assert!(!c.tls.crl.enabled());
     assert_eq!(
         c.tls.crl.stale_policy,
-        crate::revocation::StalePolicy::Closed
+        crate::tls::revocation::StalePolicy::Closed
     );
     assert_eq!(c.tls.crl.refresh_interval, Duration::from_secs(300));
     assert_eq!(c.tls.crl.max_stale, Duration::from_secs(3600));
@@ -426,7 +426,7 @@ fn crl_settings_default_to_off_and_closed() {
     assert_eq!(c.tls.crl.max_stale, Duration::ZERO);
     assert_eq!(
         c.tls.crl.stale_policy,
-        crate::revocation::StalePolicy::OpenForPassthrough
+        crate::tls::revocation::StalePolicy::OpenForPassthrough
     );
 }
 

@@ -15,10 +15,10 @@ use url::Url;
 use super::raw::{RawAdmin, RawConfig, RawJwks, RawLog, RawServer, RawTls};
 use super::{Config, Env, Problem};
 use crate::jwks::JwksConfig;
-use crate::revocation::{CrlConfig, StalePolicy};
 use crate::secret::Secret;
 use crate::server::ServerConfig;
 use crate::telemetry::{LogConfig, LogFormat};
+use crate::tls::revocation::{CrlConfig, StalePolicy};
 use crate::tls::{ClientAuth, TlsConfig};
 
 /// JWS algorithms we are willing to verify at all; `none` and HMAC never appear here.
@@ -442,7 +442,7 @@ impl<'e> Validator<'e> {
     }
 
     /// The `crl_*` keys of `[tls]`: files must exist now, like the certificates; that they hold CRLs the client
-    /// CAs signed is known once revocation.rs has loaded them.
+    /// CAs signed is known once tls::revocation has loaded them.
     fn crl(&mut self, t: &RawTls) -> Option<CrlConfig> {
         let files: Vec<PathBuf> = t
             .crl_files

@@ -1,4 +1,4 @@
-//! The listener's rustls ServerConfig: operator cert/key, client-CA verifier (with the CRLs revocation.rs keeps),
+//! The listener's rustls ServerConfig: operator cert/key, client-CA verifier (with the CRLs tls::revocation keeps),
 //! FAPI suites, no resumption.
 
 use std::sync::Arc;
@@ -16,7 +16,9 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 
 use std::path::PathBuf;
 
-use crate::revocation::{CrlConfig, CrlView, StalePolicy, Verifiers};
+pub mod revocation;
+
+use revocation::{CrlConfig, CrlView, StalePolicy, Verifiers};
 
 /// `[tls]`: the listener's certificate, key, the CA bundle client certificates must chain to, and the CRLs they are
 /// checked against.
@@ -109,14 +111,14 @@ impl Material {
     }
 }
 
-/// A ServerConfig and the client verifiers in it, for revocation.rs to hold open connections to.
+/// A ServerConfig and the client verifiers in it, for tls::revocation to hold open connections to.
 pub struct Built {
     pub server: Arc<rustls::ServerConfig>,
     pub verifiers: Verifiers,
 }
 
 /// Builds the server config from files, without revocation lists: the running proxy builds through [`build`]
-/// with the CRLs revocation.rs holds.
+/// with the CRLs tls::revocation holds.
 pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     Ok(build(cfg, &Material::load(cfg)?, &CrlView::none())?.server)
 }
@@ -169,7 +171,7 @@ pub fn build(cfg: &TlsConfig, m: &Material, crls: &CrlView) -> Result<Built, Tls
 /// Revocation settings, all rustls' own: every certificate of the chain below the trust anchor is checked (the
 /// builder's default depth, not `only_check_end_entity_revocation`), so a revoked issuing CA refuses what it issued;
 /// rustls' nextUpdate check stays off (`ExpirationPolicy::Ignore`, the default, rather than
-/// `enforce_revocation_expiration`) because our bound is nextUpdate + `crl_max_stale`, applied by revocation.rs
+/// `enforce_revocation_expiration`) because our bound is nextUpdate + `crl_max_stale`, applied by tls::revocation
 /// sorting CRLs into fresh and stale. `closed`: only fresh CRLs, and a certificate none of them speaks for is
 /// refused (the default `UnknownStatusPolicy::Deny`); otherwise stale CRLs count too and a certificate no CRL
 /// speaks for passes (`allow_unknown_revocation_status`).

@@ -87,7 +87,7 @@ pub fn sign_request(extra: Option<&str>) -> Result<String, String> {
 
 /// [`sign_request`] with the demo state at `path` (a test's own temp dir).
 fn sign_request_with(path: &Path, extra: Option<&str>) -> Result<String, String> {
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let text = std::fs::read_to_string(path).map_err(|e| {
         format!(
             "{}: {e}; run ./demo.sh (or ./demo.sh --cdr) first, and keep it running",
             path.display()

@@ -751,3 +751,31 @@ fn connection_and_header_limits_out_of_range_are_named() {
         assert!(text.contains(key), "{key} in {text}");
     }
 }
+
+#[test]
+fn forward_settings_the_forwarder_could_not_use_are_refused_with_their_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "base_url = \"http://127.0.0.1:3000\"",
+            "base_url = \"http://u:p@127.0.0.1:3000\"",
+            "upstream.base_url",
+        ),
+        (
+            "base_url = \"http://127.0.0.1:3000\"",
+            "base_url = \"ftp://127.0.0.1:3000\"",
+            "upstream.base_url",
+        ),
+    ];
+    for (from, to, key) in cases {
+        let e = load(&GOOD.replace(from, to), &env()).expect_err(to);
+        assert!(e.problems.iter().any(|p| p.key == *key), "{to}: {e}");
+    }
+    for (extra, key) in [
+        ("extra_deny_paths = [\"reg\"]", "forward.extra_deny_paths"),
+        ("response_timeout = \"0s\"", "forward.response_timeout"),
+    ] {
+        let e = load(&format!("{GOOD}[forward]\n{extra}\n"), &env()).expect_err(extra);
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, [key], "{extra}: {e}");
+    }
+}

@@ -339,6 +339,11 @@ impl Validator<'_> {
         {
             deny_paths.push(format!("{}/**", rest.trim_end_matches('/')));
         }
+        for p in &f.extra_deny_paths {
+            if let Err(e) = crate::forward::check_deny_path(p) {
+                self.problem("forward.extra_deny_paths", e);
+            }
+        }
         deny_paths.extend(f.extra_deny_paths);
         Some(ForwardConfig {
             upstream_base: base.clone(),

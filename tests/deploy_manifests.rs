@@ -323,12 +323,11 @@ fn the_proxy_container_runs_unprivileged_on_a_read_only_root() {
     assert_eq!(sc["capabilities"]["drop"][0], "ALL");
 }
 
-#[test]
-fn the_configmap_proxy_toml_passes_the_real_config_loader() {
-    let (src, _) = proxy_toml();
+/// Loads a deployable proxy.toml with the real config loader, its files stood in by placeholders in a temp dir.
+fn load_deployable(src: &str, name: &str) -> dcr_proxy::config::Config {
     // Files it names exist in the pod; here they are stood in by empty files in a temp dir.
     let dir: PathBuf = std::env::temp_dir().join(format!("dcr-deploy-{}", uuid::Uuid::new_v4()));
-    let mut rewritten = src.clone();
+    let mut rewritten = src.to_string();
     for p in [
         "/etc/dcr-proxy/tls/tls.crt",
         "/etc/dcr-proxy/tls/tls.key",
@@ -348,11 +347,39 @@ fn the_configmap_proxy_toml_passes_the_real_config_loader() {
     .iter()
     .map(|k| (k.to_string(), "x".to_string()))
     .collect();
-    let result =
-        dcr_proxy::config::Config::from_toml_str(&rewritten, "configmap proxy.toml", &dir, &env);
+    let result = dcr_proxy::config::Config::from_toml_str(&rewritten, name, &dir, &env);
     let _ = std::fs::remove_dir_all(&dir);
-    let cfg = result.unwrap_or_else(|e| panic!("{e}"));
+    result.unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn the_configmap_proxy_toml_passes_the_real_config_loader() {
+    let (src, _) = proxy_toml();
+    let cfg = load_deployable(&src, "configmap proxy.toml");
     assert_eq!(cfg.profile.kind.as_str(), "ob-v3.1");
+}
+
+#[test]
+fn the_deployable_cdr_config_passes_the_real_config_loader_and_differs_only_in_the_profile() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/proxy-cdr.toml");
+    let src = std::fs::read_to_string(&path).expect("proxy-cdr.toml");
+    let cfg = load_deployable(&src, "proxy-cdr.toml");
+    assert_eq!(cfg.profile.kind.as_str(), "cdr-1.13");
+    assert!(
+        !src.contains("localhost") && !src.contains(".local"),
+        "deployable: no local paths"
+    );
+    let cdr: toml::Table = src.parse().expect("parses");
+    let (_, ob) = proxy_toml();
+    for section in [
+        "server", "admin", "tls", "upstream", "jwks", "store", "forward", "log",
+    ] {
+        assert_eq!(
+            cdr.get(section),
+            ob.get(section),
+            "[{section}] as in the ConfigMap"
+        );
+    }
 }
 
 /// The realm Keycloak imports (keycloak-realm.yaml), parsed.

@@ -416,12 +416,7 @@ async fn discovery_names_no_endpoint_on_the_upstreams_own_address() {
     let doc = w
         .tpp()
         .client
-        .request(
-            "GET",
-            &w.proxy.url(&w.upstream.paths.discovery),
-            &[],
-            "",
-        )
+        .request("GET", &w.proxy.url(&w.upstream.paths.discovery), &[], "")
         .await
         .json();
     // The issuer is the IdP's to name (it is the `iss` of its tokens); every endpoint is the proxy's.

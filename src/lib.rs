@@ -92,9 +92,9 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
     build(cfg, StoreUse::Open).await
 }
 
-/// `--check-config`: everything [`prepare`] builds, except that a SQLite store is only inspected
-/// (`store::sqlite::check_read_only`): no file, folder, schema or lock is created, so a check can run
-/// beside a live proxy or before the volume is ready without changing either.
+/// `--check-config`: everything [`prepare`] builds, except that the store is only inspected
+/// (`store::sqlite::check_read_only`, `PostgresStore::inspect`): no file, folder, schema, table or lock is
+/// created, so a check can run beside live replicas or before the volume is ready without changing either.
 pub async fn check(cfg: &Config) -> Result<(), StartError> {
     build(cfg, StoreUse::Inspect).await.map(drop)
 }
@@ -143,10 +143,12 @@ async fn build(cfg: &Config, store_use: StoreUse) -> Result<Prepared, StartError
         ),
         StoreConfig::Postgres(pg) => {
             // One database for every replica: records, software_id uniqueness and the replay cache.
-            let s = store::postgres::PostgresStore::connect(pg)
-                .await
-                .map_err(|e| setup("store.url", e))?
-                .with_replay_skew(cfg.profile.clock_skew);
+            let s = match store_use {
+                StoreUse::Open => store::postgres::PostgresStore::connect(pg).await,
+                StoreUse::Inspect => store::postgres::PostgresStore::inspect(pg).await,
+            }
+            .map_err(|e| setup("store.url", e))?
+            .with_replay_skew(cfg.profile.clock_skew);
             let purger = s.clone();
             background.push(Box::pin(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(60));

@@ -621,3 +621,63 @@ async fn dropped_server_cleans_up() {
     drop(server);
     assert!(!root.exists(), "{} left behind", root.display());
 }
+
+/// `--check-config`'s look at PostgreSQL: it proves the database answers and refuses a newer schema, and
+/// creates nothing, neither on an empty database nor on one a start-up would migrate.
+#[tokio::test]
+async fn inspect_reads_the_schema_and_changes_nothing() {
+    let server = PgServer::shared().await;
+    let db = server.create_database().await;
+    let cfg = server.config(&db);
+    let admin = server.admin(&db).await;
+    let tables = async || -> i64 {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    };
+
+    drop(
+        PostgresStore::inspect(&cfg)
+            .await
+            .expect("an empty database is fine"),
+    );
+    assert_eq!(tables().await, 0, "inspect created a table");
+
+    drop(
+        PostgresStore::connect(&cfg)
+            .await
+            .expect("start-up migrates"),
+    );
+    let migrated = tables().await;
+    assert!(migrated >= 3, "{migrated}");
+    admin
+        .execute("DELETE FROM dcr_schema_migrations WHERE version = 2", &[])
+        .await
+        .unwrap();
+    drop(
+        PostgresStore::inspect(&cfg)
+            .await
+            .expect("an older schema is fine"),
+    );
+    let versions: i64 = admin
+        .query_one("SELECT count(*) FROM dcr_schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, 1, "inspect migrated");
+
+    admin
+        .execute("INSERT INTO dcr_schema_migrations VALUES (99, now())", &[])
+        .await
+        .unwrap();
+    let err = PostgresStore::inspect(&cfg).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Corrupt(ref m) if m.contains("99")),
+        "{err:?}"
+    );
+}

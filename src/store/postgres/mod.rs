@@ -108,6 +108,12 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
+#[derive(Clone, Copy)]
+enum SchemaUse {
+    Migrate,
+    Inspect,
+}
+
 impl PostgresStore {
     /// Opens the pool, proves the database answers and brings the schema up
     /// to date. Safe to call from several replicas at once.
@@ -115,6 +121,18 @@ impl PostgresStore {
     /// `cfg` is taken as already checked (a URL without a password, a pool of 1 to 256, timeouts of at
     /// least 1 ms: the configuration refuses anything else); what fails here is what only trying can tell.
     pub async fn connect(cfg: &PostgresConfig) -> Result<Self, StoreError> {
+        Self::open(cfg, SchemaUse::Migrate).await
+    }
+
+    /// As [`Self::connect`], but the schema is only read, in a read-only transaction: what
+    /// `--check-config` may do beside live replicas, or before the database is meant to change.
+    /// It still proves the database answers to these credentials and refuses a schema newer than this
+    /// build; a missing or older schema is reported as what start-up will do, not as a problem.
+    pub async fn inspect(cfg: &PostgresConfig) -> Result<Self, StoreError> {
+        Self::open(cfg, SchemaUse::Inspect).await
+    }
+
+    async fn open(cfg: &PostgresConfig, schema: SchemaUse) -> Result<Self, StoreError> {
         let mut pg: tokio_postgres::Config = cfg.url.parse().map_err(|e| {
             config_error(format!(
                 "invalid PostgreSQL URL (postgres://user@host:port/db): {e}"
@@ -181,7 +199,11 @@ impl PostgresStore {
             replay_checks: Arc::new(AtomicU64::new(0)),
         };
         // The first connection is made here: a failure says where we went and why it did not work.
-        store.migrate().await.map_err(|e| match e {
+        let schema_step = match schema {
+            SchemaUse::Migrate => store.migrate().await,
+            SchemaUse::Inspect => store.inspect_schema().await,
+        };
+        schema_step.map_err(|e| match e {
             StoreError::Unavailable(why) => StoreError::Unavailable(format!(
                 "cannot use PostgreSQL at {}: {}",
                 target,

@@ -117,4 +117,53 @@ impl PostgresStore {
         })
         .await
     }
+
+    /// Reads the schema version without changing anything: a schema newer than this build is refused,
+    /// as [`Self::migrate`] would; an absent or older one is what the first start will create or bring up.
+    pub(super) async fn inspect_schema(&self) -> Result<(), StoreError> {
+        self.with_conn(async |conn| {
+            let tx = conn
+                .build_transaction()
+                .read_only(true)
+                .start()
+                .await
+                .map_err(map_err)?;
+            let row = tx
+                .query_one(
+                    "SELECT to_regclass('dcr_schema_migrations') IS NOT NULL",
+                    &[],
+                )
+                .await
+                .map_err(map_err)?;
+            let exists: bool = col(&row, 0)?;
+            let current: i32 = if exists {
+                let row = tx
+                    .query_one(
+                        "SELECT COALESCE(MAX(version), 0) FROM dcr_schema_migrations",
+                        &[],
+                    )
+                    .await
+                    .map_err(map_err)?;
+                col(&row, 0)?
+            } else {
+                0
+            };
+            tx.rollback().await.map_err(map_err)?;
+            let latest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+            if current > latest {
+                return Err(StoreError::Corrupt(format!(
+                    "database schema version {current} is newer than this build supports ({latest})"
+                )));
+            }
+            if current < latest {
+                tracing::info!(
+                    current,
+                    latest,
+                    "the PostgreSQL schema is behind this build; start-up will migrate it"
+                );
+            }
+            Ok(())
+        })
+        .await
+    }
 }

@@ -3,7 +3,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::client::Response;
+use support::client::assert_error;
 use support::world::{CDR_HOLDER, Options, Profile, Tpp, World, urlencode};
 
 const ICM: &str = "invalid_client_metadata";
@@ -16,12 +16,6 @@ async fn cdr_world() -> World {
         ..Options::default()
     })
     .await
-}
-
-fn assert_error(resp: &Response, status: u16, code: &str, case: &str) {
-    let body = resp.json();
-    assert_eq!(resp.status, status, "{case}: {body}");
-    assert_eq!(body["error"], code, "{case}: {body}");
 }
 
 async fn token(w: &World, adr: &Tpp, client_id: &str, scope: &str) -> String {

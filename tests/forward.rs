@@ -7,38 +7,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use support::client::TlsClient;
 use support::upstream::CertHeader;
-use support::world::{Flavour, Options, Tpp, World, urlencode};
-
-/// client_credentials at the token endpoint, through the proxy: the certificate reaches the upstream
-/// only through the proxy's header.
-async fn token_via_proxy(w: &World, tpp: &Tpp, body: String) -> support::client::Response {
-    tpp.client
-        .request(
-            "POST",
-            &w.proxy.url(&w.upstream.paths.token),
-            &[("content-type", "application/x-www-form-urlencoded")],
-            body,
-        )
-        .await
-}
-
-async fn introspect(w: &World, token: &str) -> Value {
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}:{}",
-        w.upstream.introspection_client_id, w.upstream.introspection_secret
-    ));
-    support::client::http_request(
-        "POST",
-        &w.upstream.url(&w.upstream.paths.introspection),
-        &[
-            ("content-type", "application/x-www-form-urlencoded"),
-            ("authorization", &format!("Basic {basic}")),
-        ],
-        format!("token={}", urlencode(token)),
-    )
-    .await
-    .json()
-}
+use support::world::{Flavour, Options, World, urlencode};
 
 #[tokio::test]
 async fn tls_client_auth_and_private_key_jwt_get_certificate_bound_tokens_through_the_proxy_in_every_header_format()
@@ -55,18 +24,18 @@ async fn tls_client_auth_and_private_key_jwt_get_certificate_bound_tokens_throug
         .await;
         let tpp = w.tpp();
         let client_id = w.register(&tpp, json!({})).await;
-        let resp = token_via_proxy(
-            &w,
-            &tpp,
-            format!("grant_type=client_credentials&client_id={client_id}&scope=accounts"),
-        )
-        .await;
+        let resp = w
+            .token_via_proxy(
+                &tpp,
+                format!("grant_type=client_credentials&client_id={client_id}&scope=accounts"),
+            )
+            .await;
         assert_eq!(resp.status, 200, "{format:?}: {}", resp.text());
         let at = resp.json()["access_token"]
             .as_str()
             .expect("token")
             .to_string();
-        let info = introspect(&w, &at).await;
+        let info = w.introspect_at_upstream(&at).await;
         assert_eq!(info["active"], true, "{format:?}");
         assert_eq!(info["client_id"], client_id.as_str());
         assert_eq!(
@@ -94,8 +63,7 @@ async fn tls_client_auth_and_private_key_jwt_get_certificate_bound_tokens_throug
             json!({"iss": id2, "sub": id2, "aud": w.upstream.assertion_audience(), "iat": now, "exp": now + 60,
                    "jti": support::claims::jti()}),
         );
-        let resp = token_via_proxy(
-            &w,
+        let resp = w.token_via_proxy(
             &tpp2,
             format!(
                 "grant_type=client_credentials&scope=accounts&client_assertion_type={}&client_assertion={assertion}",
@@ -114,7 +82,7 @@ async fn tls_client_auth_and_private_key_jwt_get_certificate_bound_tokens_throug
             .expect("token")
             .to_string();
         assert_eq!(
-            introspect(&w, &at2).await["cnf"]["x5t#S256"],
+            w.introspect_at_upstream(&at2).await["cnf"]["x5t#S256"],
             tpp2.cert.thumbprint_s256.as_str()
         );
     }

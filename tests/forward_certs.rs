@@ -5,42 +5,20 @@
 
 mod support;
 
-use base64::Engine;
-use serde_json::{Value, json};
+use serde_json::json;
 use support::pki::ClientCertSpec;
 use support::upstream::CertHeader;
 use support::world::{Flavour, Options, Tpp, World, urlencode};
 
 async fn token_via_proxy(w: &World, tpp: &Tpp, client_id: &str) -> support::client::Response {
-    tpp.client
-        .request(
-            "POST",
-            &w.proxy.url(&w.upstream.paths.token),
-            &[("content-type", "application/x-www-form-urlencoded")],
-            format!(
-                "grant_type=client_credentials&client_id={}&scope=accounts",
-                urlencode(client_id)
-            ),
-        )
-        .await
-}
-
-async fn introspect(w: &World, token: &str) -> Value {
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}:{}",
-        w.upstream.introspection_client_id, w.upstream.introspection_secret
-    ));
-    support::client::http_request(
-        "POST",
-        &w.upstream.url(&w.upstream.paths.introspection),
-        &[
-            ("content-type", "application/x-www-form-urlencoded"),
-            ("authorization", &format!("Basic {basic}")),
-        ],
-        format!("token={}", urlencode(token)),
+    w.token_via_proxy(
+        tpp,
+        format!(
+            "grant_type=client_credentials&client_id={}&scope=accounts",
+            urlencode(client_id)
+        ),
     )
     .await
-    .json()
 }
 
 /// Registers `tpp` with tls_client_auth through the proxy, gets a token with its certificate through the proxy,
@@ -64,7 +42,7 @@ async fn tls_client_auth_round_trip(w: &World, tpp: &Tpp) -> String {
         .as_str()
         .expect("token")
         .to_string();
-    let info = introspect(w, &at).await;
+    let info = w.introspect_at_upstream(&at).await;
     assert_eq!(info["active"], true, "{info}");
     assert_eq!(info["client_id"], client_id.as_str());
     assert_eq!(

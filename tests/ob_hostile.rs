@@ -5,21 +5,10 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::client::{TlsClient, tls_alert};
+use support::client::{TlsClient, assert_error, tls_alert};
 use support::keys::SigningKey;
 use support::pki::ClientCertSpec;
 use support::world::{Flavour, OB_AUD, Options, Tpp, World, jwks_doc, not_for_this_flavour};
-
-fn assert_error(resp: &support::client::Response, status: u16, code: &str, case: &str) {
-    let body = resp.json();
-    assert_eq!(resp.status, status, "{case}: {body}");
-    assert_eq!(body["error"], code, "{case}: {body}");
-    let desc = body["error_description"].as_str().unwrap_or("");
-    assert!(
-        desc.len() > 10,
-        "{case}: a description an integrator can act on: {body}"
-    );
-}
 
 const ICM: &str = "invalid_client_metadata";
 const IRU: &str = "invalid_redirect_uri";

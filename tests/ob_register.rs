@@ -3,21 +3,10 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::client::{TlsClient, tls_alert};
+use support::client::{TlsClient, assert_error, tls_alert};
 use support::keys::SigningKey;
 use support::pki::ClientCertSpec;
 use support::world::{Flavour, Options, Tpp, World, jwks_doc};
-
-fn assert_error(resp: &support::client::Response, status: u16, code: &str, case: &str) {
-    let body = resp.json();
-    assert_eq!(resp.status, status, "{case}: {body}");
-    assert_eq!(body["error"], code, "{case}: {body}");
-    let desc = body["error_description"].as_str().unwrap_or("");
-    assert!(
-        desc.len() > 10,
-        "{case}: a description an integrator can act on: {body}"
-    );
-}
 
 #[tokio::test]
 async fn registers_an_ob_client_and_answers_in_the_v3_1_shape() {

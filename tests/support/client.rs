@@ -461,3 +461,16 @@ impl Sender {
         })
     }
 }
+
+/// The registration API's error shape: `status`, the profile's `error` code, and an `error_description` long
+/// enough for an integrator to act on. `case` names the input in the failure message.
+pub fn assert_error(resp: &Response, status: u16, code: &str, case: &str) {
+    let body = resp.json();
+    assert_eq!(resp.status, status, "{case}: {body}");
+    assert_eq!(body["error"], code, "{case}: {body}");
+    let desc = body["error_description"].as_str().unwrap_or("");
+    assert!(
+        desc.len() > 10,
+        "{case}: a description an integrator can act on: {body}"
+    );
+}

@@ -133,6 +133,42 @@ pub fn base62(n: usize) -> String {
 }
 
 impl World {
+    /// A form POST to the upstream's token endpoint through the proxy: the certificate reaches the upstream
+    /// only in the proxy's header.
+    pub async fn token_via_proxy(&self, tpp: &Tpp, form: String) -> Response {
+        tpp.client
+            .request(
+                "POST",
+                &self.proxy.url(&self.upstream.paths.token),
+                &[("content-type", "application/x-www-form-urlencoded")],
+                form,
+            )
+            .await
+    }
+
+    /// RFC 7662 introspection of `token` at the upstream itself, as its introspection client: what the IdP
+    /// recorded, seen without the proxy in between.
+    pub async fn introspect_at_upstream(&self, token: &str) -> Value {
+        let basic = base64_std(
+            format!(
+                "{}:{}",
+                self.upstream.introspection_client_id, self.upstream.introspection_secret
+            )
+            .as_bytes(),
+        );
+        super::client::http_request(
+            "POST",
+            &self.upstream.url(&self.upstream.paths.introspection),
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("authorization", &format!("Basic {basic}")),
+            ],
+            format!("token={}", urlencode(token)),
+        )
+        .await
+        .json()
+    }
+
     pub async fn start(options: Options) -> World {
         let pki = Pki::new();
         let dir = TempDir::new();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use dcr_proxy::forward::{CertHeaderFormat, ForwardConfig, Forwarder};
+use dcr_proxy::forward::{CertHeaderConfig, CertHeaderFormat, ForwardConfig, ForwardLimits, Forwarder};
 use dcr_proxy::identity::{DistinguishedName, PeerCert};
 use libfuzzer_sys::fuzz_target;
 use rustls_pki_types::CertificateDer;
@@ -29,13 +29,18 @@ fn forwarders() -> &'static [(CertHeaderFormat, Forwarder); 3] {
             let cfg = ForwardConfig {
                 upstream_base: url::Url::parse("http://127.0.0.1:9/").expect("url"),
                 public_url: url::Url::parse("https://localhost:8443").expect("url"),
-                cert_header: fmt,
+                // Room for every chunk the input makes, so each must come back whole.
+                cert_header: CertHeaderConfig {
+                    chain_max: 8,
+                    ..CertHeaderConfig::new(fmt)
+                },
                 deny_paths: Vec::new(),
                 connect_timeout: Duration::from_secs(1),
                 response_timeout: Duration::from_secs(1),
                 discovery_ttl: Duration::ZERO,
                 mtls_endpoint_aliases: None,
                 ca_bundle: None,
+                limits: ForwardLimits::default(),
             };
             (fmt, Forwarder::new(cfg).expect("forwarder"))
         })

@@ -3,6 +3,7 @@
 #![no_main]
 
 use dcr_proxy::dcr::metadata;
+use dcr_proxy::identity::DnRendering;
 use dcr_proxy_fuzz::{Fixture, cdr, ob};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
@@ -26,8 +27,10 @@ fn check(f: &Fixture, claims: &Map<String, Value>) {
         assert!(f.ssa.redirect_uris.contains(uri), "{uri}");
     }
     assert!(!md.grant_types.is_empty());
-    let upstream = md.to_upstream(&f.ssa, &f.peer, &f.profile);
-    assert!(upstream.get("software_statement").is_none());
+    for dn in [DnRendering::Rfc4514, DnRendering::Java] {
+        let upstream = md.to_upstream(&f.ssa, &f.peer, &f.profile, dn);
+        assert!(upstream.get("software_statement").is_none());
+    }
     let rendered = md.render(&f.ssa, &f.profile);
     let body = metadata::response_body(&rendered, "client", 0, &f.ssa.raw);
     assert_eq!(body["client_id"], "client");

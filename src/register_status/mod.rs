@@ -236,8 +236,12 @@ impl RegisterStatus {
     async fn lookup(&self, feed: &Feed, id: &str) -> Lookup {
         let usable = {
             let h = lock(&feed.held);
-            h.confirmed_at.is_some_and(|t| !self.too_old(t))
-                || h.attempted_at.is_some_and(|a| a.elapsed() < DEMAND_RETRY)
+            let recent = h.attempted_at.is_some_and(|a| a.elapsed() < DEMAND_RETRY);
+            // An id the list does not name may be one the Register added since (a product activated a moment
+            // before its first registration): asked again, at most every DEMAND_RETRY, before it is refused.
+            let fresh =
+                h.confirmed_at.is_some_and(|t| !self.too_old(t)) && h.statuses.contains_key(id);
+            fresh || recent
         };
         if !usable {
             self.refresh(feed).await;

@@ -236,10 +236,10 @@ impl Validator<'_> {
         );
         let software_products =
             self.url("profile.software_product_status_uri", products, &["https"]);
-        let data_recipients = match p.data_recipient_status_uri.as_deref() {
-            Some(u) => Some(self.url("profile.data_recipient_status_uri", u, &["https"])?),
-            None => None,
-        };
+        let data_recipients = p
+            .data_recipient_status_uri
+            .as_deref()
+            .map(|u| self.url("profile.data_recipient_status_uri", u, &["https"]));
         let interval = self.duration(&interval_key, &interval, false);
         let max_stale = self.duration(&stale_key, &max_stale, true);
         let timeout = self.duration(
@@ -269,7 +269,7 @@ impl Validator<'_> {
             .map(|f| self.file("profile.register_status_ca_bundle", f));
         Some(StatusConfig {
             software_products: software_products?,
-            data_recipients,
+            data_recipients: data_recipients.map(|u| u.ok_or(())).transpose().ok()?,
             interval,
             max_stale,
             policy: policy?,

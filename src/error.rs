@@ -290,7 +290,11 @@ impl ProxyError {
                 "the request body did not arrive in time".into(),
             ),
             ProxyError::RegisterNotActive { at, entity, status } => {
-                let description = format!("the CDR Register lists this client's {entity} as {status}");
+                let description = if status.is_empty() {
+                    format!("the CDR Register does not list this client's {entity}")
+                } else {
+                    format!("the CDR Register lists this client's {entity} as {status}")
+                };
                 match at {
                     // CDR DCR 1.13 RegistrationError (OIDC DCR §3.3): the SSA's product is not approved.
                     RegisterCheck::Registration => Answer::new(
@@ -564,6 +568,49 @@ mod tests {
             );
             assert_eq!(got.4, label, "{case}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_client_the_cdr_register_does_not_list_as_active_is_refused_in_each_endpoint_s_words()
+    {
+        let not_active = |at| ProxyError::RegisterNotActive {
+            at,
+            entity: "software product",
+            status: "INACTIVE".into(),
+        };
+        let said = "the CDR Register lists this client's software product as INACTIVE";
+        for (at, status, error) in [
+            (
+                RegisterCheck::Registration,
+                400,
+                "unapproved_software_statement",
+            ),
+            (RegisterCheck::Management, 403, "invalid_client"),
+            (RegisterCheck::OAuth, 400, "invalid_client"),
+        ] {
+            let (got, challenge, retry, body, label) = parts(not_active(at)).await;
+            assert_eq!((got, challenge, retry), (status, None, None), "{at:?}");
+            assert_eq!(
+                body,
+                json!({"error": error, "error_description": said}),
+                "{at:?}"
+            );
+            assert_eq!(label, "register_not_active");
+        }
+        let unlisted = ProxyError::RegisterNotActive {
+            at: RegisterCheck::OAuth,
+            entity: "data recipient",
+            status: String::new(),
+        };
+        assert_eq!(
+            parts(unlisted).await.3["error_description"],
+            "the CDR Register does not list this client's data recipient"
+        );
+        let (status, _, retry, body, label) = parts(ProxyError::RegisterStatusUnconfirmed).await;
+        assert_eq!((status, retry.as_deref()), (503, Some("5")));
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert_eq!(label, "register_status_unconfirmed");
+        assert_eq!(ProxyError::RegisterStatusUnconfirmed.side(), Side::Internal);
     }
 
     #[tokio::test]

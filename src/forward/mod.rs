@@ -286,6 +286,8 @@ impl Forwarder {
         if let Err(f) = body.wait_for_start().await {
             return client_body_failed(f);
         }
+        // CDR: a request naming a client the Register no longer lists as ACTIVE goes no further (the form is
+        // read for the client it names, then sent on as read).
         let body = match self.register_gate.get() {
             None => body.boxed(),
             Some(gate) => match gate.screen(&parts, body.boxed()).await {

@@ -257,7 +257,7 @@ impl RegisterStatus {
                 // "not active" is still believed, whatever the policy: it can only have become worse.
                 Some(other) => Lookup::NotActive(other.to_string()),
                 None if self.too_old(t) => Lookup::Unconfirmed,
-                None => Lookup::NotActive("not listed".into()),
+                None => Lookup::NotActive(String::new()),
             },
         }
     }
@@ -411,8 +411,19 @@ fn judged(
                 "data_recipients"
             };
             refusal(feed, "not_active");
-            tracing::info!(failure = "register_status", entity, id, status = %status, at = at.as_str(),
-                "refused: the CDR Register does not list it as ACTIVE");
+            let said = if status.is_empty() {
+                "unlisted"
+            } else {
+                status.as_str()
+            };
+            tracing::info!(
+                failure = "register_status",
+                entity,
+                id,
+                status = said,
+                at = at.as_str(),
+                "refused: the CDR Register does not list it as ACTIVE"
+            );
             Err(ProxyError::RegisterNotActive { at, entity, status })
         }
     }

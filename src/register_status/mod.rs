@@ -315,7 +315,10 @@ impl RegisterStatus {
         for feed in self.feeds() {
             let mut h = lock(&feed.held);
             let age = h.confirmed_at.map(|t| t.elapsed().as_secs());
-            let stale = h.confirmed_at.is_none_or(|t| self.too_old(t));
+            // Before the first attempt nothing is known yet, and nothing has failed either.
+            let stale = h
+                .confirmed_at
+                .map_or(h.attempted_at.is_some(), |t| self.too_old(t));
             let labels = RegisterFeedLabels { feed: feed.name };
             METRICS
                 .register_status_age_seconds
@@ -370,7 +373,9 @@ impl RegisterStatus {
             .feeds()
             .map(|feed| {
                 let h = lock(&feed.held);
-                let stale = h.confirmed_at.is_none_or(|t| self.too_old(t));
+                let stale = h
+                    .confirmed_at
+                    .map_or(h.attempted_at.is_some(), |t| self.too_old(t));
                 (
                     feed.name.to_string(),
                     json!({

@@ -1,7 +1,7 @@
 //! CDR Register status on every path, through the real binary, the real upstream and a Register stub served over
-//! HTTPS: a software product or data recipient that stops being ACTIVE is refused at token, PAR, authorize and
-//! management within one poll interval, and served again when ACTIVE; stale lists follow the policy; an
-//! unchanged list is confirmed with 304.
+//! HTTPS: a software product or data recipient that stops being ACTIVE is refused at token, PAR, authorize,
+//! introspection and management within one poll interval (revocation, a consent withdrawal, still passes), and
+//! served again when ACTIVE; stale lists follow the policy; an unchanged list is confirmed with 304.
 
 mod support;
 
@@ -245,6 +245,25 @@ async fn a_product_turned_inactive_is_refused_on_every_path_within_one_interval_
         put.status,
         put.text()
     );
+    // Introspection is refused; revocation, a consent withdrawal, still reaches the IdP (whose 200 it is).
+    let token_form = |path: String| {
+        let body = format!(
+            "token={at}&client_assertion_type={}&client_assertion={}",
+            urlencode("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+            assertion(&w, &adr, &client_id)
+        );
+        let (w, adr) = (&w, &adr);
+        async move { form(w, adr, &path, body).await }
+    };
+    let i = token_form(w.upstream.paths.introspection.clone()).await;
+    assert!(
+        refused_for_register(&i, 400, "invalid_client"),
+        "introspection: {} {}",
+        i.status,
+        i.text()
+    );
+    let r = token_form(w.upstream.paths.revocation.clone()).await;
+    assert_eq!(r.status, 200, "revocation: {}", r.text());
     // A second registration of the product is refused too, with the DCR error.
     let again = w
         .post_register(&adr.client, &w.cdr_request(&adr, json!({})))
@@ -286,6 +305,12 @@ async fn a_product_turned_inactive_is_refused_on_every_path_within_one_interval_
         took <= within_one_interval(),
         "served again only after {took:?}"
     );
+    // The token above was revoked while the product was INACTIVE: a new one.
+    let resp = token(&w, &adr, &client_id, "cdr:registration").await;
+    let at = resp.json()["access_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
     let get = w
         .manage(&adr.client, "GET", &client_id, Some(&at), "")
         .await;

@@ -253,6 +253,7 @@ pub(super) struct RawProfile {
     pub register_status_timeout: Option<String>,
     pub register_status_max_bytes: Option<u64>,
     pub register_status_ca_bundle: Option<String>,
+    pub register_status_allow_withdrawal: Option<bool>,
 }
 
 impl RawProfile {
@@ -285,6 +286,7 @@ impl RawProfile {
             register_status_timeout: t.opt("register_status_timeout"),
             register_status_max_bytes: t.opt("register_status_max_bytes"),
             register_status_ca_bundle: t.opt("register_status_ca_bundle"),
+            register_status_allow_withdrawal: t.opt("register_status_allow_withdrawal"),
         };
         t.finish();
         raw

@@ -128,6 +128,7 @@ impl RegisterGate {
         body: RespBody,
     ) -> Result<RespBody, Screened> {
         let mut named: Vec<String> = Vec::new();
+        let mut withdrawal = false;
         if let Some(q) = parts.uri.query() {
             named.extend(form_clients(q.as_bytes()));
         }
@@ -155,6 +156,7 @@ impl RegisterGate {
                 Err(Some(())) => return Err(Screened::BodyFailed),
             };
             named.extend(form_clients(&bytes));
+            withdrawal = is_withdrawal(parts.uri.path(), &bytes);
             Full::new(bytes).map_err(|never| match never {}).boxed()
         } else {
             body
@@ -163,6 +165,13 @@ impl RegisterGate {
         named.dedup();
         for client_id in &named {
             if let Err(e) = self.check_client(client_id, RegisterCheck::OAuth).await {
+                // Revoking only ever takes access away: the Register's Data Holder Responsibilities keep consent
+                // withdrawal open to a product that is no longer ACTIVE.
+                if withdrawal && self.status.allows_withdrawal() {
+                    super::refusal("any", "passed_withdrawal");
+                    tracing::info!(client_id, refusal = %e, "passed: a consent withdrawal (revocation) by a client the CDR Register does not list as ACTIVE");
+                    continue;
+                }
                 return Err(Screened::Refused(boxed(e.to_response())));
             }
         }
@@ -184,6 +193,31 @@ async fn read_form(mut body: RespBody) -> Result<Bytes, Option<()>> {
         }
     }
     Ok(buf.freeze())
+}
+
+/// A request that only withdraws consent: CDR arrangement revocation (`cdr_arrangement_id` or `cdr_arrangement_jwt`
+/// in the form), or RFC 7009 token revocation (a `token` and no `grant_type`) at a path whose last segment is
+/// `revoke` or `revocation` (Keycloak's `.../protocol/openid-connect/revoke`, oidc-provider's `/token/revocation`),
+/// which tells it apart from RFC 7662 introspection of the same form.
+fn is_withdrawal(path: &str, form: &[u8]) -> bool {
+    let mut token = false;
+    let mut grant = false;
+    for (k, _) in url::form_urlencoded::parse(form) {
+        match k.as_ref() {
+            "cdr_arrangement_id" | "cdr_arrangement_jwt" => return true,
+            "token" => token = true,
+            "grant_type" => grant = true,
+            _ => {}
+        }
+    }
+    let last = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    token
+        && !grant
+        && (last.eq_ignore_ascii_case("revoke") || last.eq_ignore_ascii_case("revocation"))
 }
 
 /// `client_id` values, and the `iss` of any `client_assertion`, in a form or query string.
@@ -251,5 +285,25 @@ mod tests {
             format!("Basic {basic}").parse().unwrap(),
         );
         assert_eq!(basic_user(&h).as_deref(), Some("a:b"));
+    }
+
+    #[test]
+    fn revocation_is_told_apart_from_introspection_and_token_requests() {
+        assert!(is_withdrawal("/token/revocation", b"token=t&client_id=c"));
+        assert!(is_withdrawal(
+            "/realms/b/protocol/openid-connect/revoke",
+            b"token=t"
+        ));
+        assert!(is_withdrawal(
+            "/arrangements/revoke",
+            b"cdr_arrangement_id=a"
+        ));
+        assert!(is_withdrawal("/anything", b"cdr_arrangement_jwt=j"));
+        assert!(!is_withdrawal("/token/introspection", b"token=t"));
+        assert!(!is_withdrawal(
+            "/token/revocation",
+            b"token=t&grant_type=refresh_token"
+        ));
+        assert!(!is_withdrawal("/token", b"grant_type=client_credentials"));
     }
 }

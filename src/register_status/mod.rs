@@ -56,6 +56,9 @@ pub struct RegisterStatusConfig {
     pub max_bytes: usize,
     /// Trust roots for the Register; `jwks.ca_bundle` when None.
     pub ca_bundle: Option<PathBuf>,
+    /// Let requests that only withdraw consent (token or CDR arrangement revocation) through for a client that is
+    /// not ACTIVE, as the Register's Data Holder Responsibilities ask ("facilitate consent withdrawal").
+    pub allow_withdrawal: bool,
 }
 
 /// One list: what the Register last said, and when it last said it (a 200 or a 304).
@@ -126,6 +129,10 @@ impl RegisterStatus {
 
     pub fn policy(&self) -> StalePolicy {
         self.cfg.policy
+    }
+
+    pub fn allows_withdrawal(&self) -> bool {
+        self.cfg.allow_withdrawal
     }
 
     fn feeds(&self) -> impl Iterator<Item = &Feed> {
@@ -439,7 +446,7 @@ enum Fetched {
     List(BTreeMap<String, String>, Option<String>),
 }
 
-fn refusal(feed: &'static str, outcome: &'static str) {
+pub(crate) fn refusal(feed: &'static str, outcome: &'static str) {
     METRICS
         .register_status_decisions
         .get_or_create(&RegisterStatusLabels {

@@ -50,6 +50,7 @@ fn checker(policy: StalePolicy) -> RegisterStatus {
             timeout: Duration::from_millis(100),
             max_bytes: 4096,
             ca_bundle: None,
+            allow_withdrawal: true,
         },
         http,
     )

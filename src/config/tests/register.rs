@@ -23,6 +23,7 @@ fn the_register_status_check_has_documented_defaults_and_reads_its_former_key_na
     assert_eq!(s.timeout, Duration::from_secs(10));
     assert_eq!(s.max_bytes, 4 * 1024 * 1024);
     assert!(s.data_recipients.is_none() && s.ca_bundle.is_none());
+    assert!(s.allow_withdrawal);
 
     let src = cdr(&format!(
         "{PRODUCTS}\ndata_recipient_status_uri = \"https://api.cdr.gov.au/cdr-register/v1/all/data-recipients/status\"\n\

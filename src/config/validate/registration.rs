@@ -144,7 +144,11 @@ impl Validator<'_> {
 
     /// The CDR Register status keys of `[profile]`; on when `software_product_status_uri` is set.
     fn register_status(&mut self, kind: ProfileKind, p: &RawProfile) -> Option<StatusConfig> {
-        let others: [(&str, bool); 9] = [
+        let others: [(&str, bool); 10] = [
+            (
+                "register_status_allow_withdrawal",
+                p.register_status_allow_withdrawal.is_some(),
+            ),
             (
                 "data_recipient_status_uri",
                 p.data_recipient_status_uri.is_some(),
@@ -276,6 +280,7 @@ impl Validator<'_> {
             timeout,
             max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
             ca_bundle,
+            allow_withdrawal: p.register_status_allow_withdrawal.unwrap_or(true),
         })
     }
 

@@ -1,5 +1,5 @@
-//! The plaintext admin listener: /live, /ready, /metrics, /register-status. It is off the mTLS port because the kubelet
-//! and Prometheus present no client certificate; bind it to the pod network only.
+//! The plaintext admin listener: /live, /ready, /metrics, /register-status. It is off the mTLS port because
+//! the kubelet and Prometheus present no client certificate; bind it to the pod network only.
 
 use std::convert::Infallible;
 use std::sync::Arc;

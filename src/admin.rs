@@ -1,5 +1,5 @@
-//! The plaintext admin listener: /live, /ready, /metrics. It is off the mTLS port because the kubelet
-//! and Prometheus present no client certificate; bind it to the pod network only.
+//! The plaintext admin listener: /live, /ready, /metrics, /register-status. It is off the mTLS port because
+//! the kubelet and Prometheus present no client certificate; bind it to the pod network only.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use url::Url;
 use crate::listener::{AcceptErrors, Activity, Gate, Guarded, drive};
 use crate::metrics::METRICS;
 use crate::outbound::HttpClient;
+use crate::register_status::RegisterStatus;
 use crate::store::RegistrationStore;
 
 /// What /ready checks. Results of the network checks are reused for a few seconds so a tight probe
@@ -31,6 +32,8 @@ pub struct Readiness {
     upstream_discovery: Url,
     http: HttpClient,
     last: tokio::sync::Mutex<Option<(Instant, Failures)>>,
+    /// Listed at /register-status when configured.
+    register_status: Option<Arc<RegisterStatus>>,
 }
 
 /// Failed readiness checks: (check name, why).
@@ -49,6 +52,15 @@ impl Readiness {
             upstream_discovery,
             http,
             last: tokio::sync::Mutex::new(None),
+            register_status: None,
+        }
+    }
+
+    /// The CDR Register status lists to show at /register-status.
+    pub fn with_register_status(self, status: Option<Arc<RegisterStatus>>) -> Self {
+        Readiness {
+            register_status: status,
+            ..self
         }
     }
 
@@ -183,6 +195,15 @@ async fn handle(ready: &Readiness, req: Request<Incoming>) -> Response<Full<Byte
                 )
             }
         }
+        // The statuses the proxy holds and acts on, for an operator asking why a client is refused.
+        "/register-status" => match &ready.register_status {
+            Some(s) => text(StatusCode::OK, s.snapshot().to_string(), "application/json"),
+            None => text(
+                StatusCode::NOT_FOUND,
+                "the CDR Register status check is not configured\n".into(),
+                "text/plain",
+            ),
+        },
         "/metrics" => text(
             StatusCode::OK,
             METRICS.encode(),

@@ -50,6 +50,27 @@ impl Side {
     }
 }
 
+/// Where a CDR Register status check refused, which decides the answer's status and code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterCheck {
+    /// POST /register: the SSA's product or recipient.
+    Registration,
+    /// GET/PUT/DELETE /register/{ClientId}.
+    Management,
+    /// A forwarded call naming the client: token, PAR, authorize, revocation, introspection.
+    OAuth,
+}
+
+impl RegisterCheck {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegisterCheck::Registration => "registration",
+            RegisterCheck::Management => "management",
+            RegisterCheck::OAuth => "oauth",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// A registration request that fails a rule: 400 with the profile's code.
@@ -102,6 +123,16 @@ pub enum ProxyError {
     /// The client did not send the request body (or its next part) within the body timeout.
     #[error("the request body did not arrive in time")]
     RequestBodyTimeout,
+    /// CDR: the Register lists the client's software product or data recipient as other than ACTIVE.
+    #[error("the CDR Register lists the {entity} as {status}")]
+    RegisterNotActive {
+        at: RegisterCheck,
+        entity: &'static str,
+        status: String,
+    },
+    /// CDR: no Register status list younger than its bound, under a policy that refuses then.
+    #[error("the CDR Register status cannot be confirmed")]
+    RegisterStatusUnconfirmed,
 }
 
 impl ProxyError {
@@ -122,7 +153,8 @@ impl ProxyError {
             | ProxyError::UnknownClient { .. }
             | ProxyError::MethodNotAllowed { .. }
             | ProxyError::HeadersTooLarge(_)
-            | ProxyError::RequestBodyTimeout => Side::Client,
+            | ProxyError::RequestBodyTimeout
+            | ProxyError::RegisterNotActive { .. } => Side::Client,
             ProxyError::Bearer(e) => match e {
                 BearerError::Missing
                 | BearerError::Malformed(_)
@@ -136,6 +168,7 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable(_) | ProxyError::UpstreamTimeout => Side::Upstream,
             ProxyError::StoreUnavailable(_)
             | ProxyError::RevocationUnconfirmed
+            | ProxyError::RegisterStatusUnconfirmed
             | ProxyError::Internal(_)
             | ProxyError::Overloaded(_) => Side::Internal,
         }
@@ -169,6 +202,8 @@ impl ProxyError {
             ProxyError::Overloaded(_) => "overloaded",
             ProxyError::HeadersTooLarge(_) => "headers_too_large",
             ProxyError::RequestBodyTimeout => "request_body_timeout",
+            ProxyError::RegisterNotActive { .. } => "register_not_active",
+            ProxyError::RegisterStatusUnconfirmed => "register_status_unconfirmed",
         }
     }
 
@@ -253,6 +288,36 @@ impl ProxyError {
                 StatusCode::REQUEST_TIMEOUT,
                 "invalid_request",
                 "the request body did not arrive in time".into(),
+            ),
+            ProxyError::RegisterNotActive { at, entity, status } => {
+                let description = if status.is_empty() {
+                    format!("the CDR Register does not list this client's {entity}")
+                } else {
+                    format!("the CDR Register lists this client's {entity} as {status}")
+                };
+                match at {
+                    // CDR DCR 1.13 RegistrationError (OIDC DCR §3.3): the SSA's product is not approved.
+                    RegisterCheck::Registration => Answer::new(
+                        StatusCode::BAD_REQUEST,
+                        ErrorCode::UnapprovedSoftwareStatement.as_str(),
+                        description,
+                    ),
+                    // RFC 7592 §2.1-2.3 and CDR DCR 1.13 `403Error`: the client may not read, update or delete
+                    // its registration.
+                    RegisterCheck::Management => {
+                        Answer::new(StatusCode::FORBIDDEN, "invalid_client", description)
+                    }
+                    // RFC 6749 §5.2 invalid_client, which RFC 9126 §2.3 (PAR) and RFC 7009 §2.2.1 (revocation)
+                    // take over; 400, as no Authorization header challenge applies to private_key_jwt. At the
+                    // authorization endpoint RFC 6749 §4.1.2.1 forbids redirecting for a client not valid, so
+                    // the same answer goes to the user agent.
+                    RegisterCheck::OAuth => {
+                        Answer::new(StatusCode::BAD_REQUEST, "invalid_client", description)
+                    }
+                }
+            }
+            ProxyError::RegisterStatusUnconfirmed => Answer::retry_later(
+                "the CDR Register status of this client cannot be confirmed right now; try again later",
             ),
         };
         let mut resp = json_response(
@@ -503,6 +568,49 @@ mod tests {
             );
             assert_eq!(got.4, label, "{case}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_client_the_cdr_register_does_not_list_as_active_is_refused_in_each_endpoint_s_words()
+    {
+        let not_active = |at| ProxyError::RegisterNotActive {
+            at,
+            entity: "software product",
+            status: "INACTIVE".into(),
+        };
+        let said = "the CDR Register lists this client's software product as INACTIVE";
+        for (at, status, error) in [
+            (
+                RegisterCheck::Registration,
+                400,
+                "unapproved_software_statement",
+            ),
+            (RegisterCheck::Management, 403, "invalid_client"),
+            (RegisterCheck::OAuth, 400, "invalid_client"),
+        ] {
+            let (got, challenge, retry, body, label) = parts(not_active(at)).await;
+            assert_eq!((got, challenge, retry), (status, None, None), "{at:?}");
+            assert_eq!(
+                body,
+                json!({"error": error, "error_description": said}),
+                "{at:?}"
+            );
+            assert_eq!(label, "register_not_active");
+        }
+        let unlisted = ProxyError::RegisterNotActive {
+            at: RegisterCheck::OAuth,
+            entity: "data recipient",
+            status: String::new(),
+        };
+        assert_eq!(
+            parts(unlisted).await.3["error_description"],
+            "the CDR Register does not list this client's data recipient"
+        );
+        let (status, _, retry, body, label) = parts(ProxyError::RegisterStatusUnconfirmed).await;
+        assert_eq!((status, retry.as_deref()), (503, Some("5")));
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert_eq!(label, "register_status_unconfirmed");
+        assert_eq!(ProxyError::RegisterStatusUnconfirmed.side(), Side::Internal);
     }
 
     #[tokio::test]

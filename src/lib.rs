@@ -15,6 +15,7 @@ pub mod jwt;
 pub mod listener;
 pub mod metrics;
 pub mod outbound;
+pub mod register_status;
 pub mod secret;
 pub mod server;
 pub mod store;
@@ -167,20 +168,33 @@ async fn build(cfg: &Config, store_use: StoreUse) -> Result<Prepared, StartError
     let upstream = Arc::new(
         upstream::Upstream::new(&cfg.upstream).map_err(|e| setup("upstream.ca_bundle", e))?,
     );
-    let status = match &cfg.profile.software_product_status {
-        // The Register is fetched like the JWKS it also publishes.
-        Some(s) => Some(dcr::status::StatusChecker::new(
-            s.clone(),
-            outbound::HttpClient::new(
-                cfg.jwks.ca_bundle.as_deref(),
-                cfg.jwks.connect_timeout,
-                cfg.jwks.timeout,
+    // CDR Register status: polled in the background, consulted at /register, management and the pass-through.
+    let register_gate = match &cfg.profile.software_product_status {
+        Some(s) => {
+            // The Register is fetched like the JWKS it also publishes, unless it has its own trust roots.
+            let (key, roots) = match &s.ca_bundle {
+                Some(p) => ("profile.register_status_ca_bundle", Some(p.as_path())),
+                None => ("jwks.ca_bundle", cfg.jwks.ca_bundle.as_deref()),
+            };
+            let http = outbound::HttpClient::new(
+                roots,
+                cfg.jwks.connect_timeout.min(s.timeout),
+                s.timeout,
                 true,
             )
-            .map_err(|e| setup("jwks.ca_bundle", e))?,
-        )),
+            .map_err(|e| setup(key, e))?;
+            let poller = Arc::new(register_status::RegisterStatus::new(s.clone(), http));
+            background.push(Box::pin(poller.clone().run()));
+            Some((
+                poller.clone(),
+                Arc::new(register_status::RegisterGate::new(poller, store.clone())),
+            ))
+        }
         None => None,
     };
+    let status = register_gate
+        .as_ref()
+        .map(|(_, g)| dcr::status::StatusChecker::new(g.clone()));
     // Management calls the upstream's token endpoints, so it trusts what the upstream is trusted with.
     let bearer = cfg
         .management
@@ -218,11 +232,13 @@ async fn build(cfg: &Config, store_use: StoreUse) -> Result<Prepared, StartError
         false,
     )
     .map_err(|e| setup("upstream.ca_bundle", e))?;
-    let readiness = Arc::new(admin::Readiness::new(
-        store,
-        &cfg.upstream.base_url,
-        probe_http,
-    ));
+    if let Some((_, gate)) = &register_gate {
+        forwarder.set_register_gate(gate.clone());
+    }
+    let readiness = Arc::new(
+        admin::Readiness::new(store, &cfg.upstream.base_url, probe_http)
+            .with_register_status(register_gate.as_ref().map(|(p, _)| p.clone())),
+    );
     let budget = connection_budget(cfg, listener::file_limit())?;
     tracing::info!(
         nofile = budget.nofile,
@@ -242,6 +258,7 @@ async fn build(cfg: &Config, store_use: StoreUse) -> Result<Prepared, StartError
             registrar,
             forwarder,
             revocation,
+            register_gate: register_gate.map(|(_, g)| g),
             handshake_timeout: s.handshake_timeout,
             request_timeout: s.request_timeout,
             registrations: Arc::new(tokio::sync::Semaphore::new(

@@ -55,6 +55,19 @@ pub struct RefusalLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegisterFeedLabels {
+    /// "software_products" or "data_recipients".
+    pub feed: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegisterStatusLabels {
+    pub feed: &'static str,
+    /// A Register status (ACTIVE, INACTIVE, ... or `other`), or a decision outcome.
+    pub status: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -81,6 +94,11 @@ pub struct Metrics {
     pub forward_in_flight: Gauge,
     pub forward_refused: Family<ReasonLabels, Counter>,
     pub request_body_errors: Family<ReasonLabels, Counter>,
+    pub register_status_entries: Family<RegisterStatusLabels, Gauge>,
+    pub register_status_fetch_failures: Family<RegisterFeedLabels, Counter>,
+    pub register_status_age_seconds: Family<RegisterFeedLabels, Gauge>,
+    pub register_status_stale: Family<RegisterFeedLabels, Gauge>,
+    pub register_status_decisions: Family<RegisterStatusLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -117,6 +135,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let forward_in_flight = Gauge::default();
     let forward_refused = Family::<ReasonLabels, Counter>::default();
     let request_body_errors = Family::<ReasonLabels, Counter>::default();
+    let register_status_entries = Family::<RegisterStatusLabels, Gauge>::default();
+    let register_status_fetch_failures = Family::<RegisterFeedLabels, Counter>::default();
+    let register_status_age_seconds = Family::<RegisterFeedLabels, Gauge>::default();
+    let register_status_stale = Family::<RegisterFeedLabels, Gauge>::default();
+    let register_status_decisions = Family::<RegisterStatusLabels, Counter>::default();
     registry.register(
         "requests",
         "Requests answered, by route, method, outcome and error code",
@@ -232,6 +255,31 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Pass-through request bodies the client broke off, malformed or did not send in time, by reason",
         request_body_errors.clone(),
     );
+    registry.register(
+        "register_status_entries",
+        "CDR Register status list entries held, by list and status",
+        register_status_entries.clone(),
+    );
+    registry.register(
+        "register_status_fetch_failures",
+        "CDR Register status list fetches that failed (the list held before stays in force), by list",
+        register_status_fetch_failures.clone(),
+    );
+    registry.register(
+        "register_status_age_seconds",
+        "Seconds since the CDR Register last confirmed a status list (200 or 304); -1 before the first",
+        register_status_age_seconds.clone(),
+    );
+    registry.register(
+        "register_status_stale",
+        "1 while a CDR Register status list is older than interval plus register_status_max_stale",
+        register_status_stale.clone(),
+    );
+    registry.register(
+        "register_status_decisions",
+        "CDR Register status refusals (not_active, unconfirmed) and fail-open passes (passed_unconfirmed), by list",
+        register_status_decisions.clone(),
+    );
     Metrics {
         registry,
         requests,
@@ -257,6 +305,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         forward_in_flight,
         forward_refused,
         request_body_errors,
+        register_status_entries,
+        register_status_fetch_failures,
+        register_status_age_seconds,
+        register_status_stale,
+        register_status_decisions,
     }
 });
 

@@ -243,8 +243,17 @@ pub(super) struct RawProfile {
     pub dn_match_attributes: Vec<String>,
     pub unique_software_id: Option<bool>,
     pub software_product_status_uri: Option<String>,
-    pub software_product_status_ttl: String,
-    pub software_product_status_max_stale: String,
+    /// Former names of `register_status_interval` and `register_status_max_stale`, still read.
+    pub software_product_status_ttl: Option<String>,
+    pub software_product_status_max_stale: Option<String>,
+    pub data_recipient_status_uri: Option<String>,
+    pub register_status_interval: Option<String>,
+    pub register_status_max_stale: Option<String>,
+    pub register_status_policy: Option<String>,
+    pub register_status_timeout: Option<String>,
+    pub register_status_max_bytes: Option<u64>,
+    pub register_status_ca_bundle: Option<String>,
+    pub register_status_allow_withdrawal: Option<bool>,
 }
 
 impl RawProfile {
@@ -268,8 +277,16 @@ impl RawProfile {
             dn_match_attributes: t.or("dn_match_attributes", Vec::new()),
             unique_software_id: t.opt("unique_software_id"),
             software_product_status_uri: t.opt("software_product_status_uri"),
-            software_product_status_ttl: t.or("software_product_status_ttl", "5m"),
-            software_product_status_max_stale: t.or("software_product_status_max_stale", "1h"),
+            software_product_status_ttl: t.opt("software_product_status_ttl"),
+            software_product_status_max_stale: t.opt("software_product_status_max_stale"),
+            data_recipient_status_uri: t.opt("data_recipient_status_uri"),
+            register_status_interval: t.opt("register_status_interval"),
+            register_status_max_stale: t.opt("register_status_max_stale"),
+            register_status_policy: t.opt("register_status_policy"),
+            register_status_timeout: t.opt("register_status_timeout"),
+            register_status_max_bytes: t.opt("register_status_max_bytes"),
+            register_status_ca_bundle: t.opt("register_status_ca_bundle"),
+            register_status_allow_withdrawal: t.opt("register_status_allow_withdrawal"),
         };
         t.finish();
         raw

@@ -779,3 +779,6 @@ fn forward_settings_the_forwarder_could_not_use_are_refused_with_their_key() {
         assert_eq!(keys, [key], "{extra}: {e}");
     }
 }
+
+#[path = "tests/register.rs"]
+mod register;

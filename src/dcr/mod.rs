@@ -220,27 +220,9 @@ impl Registrar {
         audit.software_id = Some(ssa.software_id.clone());
         audit.org_id = ssa.org_id.clone();
 
-        // CDR: a product the Register no longer lists as ACTIVE may not register (when configured).
+        // CDR: a product or recipient the Register no longer lists as ACTIVE may not register (when configured).
         if let Some(checker) = &self.status {
-            match checker.status(&ssa.software_id).await {
-                Ok(Some(s)) if s == "ACTIVE" => {}
-                Ok(other) => {
-                    return Err(ProxyError::rejected(
-                        ErrorCode::UnapprovedSoftwareStatement,
-                        format!(
-                            "the CDR Register lists software product {} as {}",
-                            ssa.software_id,
-                            other.as_deref().unwrap_or("unknown")
-                        ),
-                    ));
-                }
-                // Fail closed: without the Register's word we cannot approve the product.
-                Err(e) => {
-                    return Err(ProxyError::UpstreamUnavailable(format!(
-                        "software product status: {e}"
-                    )));
-                }
-            }
+            checker.admit(&ssa).await?;
         }
 
         // 4. The request JWT: TPP's signature, claims, then the jti is spent.

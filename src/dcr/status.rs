@@ -1,138 +1,34 @@
-//! CDR Register software product status: fetched, cached with bounded staleness, consulted per registration.
+//! CDR Register status at registration: the SSA's software product and data recipient, judged by
+//! `register_status` from the lists it polls.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use http::Method;
-use serde_json::Value;
-use url::Url;
+use crate::dcr::ssa::Ssa;
+use crate::error::ProxyError;
+use crate::register_status::RegisterGate;
 
-use crate::outbound::{HttpClient, redact_url};
-
-const MAX_BYTES: usize = 4 * 1024 * 1024;
-
-#[derive(Clone, Debug)]
-pub struct StatusConfig {
-    pub url: Url,
-    pub ttl: Duration,
-    pub max_stale: Duration,
-}
-
-struct Snapshot {
-    fetched_at: Instant,
-    attempted_at: Instant,
-    statuses: Arc<HashMap<String, String>>,
-}
+/// The settings live with the poller; `[profile]` carries them under this name.
+pub use crate::register_status::RegisterStatusConfig as StatusConfig;
 
 pub struct StatusChecker {
-    http: HttpClient,
-    cfg: StatusConfig,
-    // One lock for the one URL: holding it across the fetch coalesces concurrent refreshes.
-    snapshot: tokio::sync::Mutex<Option<Snapshot>>,
+    gate: Arc<RegisterGate>,
 }
 
 impl StatusChecker {
-    pub fn new(cfg: StatusConfig, http: HttpClient) -> Self {
-        StatusChecker {
-            http,
-            cfg,
-            snapshot: tokio::sync::Mutex::new(None),
-        }
+    pub fn new(gate: Arc<RegisterGate>) -> Self {
+        StatusChecker { gate }
     }
 
-    /// The Register's status for a software product (`ACTIVE`, `INACTIVE`, `REMOVED`), None if it is not
-    /// listed. Err when the Register cannot be read and no copy younger than ttl + max_stale exists.
-    pub async fn status(&self, software_id: &str) -> Result<Option<String>, String> {
-        let mut guard = self.snapshot.lock().await;
-        let now = Instant::now();
-        let needs_fetch = match guard.as_ref() {
-            None => true,
-            Some(s) => {
-                now.duration_since(s.fetched_at) >= self.cfg.ttl
-                    && now.duration_since(s.attempted_at) >= Duration::from_secs(5)
-            }
-        };
-        if needs_fetch {
-            match self.fetch().await {
-                Ok(statuses) => {
-                    *guard = Some(Snapshot {
-                        fetched_at: now,
-                        attempted_at: now,
-                        statuses: Arc::new(statuses),
-                    })
-                }
-                Err(e) => {
-                    tracing::warn!(url = %redact_url(&self.cfg.url), error = %e, "software product status fetch failed");
-                    match guard.as_mut() {
-                        Some(s) => s.attempted_at = now,
-                        None => return Err(e),
-                    }
-                }
-            }
-        }
-        let s = guard.as_ref().ok_or("no status list")?;
-        if now.duration_since(s.fetched_at) > self.cfg.ttl + self.cfg.max_stale {
-            return Err("the cached status list is too old to trust".into());
-        }
-        Ok(s.statuses.get(software_id).cloned())
-    }
-
-    async fn fetch(&self) -> Result<HashMap<String, String>, String> {
-        let reply = self
-            .http
-            .send(
-                Method::GET,
-                &self.cfg.url,
-                &[("accept", "application/json"), ("x-v", "2")],
-                None,
-                MAX_BYTES,
-            )
+    /// Refuses an SSA whose software product (or, through its `legal_entity_id`, data recipient) the Register
+    /// does not list as ACTIVE: unapproved_software_statement; or, when the lists are too old, what the policy
+    /// says.
+    pub async fn admit(&self, ssa: &Ssa) -> Result<(), ProxyError> {
+        let legal_entity_id = ssa
+            .claims
+            .get("legal_entity_id")
+            .and_then(serde_json::Value::as_str);
+        self.gate
+            .check_registration(&ssa.software_id, legal_entity_id)
             .await
-            .map_err(|e| e.to_string())?;
-        if !reply.status.is_success() {
-            return Err(format!("HTTP {}", reply.status.as_u16()));
-        }
-        let v: Value = serde_json::from_slice(&reply.body).map_err(|e| e.to_string())?;
-        parse(&v).ok_or_else(|| "not a software product status list".into())
-    }
-}
-
-/// Accepts the Register's v1 shape (`softwareProductStatusList`) and v2 (`data.softwareProducts`).
-fn parse(v: &Value) -> Option<HashMap<String, String>> {
-    let list = v
-        .get("softwareProductStatusList")
-        .or_else(|| v.get("data").and_then(|d| d.get("softwareProducts")))?
-        .as_array()?;
-    Some(
-        list.iter()
-            .filter_map(|p| {
-                Some((
-                    p.get("softwareProductId")?.as_str()?.to_string(),
-                    p.get("softwareProductStatus")?.as_str()?.to_string(),
-                ))
-            })
-            .collect(),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn both_register_shapes_parse() {
-        let v1 = json!({"softwareProductStatusList": [{"softwareProductId": "a", "softwareProductStatus": "ACTIVE"}]});
-        let v2 = json!({"data": {"softwareProducts": [{"softwareProductId": "b", "softwareProductStatus": "INACTIVE"}]}});
-        assert_eq!(
-            parse(&v1).and_then(|m| m.get("a").cloned()).as_deref(),
-            Some("ACTIVE")
-        );
-        assert_eq!(
-            parse(&v2).and_then(|m| m.get("b").cloned()).as_deref(),
-            Some("INACTIVE")
-        );
-        assert!(parse(&json!({"other": []})).is_none());
     }
 }

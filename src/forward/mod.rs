@@ -91,6 +91,8 @@ pub struct Forwarder {
     limits: ForwardLimits,
     /// Places under `limits.max_concurrent_requests`.
     in_flight: Arc<Semaphore>,
+    /// CDR Register status (`register_status`); unset, nothing is checked.
+    register_gate: std::sync::OnceLock<Arc<crate::register_status::RegisterGate>>,
 }
 
 /// Whether `path` is a deny-list pattern the forwarder can use (checked by `config` with its key).
@@ -131,6 +133,7 @@ impl Forwarder {
             discovery: Discovery::new(&cfg),
             limits: cfg.limits,
             in_flight: Arc::new(Semaphore::new(cfg.limits.max_concurrent_requests as usize)),
+            register_gate: std::sync::OnceLock::new(),
         })
     }
 
@@ -157,6 +160,11 @@ impl Forwarder {
     ) -> Response<RespBody> {
         let cert = peer.map(|p| self.cert_headers_for(p));
         self.forward_with(req, cert.as_deref(), client_addr).await
+    }
+
+    /// Refuse pass-through requests naming a client the CDR Register no longer lists as ACTIVE.
+    pub fn set_register_gate(&self, gate: Arc<crate::register_status::RegisterGate>) {
+        let _ = self.register_gate.set(gate);
     }
 
     /// The places one client connection has under `max_concurrent_per_connection`.
@@ -278,7 +286,21 @@ impl Forwarder {
         if let Err(f) = body.wait_for_start().await {
             return client_body_failed(f);
         }
-        let req = Request::from_parts(parts, body.boxed());
+        // CDR: a request naming a client the Register no longer lists as ACTIVE goes no further (the form is
+        // read for the client it names, then sent on as read).
+        let body = match self.register_gate.get() {
+            None => body.boxed(),
+            Some(gate) => match gate.screen(&parts, body.boxed()).await {
+                Ok(b) => b,
+                Err(crate::register_status::Screened::Refused(resp)) => return resp,
+                Err(crate::register_status::Screened::BodyFailed) => {
+                    return client_body_failed(
+                        fault.get().copied().unwrap_or(BodyFault::Malformed),
+                    );
+                }
+            },
+        };
+        let req = Request::from_parts(parts, body);
 
         let sent = self.client.stream(req).await;
         if sent.is_err()

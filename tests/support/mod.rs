@@ -12,6 +12,7 @@ pub mod keys;
 pub mod pki;
 pub mod postgres;
 pub mod proxy;
+pub mod register;
 pub mod store_conformance;
 pub mod temp;
 pub mod upstream;

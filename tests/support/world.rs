@@ -10,6 +10,7 @@ use super::jwks_server::JwksServer;
 use super::keys::{SigningKey, jwks};
 use super::pki::{ClientCert, ClientCertSpec, Pki, PkiFiles};
 use super::proxy::ProxyProcess;
+use super::register::{PRODUCTS_PATH, RECIPIENTS_PATH, RegisterStub};
 use super::temp::TempDir;
 pub use super::upstream::Flavour;
 use super::upstream::{CertHeader, Upstream, UpstreamOptions};
@@ -69,6 +70,9 @@ pub struct Options {
     pub forward_extra: String,
     /// Runs the proxy with this open-files limit (soft and hard), through util-linux `prlimit`.
     pub nofile: Option<u64>,
+    /// Starts a CDR Register stub ([`World::register`]) and points both status URIs of `[profile]` at it; the
+    /// string is more `[profile]` lines (interval, bound, policy).
+    pub register_status: Option<String>,
 }
 
 impl Default for Options {
@@ -94,6 +98,7 @@ impl Default for Options {
             admin_extra: String::new(),
             forward_extra: String::new(),
             nofile: None,
+            register_status: None,
         }
     }
 }
@@ -108,6 +113,8 @@ pub struct World {
     pub register_key: SigningKey,
     pub proxy: ProxyProcess,
     pub options: Options,
+    /// With `Options::register_status`.
+    pub register: Option<RegisterStub>,
 }
 
 /// A third party: its transport certificate, its signing key and its published software JWKS.
@@ -199,7 +206,17 @@ impl World {
             env: options.upstream_env.clone(),
         })
         .await;
-        let toml = config_toml(&files, &dir, &jwks, &upstream, &options);
+        let register = match options.register_status {
+            Some(_) => Some(RegisterStub::start(&pki).await),
+            None => None,
+        };
+        let toml = config_toml(
+            &files,
+            &dir,
+            &jwks,
+            &upstream,
+            &with_register(&options, register.as_ref()),
+        );
         let proxy =
             ProxyProcess::start_limited(dir.path(), &toml, &proxy_env(&upstream), options.nofile)
                 .await;
@@ -213,6 +230,7 @@ impl World {
             register_key,
             proxy,
             options,
+            register,
         }
     }
 
@@ -232,7 +250,7 @@ impl World {
     /// Another proxy process with this world's configuration (its own ports): a second replica.
     pub async fn replica(&self, options: &Options) -> (TempDir, ProxyProcess) {
         let dir = TempDir::new();
-        let toml = self.config_toml(options);
+        let toml = self.config_toml(&with_register(options, self.register.as_ref()));
         let proxy = ProxyProcess::start(dir.path(), &toml, &proxy_env(&self.upstream)).await;
         (dir, proxy)
     }
@@ -501,6 +519,19 @@ impl World {
             )
             .await
     }
+}
+
+/// `options` with the Register stub's status URIs and its `register_status` lines added to `[profile]`.
+fn with_register(options: &Options, register: Option<&RegisterStub>) -> Options {
+    let mut o = options.clone();
+    if let (Some(r), Some(extra)) = (register, &options.register_status) {
+        o.profile_extra.push_str(&format!(
+            "\nsoftware_product_status_uri = \"{}\"\ndata_recipient_status_uri = \"{}\"\n{extra}\n",
+            r.url(PRODUCTS_PATH),
+            r.url(RECIPIENTS_PATH)
+        ));
+    }
+    o
 }
 
 /// The environment the proxy needs for this upstream: its initial access token and introspection secret.

@@ -11,6 +11,7 @@ use crate::config::raw::{RawAnchor, RawManagement, RawProfile};
 use crate::dcr::profile::{ProfileConfig, ProfileKind, TrustAnchor};
 use crate::dcr::status::StatusConfig;
 use crate::identity::{DnMatchRule, attribute_oid};
+use crate::register_status::StalePolicy;
 use crate::upstream::UpstreamConfig;
 
 /// The longest `profile.request_max_age`, the same hour that bounds a request JWT's `exp`.
@@ -38,6 +39,7 @@ impl Validator<'_> {
     /// `[profile]`, against the rules of its `kind` (dcr/profile.rs).
     pub(super) fn profile(&mut self, kind: ProfileKind, p: RawProfile) -> ProfileConfig {
         let rules = kind.rules();
+        let software_product_status = self.register_status(kind, &p);
         if p.audiences.is_empty() {
             self.problem(
                 "profile.audiences",
@@ -117,34 +119,6 @@ impl Validator<'_> {
             rules.id_token_encryption_encs,
         );
         let dn_match = self.dn_match(&p.dn_match, &p.dn_match_attributes);
-        let software_product_status = match p.software_product_status_uri.as_deref() {
-            None => None,
-            Some(_) if kind != ProfileKind::Cdr113 => {
-                self.problem(
-                    "profile.software_product_status_uri",
-                    "the CDR Register status check applies to the cdr-1.13 profile only",
-                );
-                None
-            }
-            Some(u) => {
-                let url = self.url("profile.software_product_status_uri", u, &["https"]);
-                let ttl = self.duration(
-                    "profile.software_product_status_ttl",
-                    &p.software_product_status_ttl,
-                    false,
-                );
-                let max_stale = self.duration(
-                    "profile.software_product_status_max_stale",
-                    &p.software_product_status_max_stale,
-                    true,
-                );
-                url.map(|url| StatusConfig {
-                    url,
-                    ttl,
-                    max_stale,
-                })
-            }
-        };
         ProfileConfig {
             kind,
             audiences: p.audiences,
@@ -166,6 +140,148 @@ impl Validator<'_> {
             unique_software_id: p.unique_software_id.unwrap_or(rules.unique_software_id),
             software_product_status,
         }
+    }
+
+    /// The CDR Register status keys of `[profile]`; on when `software_product_status_uri` is set.
+    fn register_status(&mut self, kind: ProfileKind, p: &RawProfile) -> Option<StatusConfig> {
+        let others: [(&str, bool); 10] = [
+            (
+                "register_status_allow_withdrawal",
+                p.register_status_allow_withdrawal.is_some(),
+            ),
+            (
+                "data_recipient_status_uri",
+                p.data_recipient_status_uri.is_some(),
+            ),
+            (
+                "register_status_interval",
+                p.register_status_interval.is_some(),
+            ),
+            (
+                "register_status_max_stale",
+                p.register_status_max_stale.is_some(),
+            ),
+            ("register_status_policy", p.register_status_policy.is_some()),
+            (
+                "register_status_timeout",
+                p.register_status_timeout.is_some(),
+            ),
+            (
+                "register_status_max_bytes",
+                p.register_status_max_bytes.is_some(),
+            ),
+            (
+                "register_status_ca_bundle",
+                p.register_status_ca_bundle.is_some(),
+            ),
+            (
+                "software_product_status_ttl",
+                p.software_product_status_ttl.is_some(),
+            ),
+            (
+                "software_product_status_max_stale",
+                p.software_product_status_max_stale.is_some(),
+            ),
+        ];
+        let Some(products) = p.software_product_status_uri.as_deref() else {
+            for (key, set) in others {
+                if set {
+                    self.problem(
+                        &format!("profile.{key}"),
+                        "has no effect without profile.software_product_status_uri, which turns the CDR Register status check on",
+                    );
+                }
+            }
+            return None;
+        };
+        if kind != ProfileKind::Cdr113 {
+            self.problem(
+                "profile.software_product_status_uri",
+                "the CDR Register status check applies to the cdr-1.13 profile only",
+            );
+            return None;
+        }
+        // The first names of two keys stay readable; one setting written under both names is ambiguous.
+        let mut renamed = |old: &str,
+                           old_v: &Option<String>,
+                           new: &str,
+                           new_v: &Option<String>,
+                           default: &str| {
+            match (old_v, new_v) {
+                (Some(_), Some(_)) => {
+                    self.problem(
+                        &format!("profile.{old}"),
+                        format!(
+                            "is the former name of profile.{new}, which is set too: keep only {new}"
+                        ),
+                    );
+                    (format!("profile.{new}"), new_v.clone().unwrap_or_default())
+                }
+                (Some(v), None) => (format!("profile.{old}"), v.clone()),
+                (None, v) => (
+                    format!("profile.{new}"),
+                    v.clone().unwrap_or_else(|| default.to_string()),
+                ),
+            }
+        };
+        let (interval_key, interval) = renamed(
+            "software_product_status_ttl",
+            &p.software_product_status_ttl,
+            "register_status_interval",
+            &p.register_status_interval,
+            "5m",
+        );
+        let (stale_key, max_stale) = renamed(
+            "software_product_status_max_stale",
+            &p.software_product_status_max_stale,
+            "register_status_max_stale",
+            &p.register_status_max_stale,
+            "1h",
+        );
+        let software_products =
+            self.url("profile.software_product_status_uri", products, &["https"]);
+        let data_recipients = p
+            .data_recipient_status_uri
+            .as_deref()
+            .map(|u| self.url("profile.data_recipient_status_uri", u, &["https"]));
+        let interval = self.duration(&interval_key, &interval, false);
+        let max_stale = self.duration(&stale_key, &max_stale, true);
+        let timeout = self.duration(
+            "profile.register_status_timeout",
+            p.register_status_timeout.as_deref().unwrap_or("10s"),
+            false,
+        );
+        let max_bytes = p.register_status_max_bytes.unwrap_or(4 * 1024 * 1024);
+        if !(1024..=64 * 1024 * 1024).contains(&max_bytes) {
+            self.problem(
+                "profile.register_status_max_bytes",
+                "must be between 1024 and 67108864 bytes",
+            );
+        }
+        let policy = self.choice(
+            "profile.register_status_policy",
+            p.register_status_policy.as_deref().unwrap_or("closed"),
+            &[
+                ("closed", StalePolicy::Closed),
+                ("open", StalePolicy::Open),
+                ("open_for_passthrough", StalePolicy::OpenForPassthrough),
+            ],
+        );
+        let ca_bundle = p
+            .register_status_ca_bundle
+            .as_deref()
+            .map(|f| self.file("profile.register_status_ca_bundle", f));
+        Some(StatusConfig {
+            software_products: software_products?,
+            data_recipients: data_recipients.map(|u| u.ok_or(())).transpose().ok()?,
+            interval,
+            max_stale,
+            policy: policy?,
+            timeout,
+            max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+            ca_bundle,
+            allow_withdrawal: p.register_status_allow_withdrawal.unwrap_or(true),
+        })
     }
 
     fn dn_match(&mut self, mode: &str, attributes: &[String]) -> DnMatchRule {

@@ -258,7 +258,6 @@ async fn build(cfg: &Config, store_use: StoreUse) -> Result<Prepared, StartError
             registrar,
             forwarder,
             revocation,
-            register_gate: register_gate.map(|(_, g)| g),
             handshake_timeout: s.handshake_timeout,
             request_timeout: s.request_timeout,
             registrations: Arc::new(tokio::sync::Semaphore::new(

@@ -74,8 +74,6 @@ pub struct AppState {
     pub registrar: Registrar,
     pub forwarder: crate::forward::Forwarder,
     pub revocation: Arc<crate::tls::revocation::Revocation>,
-    /// CDR Register status of registered clients; None when not configured.
-    pub register_gate: Option<Arc<crate::register_status::RegisterGate>>,
     pub handshake_timeout: Duration,
     pub request_timeout: Duration,
     pub limits: ConnLimits,
@@ -434,14 +432,6 @@ async fn manage(
     req: Request<Incoming>,
 ) -> Response<RespBody> {
     if let Some(e) = state.revocation.registration_refusal(peer) {
-        return boxed(e.to_response());
-    }
-    // Before the registrar: a client the CDR Register no longer lists as ACTIVE gets nothing from management.
-    if let Some(gate) = &state.register_gate
-        && let Err(e) = gate
-            .check_client(client_id, crate::error::RegisterCheck::Management)
-            .await
-    {
         return boxed(e.to_response());
     }
     let (parts, body) = req.into_parts();

@@ -230,6 +230,11 @@ async fn a_product_turned_inactive_is_refused_on_every_path_within_one_interval_
             m.text()
         );
     }
+    // Without this client's token the answer is the one any unknown ClientId gets: the Register's verdict on a
+    // client is not told to whoever asks.
+    let stranger = w.manage(&adr.client, "GET", &client_id, None, "").await;
+    assert_eq!(stranger.status, 401, "{}", stranger.text());
+    assert!(!refused_for_register(&stranger, 403, "invalid_client"));
     let put = w
         .manage(
             &adr.client,

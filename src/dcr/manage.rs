@@ -85,6 +85,10 @@ impl Registrar {
             }
             Err(e) => return Err(e.into()),
         }
+        // 2b. CDR: the Register still lists the client's software product and data recipient as ACTIVE.
+        if let Some(status) = &self.status {
+            status.admit_client(client_id).await?;
+        }
         // 3. Our record. Unknown or deleted looks exactly like another client's token: the answer
         //    must not reveal whether a ClientId exists.
         let rec = self

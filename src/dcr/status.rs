@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::dcr::ssa::Ssa;
-use crate::error::ProxyError;
+use crate::error::{ProxyError, RegisterCheck};
 use crate::register_status::RegisterGate;
 
 /// The settings live with the poller; `[profile]` carries them under this name.
@@ -29,6 +29,15 @@ impl StatusChecker {
             .and_then(serde_json::Value::as_str);
         self.gate
             .check_registration(&ssa.software_id, legal_entity_id)
+            .await
+    }
+
+    /// Refuses management of a client whose software product or data recipient the Register no longer lists
+    /// as ACTIVE. Called only once the caller's token is proven to be this client's: before that, the answer
+    /// would tell anyone whether a ClientId exists and how the Register rates it.
+    pub async fn admit_client(&self, client_id: &str) -> Result<(), ProxyError> {
+        self.gate
+            .check_client(client_id, RegisterCheck::Management)
             .await
     }
 }

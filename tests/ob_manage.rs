@@ -225,7 +225,8 @@ async fn bad_tokens_get_401_with_a_challenge_and_wrong_scope_403() {
             "invalid_token",
             "the revoked token on its own client",
         ),
-        Flavour::Keycloak => {
+        // AM: revoking another client's token is not shown to work, so the proxy is given no revocation endpoint.
+        Flavour::Keycloak | Flavour::ForgeRockAm => {
             assert_eq!(resp.status, 200, "not revoked: {}", resp.text());
             assert!(
                 w.upstream
@@ -266,7 +267,9 @@ async fn bad_tokens_get_401_with_a_challenge_and_wrong_scope_403() {
             "invalid_token",
             "revoked after use on an unknown client id",
         ),
-        Flavour::Keycloak => assert_eq!(resp.status, 200, "{}", resp.text()),
+        Flavour::Keycloak | Flavour::ForgeRockAm => {
+            assert_eq!(resp.status, 200, "{}", resp.text())
+        }
     }
 
     // No client certificate at all.

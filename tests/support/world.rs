@@ -1,5 +1,5 @@
 //! A whole test world: PKI, an HTTPS JWKS server acting as the directory and the TPPs' key stores,
-//! the real oidc-provider upstream (or its Keycloak stand-in, by `Options::flavour`, whose default comes from
+//! the real oidc-provider upstream (or its Keycloak or AM stand-in, by `Options::flavour`, whose default comes from
 //! `DCR_TEST_UPSTREAM`), and the proxy binary configured in front of it.
 
 use serde_json::{Value, json};
@@ -18,6 +18,7 @@ pub const OB_AUD: &str = "0015800001041RHAAY";
 pub const CDR_HOLDER: &str = "https://holder.example.com";
 pub const IAT_ENV: &str = "DCR_UPSTREAM_INITIAL_ACCESS_TOKEN";
 pub const ADMIN_ENV: &str = "DCR_UPSTREAM_ADMIN_CLIENT_SECRET";
+pub const IAT_CLIENT_ENV: &str = "DCR_UPSTREAM_IAT_CLIENT_SECRET";
 pub const INTROSPECTION_ENV: &str = "DCR_MANAGEMENT_CLIENT_SECRET";
 pub const DIRECTORY_JWKS: &str = "/directory/openbanking.jwks";
 pub const REGISTER_JWKS: &str = "/cdr-register/v1/jwks";
@@ -78,7 +79,7 @@ impl Default for Options {
             profile_extra: String::new(),
             tail: String::new(),
             client_auth: "optional",
-            cert_header: CertHeader::Rfc9440,
+            cert_header: Flavour::from_env().cert_header(),
             upstream_override: None,
             management_extra: String::new(),
             store: None,
@@ -86,7 +87,7 @@ impl Default for Options {
             tls_extra: String::new(),
             crl_file: false,
             crl_url: false,
-            upstream_admin: Flavour::from_env() == Flavour::Keycloak,
+            upstream_admin: Flavour::from_env().has_admin(),
             upstream_admin_secret_env: None,
             flavour: Flavour::from_env(),
             upstream_env: Vec::new(),
@@ -473,6 +474,7 @@ pub fn proxy_env(upstream: &Upstream) -> Vec<(&'static str, &str)> {
         (IAT_ENV, upstream.initial_access_token.as_str()),
         (INTROSPECTION_ENV, upstream.introspection_secret.as_str()),
         (ADMIN_ENV, upstream.admin_secret.as_str()),
+        (IAT_CLIENT_ENV, upstream.iat_secret.as_str()),
     ]
 }
 
@@ -514,7 +516,7 @@ fn config_toml(
     // Keycloak lets a client revoke only its own tokens, so the proxy is given no revocation endpoint there.
     let revocation = match upstream.flavour {
         Flavour::Rfc7591 => format!("revocation_endpoint = \"{}\"", paths.revocation),
-        Flavour::Keycloak => String::new(),
+        Flavour::Keycloak | Flavour::ForgeRockAm => String::new(),
     };
     format!(
         r#"
@@ -589,16 +591,11 @@ client_secret_env = "{INTROSPECTION_ENV}"
         } else {
             o.upstream_extra.clone()
         },
-        upstream_admin = if o.upstream_admin {
-            format!(
-                "[upstream.admin]\ntoken_endpoint = \"{}\"\nclient_id = \"{}\"\nclient_secret_env = \"{}\"",
-                paths.token,
-                upstream.admin_client_id,
-                o.upstream_admin_secret_env.as_deref().unwrap_or(ADMIN_ENV)
-            )
-        } else {
-            String::new()
-        },
+        upstream_admin = upstream.upstream_toml(
+            o.upstream_admin,
+            IAT_CLIENT_ENV,
+            o.upstream_admin_secret_env.as_deref().unwrap_or(ADMIN_ENV)
+        ),
         management_extra = o.management_extra,
         server_extra = o.server_extra,
         admin_extra = o.admin_extra,

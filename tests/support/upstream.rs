@@ -145,7 +145,18 @@ impl UpstreamOptions {
     /// need allowed for registration, `openid` and `profile` included.
     fn flavour_env(&self) -> Vec<(String, String)> {
         let mut env = match self.flavour {
-            Flavour::Rfc7591 | Flavour::ForgeRockAm => Vec::new(),
+            Flavour::Rfc7591 => Vec::new(),
+            // The realm's "Client Registration Scope Allowlist" as deploy/README.md recommends: CDR asks for
+            // `profile` too.
+            Flavour::ForgeRockAm => vec![(
+                "AM_SCOPE_ALLOWLIST".into(),
+                KEYCLOAK_ALLOWED_SCOPES
+                    .iter()
+                    .chain(&["eventpolling"])
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )],
             Flavour::Keycloak => vec![
                 (
                     "KEYCLOAK_INTROSPECTION_AUDIENCE_CHECK".into(),
@@ -165,7 +176,8 @@ impl UpstreamOptions {
     }
 }
 
-/// The "Allowed Client Scopes" registration policy of the test realm (and of deploy/keycloak's realm).
+/// The "Allowed Client Scopes" registration policy of the test realm (and of deploy/keycloak's realm); with
+/// `eventpolling`, AM's "Client Registration Scope Allowlist".
 pub const KEYCLOAK_ALLOWED_SCOPES: &[&str] = &[
     "openid",
     "profile",
@@ -203,6 +215,8 @@ pub struct Upstream {
     /// AM: the static client whose client_credentials tokens are initial access tokens (`[upstream.iat]`).
     pub iat_client_id: String,
     pub iat_secret: String,
+    /// The header the upstream reads a client certificate from.
+    pub cert_header: CertHeader,
     stderr: Arc<Mutex<String>>,
     _child: Child,
 }
@@ -351,6 +365,7 @@ impl Upstream {
             admin_secret,
             iat_client_id,
             iat_secret,
+            cert_header: options.cert_header,
             stderr,
             _child: child,
         }
@@ -442,6 +457,28 @@ impl Upstream {
             .as_str()
             .expect("access_token")
             .to_owned()
+    }
+
+    /// The headers that hand `cert` (PEM and DER) to the upstream the way it reads them, as a proxy in front
+    /// of it would.
+    pub fn cert_headers(&self, cert_pem: &str, cert_der: &[u8]) -> Vec<(&'static str, String)> {
+        let pem: String = url::form_urlencoded::byte_serialize(cert_pem.as_bytes())
+            .collect::<String>()
+            .replace('+', "%20");
+        match self.cert_header {
+            CertHeader::Rfc9440 => vec![(
+                "client-cert",
+                format!(
+                    ":{}:",
+                    base64::engine::general_purpose::STANDARD.encode(cert_der)
+                ),
+            )],
+            CertHeader::Nginx => vec![
+                ("ssl-client-cert", pem),
+                ("ssl-client-verify", "SUCCESS".into()),
+            ],
+            CertHeader::Envoy => vec![("x-forwarded-client-cert", format!("Cert=\"{pem}\""))],
+        }
     }
 
     /// `issuer` + `path`.

@@ -299,7 +299,7 @@ impl World {
     }
 
     /// A client_credentials token from the upstream's token endpoint with tls_client_auth, the certificate
-    /// passed the way the upstream reads it (RFC 9440 header), as a proxy in front of it would.
+    /// passed the way the upstream reads it (`Options::cert_header`), as a proxy in front of it would.
     pub async fn token_tls(&self, client_id: &str, cert: &ClientCert, scope: &str) -> Response {
         self.token_tls_ttl(client_id, cert, scope, None).await
     }
@@ -313,23 +313,18 @@ impl World {
         ttl: Option<u32>,
     ) -> Response {
         let ttl = ttl.map(|t| t.to_string()).unwrap_or_default();
-        let header = format!(":{}:", base64_std(&cert.cert_der));
         let body = format!(
             "grant_type=client_credentials&client_id={}&scope={}",
             urlencode(client_id),
             urlencode(scope)
         );
-        super::client::http_request(
-            "POST",
-            &self.upstream.token_url(),
-            &[
-                ("content-type", "application/x-www-form-urlencoded"),
-                ("client-cert", &header),
-                ("x-test-token-ttl", &ttl),
-            ],
-            body,
-        )
-        .await
+        let cert_headers = self.upstream.cert_headers(&cert.cert_pem, &cert.cert_der);
+        let mut headers: Vec<(&str, &str)> = vec![
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("x-test-token-ttl", &ttl),
+        ];
+        headers.extend(cert_headers.iter().map(|(k, v)| (*k, v.as_str())));
+        super::client::http_request("POST", &self.upstream.token_url(), &headers, body).await
     }
 
     /// A client_credentials token with private_key_jwt (a PS256 client assertion signed by `key`).
@@ -340,7 +335,7 @@ impl World {
         cert: &ClientCert,
         scope: &str,
     ) -> Response {
-        let header = format!(":{}:", base64_std(&cert.cert_der));
+        let cert_headers = self.upstream.cert_headers(&cert.cert_pem, &cert.cert_der);
         let now = claims::now();
         let assertion = key.sign(
             json!({}),
@@ -356,10 +351,9 @@ impl World {
         super::client::http_request(
             "POST",
             &self.upstream.token_url(),
-            &[
-                ("content-type", "application/x-www-form-urlencoded"),
-                ("client-cert", &header),
-            ],
+            &std::iter::once(("content-type", "application/x-www-form-urlencoded"))
+                .chain(cert_headers.iter().map(|(k, v)| (*k, v.as_str())))
+                .collect::<Vec<_>>(),
             body,
         )
         .await

@@ -158,3 +158,21 @@ fn minted_initial_access_tokens_are_for_am_only() {
     let e = load(&keycloak, &vars).expect_err("iat with rfc7591");
     assert_eq!(keys(&e), ["upstream.iat"], "{e}");
 }
+
+#[test]
+fn the_am_example_configuration_loads() {
+    let src = include_str!("../../deploy/examples/proxy-forgerock-am.toml")
+        .replace("/etc/dcr-proxy/tls/server.pem", "cert.pem")
+        .replace("/etc/dcr-proxy/tls/server-key.pem", "key.pem")
+        .replace("/etc/dcr-proxy/tls/client-ca.pem", "ca.pem")
+        .replace("/etc/dcr-proxy/upstream-ca.pem", "ca.pem");
+    let mut vars = env();
+    vars.insert("DCR_MANAGEMENT_CLIENT_SECRET".into(), "m".into());
+    vars.insert("DCR_STORE_PASSWORD".into(), "p".into());
+    let c = load(&src, &vars).expect("the example is valid");
+    assert_eq!(c.upstream.flavour, crate::upstream::Flavour::ForgeRockAm);
+    assert_eq!(
+        c.upstream.iat.as_ref().map(|i| i.token_endpoint.as_str()),
+        Some("https://am.internal:8443/am/oauth2/realms/root/realms/alpha/access_token")
+    );
+}

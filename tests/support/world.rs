@@ -487,6 +487,15 @@ pub fn not_for_this_flavour(only: Flavour, why: &str) -> bool {
     running != only
 }
 
+/// For a test one flavour cannot show: true (and a line saying why) when this run is for `skip`.
+pub fn skip_for_flavour(skip: Flavour, why: &str) -> bool {
+    let running = Flavour::from_env();
+    if running == skip {
+        eprintln!("not applicable to {}: {why}", running.config_name());
+    }
+    running == skip
+}
+
 pub fn jwks_doc(keys: &[Value]) -> Value {
     jwks(keys)
 }

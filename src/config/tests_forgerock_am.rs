@@ -123,12 +123,14 @@ fn am_keys_are_checked_one_by_one() {
         "{e}"
     );
 
-    let not_am = AM
-        .replace(
-            "/am/oauth2/realms/root/realms/alpha/register",
-            "/am/oauth2/register",
-        )
-        .replace("[upstream.admin]\nusername = \"amadmin\"\n", "");
+    let no_admin = AM.replace("[upstream.admin]\nusername = \"amadmin\"\n", "");
+    let e = load(&no_admin, &env()).expect_err("no admin");
+    assert_eq!(keys(&e), ["upstream.admin"], "{e}");
+
+    let not_am = AM.replace(
+        "/am/oauth2/realms/root/realms/alpha/register",
+        "/am/oauth2/register",
+    );
     let e = load(&not_am, &env()).expect_err("not an AM endpoint");
     assert_eq!(keys(&e), ["upstream.registration_endpoint"], "{e}");
 

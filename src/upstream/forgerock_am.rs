@@ -24,7 +24,7 @@ pub const DEFAULT_SESSION_HEADER: &str = "iPlanetDirectoryPro";
 /// "rest-api-oauth2-client-admin-endpoint").
 const AGENTS_API_VERSION: &str = "protocol=2.0,resource=1.0";
 
-/// The version the authenticate endpoint is called with (verified: PingAM 8.1 docs "authenticate" examples).
+/// The version the authenticate endpoint is called with (verified: PingAM 8 docs "login-using-REST" example).
 const AUTHENTICATE_API_VERSION: &str = "resource=2.0, protocol=1.0";
 
 /// AM's endpoints for the realm of `registration_endpoint`.
@@ -40,9 +40,10 @@ pub struct AmUrls {
 }
 
 /// AM's endpoints from its registration endpoint `{ctx}/oauth2/realms/root[/realms/<sub>…]/register` (verified:
-/// AM 8.1 docs "rest-api-oauth2-register-endpoint"; the access_token path: AM 8.1 docs "oauth2-access-token-
-/// endpoint"; `/json/realms/…/realm-config/agents/OAuth2Client`: AM 7.2 docs). The context path (`/am` by
-/// default) is whatever comes before `/oauth2/`.
+/// AM 8.1 docs "rest-api-oauth2-register-endpoint"; `access_token` beside it: SecureApiGateway fapi-pep-as
+/// `20-as-dcr-endpoint.json`; `/json/realms/…/realm-config/agents/OAuth2Client`: AM 7.2 docs
+/// "rest-api-oauth2-client-admin-endpoint"; realms nest as `realms/root/realms/a/realms/b`: PingAM 8 docs
+/// "login-using-REST"). The context path (`/am` by default) is whatever comes before `/oauth2/`.
 pub fn am_urls(registration_endpoint: &Url) -> Result<AmUrls, String> {
     let path = registration_endpoint.path().trim_end_matches('/');
     let shape = || {
@@ -97,8 +98,9 @@ pub fn agents_headers() -> [(&'static str, &'static str); 2] {
     ]
 }
 
-/// Zero-page login: `POST authenticate` with `X-OpenAM-Username`/`X-OpenAM-Password` answers `{"tokenId", …}`
-/// (verified: PingAM 8.1 docs "authenticate"). A refused login is our configuration's fault.
+/// Zero-page login: `POST authenticate` with `X-OpenAM-Username`/`X-OpenAM-Password` and an empty body (a body
+/// would be read as the continuation of an earlier attempt) answers `{"tokenId", "successUrl", "realm"}`
+/// (verified: PingAM 8 docs "login-using-REST", 7.2 docs alike). A refused login is our configuration's fault.
 pub(super) async fn login(
     http: &HttpClient,
     authenticate: &Url,
@@ -116,7 +118,7 @@ pub(super) async fn login(
                 ("content-type", "application/json"),
                 ("accept", "application/json"),
             ],
-            Some(Bytes::from_static(b"{}")),
+            None,
             MAX_UPSTREAM_BODY,
         )
         .await

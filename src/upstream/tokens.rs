@@ -37,7 +37,7 @@ impl std::fmt::Debug for ClientCredentialsConfig {
 const MARGIN: Duration = Duration::from_secs(30);
 
 /// How long a token whose answer names no lifetime is used. AM's authenticate answer carries none (verified:
-/// PingAM 8.1 docs "authenticate": `{tokenId, successUrl, realm}`); its session timeouts are AM settings not
+/// PingAM 8 docs "login-using-REST": `{tokenId, successUrl, realm}`); its session timeouts are AM settings not
 /// read here, so a session is used for a minute and a new one opened after (recovery is rare).
 const UNNAMED_LIFETIME: Duration = Duration::from_secs(60);
 

@@ -60,20 +60,31 @@ impl Validator<'_> {
             .ca_bundle
             .as_deref()
             .map(|p| self.file("upstream.ca_bundle", p));
+        // AM: every other URL follows from the registration endpoint, so its shape is checked once, here.
+        let am_urls = match (flavour, registration_endpoint.as_ref()) {
+            (Flavour::ForgeRockAm, Some(r)) => forgerock_am::am_urls(r)
+                .map_err(|e| self.problem("upstream.registration_endpoint", e))
+                .ok(),
+            _ => None,
+        };
         let admin = u.admin.as_ref().and_then(|a| {
             self.upstream_admin(
                 a,
                 flavour,
                 base_url.as_ref(),
                 registration_endpoint.as_ref(),
+                am_urls.as_ref(),
             )
         });
-        let iat = self.upstream_iat(
-            u.iat.as_ref(),
-            flavour,
-            base_url.as_ref(),
-            registration_endpoint.as_ref(),
-        );
+        // AM's registration access tokens may die with the initial access token (OpenAM does so; assumed for AM),
+        // so a 401 there proves nothing: only the admin API tells a stale token from a deleted client.
+        if flavour == Flavour::ForgeRockAm && u.admin.is_none() {
+            self.problem(
+                "upstream.admin",
+                "upstream.flavour = \"forgerock-am\" needs [upstream.admin] (an AM administrator: username, password_env): a 401 from AM does not say whether the client is gone, and only AM's admin API can tell",
+            );
+        }
+        let iat = self.upstream_iat(u.iat.as_ref(), flavour, base_url.as_ref(), am_urls.as_ref());
         Some(UpstreamConfig {
             iat,
             flavour,
@@ -95,9 +106,10 @@ impl Validator<'_> {
         flavour: Flavour,
         base: Option<&Url>,
         registration_endpoint: Option<&Url>,
+        am_urls: Option<&forgerock_am::AmUrls>,
     ) -> Option<UpstreamAdminConfig> {
         if flavour == Flavour::ForgeRockAm {
-            return self.upstream_am_admin(a, base, registration_endpoint);
+            return self.upstream_am_admin(a, base, am_urls);
         }
         let token_endpoint = self.relative_url(
             "upstream.admin.token_endpoint",
@@ -149,7 +161,7 @@ impl Validator<'_> {
         &mut self,
         a: &RawUpstreamAdmin,
         base: Option<&Url>,
-        registration_endpoint: Option<&Url>,
+        am_urls: Option<&forgerock_am::AmUrls>,
     ) -> Option<UpstreamAdminConfig> {
         if a.client_id.trim().is_empty() {
             self.problem("upstream.admin.username", "must not be empty");
@@ -166,19 +178,17 @@ impl Validator<'_> {
                 format!("`{header}` is not a header name (AM's cookie name, default iPlanetDirectoryPro)"),
             );
         }
-        let urls = forgerock_am::am_urls(registration_endpoint?)
-            .map_err(|e| self.problem("upstream.registration_endpoint", e))
-            .ok()?;
+        let urls = am_urls?;
         let authenticate = match &a.token_endpoint {
             Some(p) => self.relative_url("upstream.admin.authenticate_endpoint", base, p)?,
-            None => urls.authenticate,
+            None => urls.authenticate.clone(),
         };
         Some(UpstreamAdminConfig {
             token_endpoint: authenticate,
             client_id: a.client_id.trim().to_string(),
             client_secret: password?,
             scope: None,
-            api_base: Some(urls.agents),
+            api_base: Some(urls.agents.clone()),
             session_header: Some(header.to_string()),
         })
     }
@@ -189,7 +199,7 @@ impl Validator<'_> {
         i: Option<&RawUpstreamIat>,
         flavour: Flavour,
         base: Option<&Url>,
-        registration_endpoint: Option<&Url>,
+        am_urls: Option<&forgerock_am::AmUrls>,
     ) -> Option<ClientCredentialsConfig> {
         let Some(i) = i else {
             if flavour == Flavour::ForgeRockAm {
@@ -216,13 +226,7 @@ impl Validator<'_> {
         let secret = self.secret("upstream.iat.client_secret_env", &i.client_secret_env);
         let token_endpoint = match &i.token_endpoint {
             Some(p) => self.relative_url("upstream.iat.token_endpoint", base, p),
-            None => match forgerock_am::am_urls(registration_endpoint?) {
-                Ok(u) => Some(u.token),
-                Err(e) => {
-                    self.problem("upstream.registration_endpoint", e);
-                    None
-                }
-            },
+            None => am_urls.map(|u| u.token.clone()),
         };
         let scope = i.scope.trim();
         Some(ClientCredentialsConfig {

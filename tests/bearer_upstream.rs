@@ -28,7 +28,8 @@ fn validator(w: &World, require_certificate_binding: bool) -> BearerValidator {
         // Keycloak lets a client revoke only its own tokens: the proxy is given no revocation endpoint there.
         revocation_endpoint: match w.flavour() {
             Flavour::Rfc7591 => Some(url(&w.upstream.paths.revocation)),
-            Flavour::Keycloak => None,
+            // AM: revoking another client's token is not shown to work (assumed refused, as the stand-in does).
+            Flavour::Keycloak | Flavour::ForgeRockAm => None,
         },
         required_scope: Some("cdr:registration".into()),
         require_certificate_binding,
@@ -154,6 +155,16 @@ async fn introspects_and_revokes_real_upstream_tokens() {
             .await;
             assert_eq!(resp.status, 400, "{}", resp.text());
             assert_eq!(resp.json()["error_description"], "Unmatching clients");
+            assert!(v.authorize(Some(&header), &client_id, None).await.is_ok());
+        }
+        Flavour::ForgeRockAm => {
+            // Nothing to revoke with (see `validator`): the token stays good.
+            assert!(
+                w.upstream
+                    .requests(&w.upstream.paths.revocation)
+                    .await
+                    .is_empty()
+            );
             assert!(v.authorize(Some(&header), &client_id, None).await.is_ok());
         }
     }

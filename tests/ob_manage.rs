@@ -225,7 +225,8 @@ async fn bad_tokens_get_401_with_a_challenge_and_wrong_scope_403() {
             "invalid_token",
             "the revoked token on its own client",
         ),
-        Flavour::Keycloak => {
+        // AM: revoking another client's token is not shown to work, so the proxy is given no revocation endpoint.
+        Flavour::Keycloak | Flavour::ForgeRockAm => {
             assert_eq!(resp.status, 200, "not revoked: {}", resp.text());
             assert!(
                 w.upstream
@@ -266,7 +267,9 @@ async fn bad_tokens_get_401_with_a_challenge_and_wrong_scope_403() {
             "invalid_token",
             "revoked after use on an unknown client id",
         ),
-        Flavour::Keycloak => assert_eq!(resp.status, 200, "{}", resp.text()),
+        Flavour::Keycloak | Flavour::ForgeRockAm => {
+            assert_eq!(resp.status, 200, "{}", resp.text())
+        }
     }
 
     // No client certificate at all.
@@ -369,7 +372,13 @@ async fn a_client_deleted_at_the_upstream_behind_our_back_answers_401_and_is_mar
         "",
     )
     .await;
-    assert_eq!(resp.status, 204);
+    // AM answers 200 (secure-api-gateway-ob-uk ManageApiClientFilter: "AM … returns a 200").
+    let deleted = if w.flavour() == Flavour::ForgeRockAm {
+        200
+    } else {
+        204
+    };
+    assert_eq!(resp.status, deleted, "{}", resp.text());
 
     let resp = w
         .manage(&tpp.client, "GET", &client_id, Some(&at), "")

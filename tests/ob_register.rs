@@ -558,6 +558,7 @@ async fn check_config_accepts_the_world_config_and_names_bad_keys() {
         (support::world::IAT_ENV, "x"),
         (support::world::INTROSPECTION_ENV, "y"),
         (support::world::ADMIN_ENV, "z"),
+        (support::world::IAT_CLIENT_ENV, "w"),
     ];
     let (code, out) = support::proxy::check_config(&w.proxy.config_path, &env);
     assert_eq!(code, 0, "{out}");
@@ -581,6 +582,8 @@ async fn check_config_accepts_the_world_config_and_names_bad_keys() {
     let creates_with = match w.flavour() {
         Flavour::Rfc7591 => "upstream.initial_access_token_env",
         Flavour::Keycloak => "upstream.admin.client_secret_env",
+        // AM mints its initial access tokens with the [upstream.iat] client.
+        Flavour::ForgeRockAm => "upstream.iat.client_secret_env",
     };
     assert!(out.contains(creates_with), "{out}");
     assert!(

@@ -8,6 +8,8 @@ mod raw;
 mod read;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_forgerock_am;
 mod validate;
 
 use std::fmt;

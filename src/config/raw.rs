@@ -149,12 +149,16 @@ pub(super) struct RawUpstream {
     pub settle_timeout: String,
     pub ca_bundle: Option<String>,
     pub admin: Option<RawUpstreamAdmin>,
+    pub iat: Option<RawUpstreamIat>,
 }
 
 impl RawUpstream {
     fn read(mut t: Table<'_, '_>) -> Self {
+        let flavour: String = t.or("flavour", "rfc7591");
+        // AM's administrator is a user with a password, not an OAuth client: its keys differ.
+        let am = flavour == "forgerock-am";
         let raw = RawUpstream {
-            flavour: t.or("flavour", "rfc7591"),
+            flavour,
             base_url: t.req("base_url"),
             registration_endpoint: t.req("registration_endpoint"),
             // Secrets come from variables named DCR_<SECTION>_<KEY> unless a `*_env` key names another.
@@ -166,29 +170,69 @@ impl RawUpstream {
             timeout: t.or("timeout", "10s"),
             settle_timeout: t.or("settle_timeout", "60s"),
             ca_bundle: t.opt("ca_bundle"),
-            admin: t.table("admin").map(RawUpstreamAdmin::read),
+            admin: t.table("admin").map(|a| RawUpstreamAdmin::read(a, am)),
+            iat: t.table("iat").map(RawUpstreamIat::read),
         };
         t.finish();
         raw
     }
 }
 
+/// `[upstream.admin]`: an OAuth client (`token_endpoint`, `client_id`, `client_secret_env`, `scope`, Keycloak's
+/// `realm`), or with `flavour = "forgerock-am"` an AM administrator (`username`, `password_env`,
+/// `authenticate_endpoint`, `session_header`), held in the same fields.
 pub(super) struct RawUpstreamAdmin {
-    pub token_endpoint: String,
+    pub token_endpoint: Option<String>,
     pub client_id: String,
     pub client_secret_env: String,
     pub scope: Option<String>,
     pub realm: Option<String>,
+    /// AM only; None for an OAuth client.
+    pub session_header: Option<String>,
 }
 
 impl RawUpstreamAdmin {
+    fn read(mut t: Table<'_, '_>, am: bool) -> Self {
+        let raw = if am {
+            RawUpstreamAdmin {
+                token_endpoint: t.opt("authenticate_endpoint"),
+                client_id: t.req("username"),
+                client_secret_env: t.or("password_env", "DCR_UPSTREAM_ADMIN_PASSWORD"),
+                scope: None,
+                realm: None,
+                session_header: Some(t.or("session_header", "iPlanetDirectoryPro")),
+            }
+        } else {
+            RawUpstreamAdmin {
+                token_endpoint: Some(t.req("token_endpoint")),
+                client_id: t.req("client_id"),
+                client_secret_env: t.or("client_secret_env", "DCR_UPSTREAM_ADMIN_CLIENT_SECRET"),
+                scope: t.opt("scope"),
+                realm: t.opt("realm"),
+                session_header: None,
+            }
+        };
+        t.finish();
+        raw
+    }
+}
+
+/// `[upstream.iat]`: the static client whose client_credentials tokens are the initial access tokens.
+pub(super) struct RawUpstreamIat {
+    /// Default (AM): the realm's `access_token` endpoint beside the registration endpoint.
+    pub token_endpoint: Option<String>,
+    pub client_id: String,
+    pub client_secret_env: String,
+    pub scope: String,
+}
+
+impl RawUpstreamIat {
     fn read(mut t: Table<'_, '_>) -> Self {
-        let raw = RawUpstreamAdmin {
-            token_endpoint: t.req("token_endpoint"),
+        let raw = RawUpstreamIat {
+            token_endpoint: t.opt("token_endpoint"),
             client_id: t.req("client_id"),
-            client_secret_env: t.or("client_secret_env", "DCR_UPSTREAM_ADMIN_CLIENT_SECRET"),
-            scope: t.opt("scope"),
-            realm: t.opt("realm"),
+            client_secret_env: t.or("client_secret_env", "DCR_UPSTREAM_IAT_CLIENT_SECRET"),
+            scope: t.or("scope", "dynamic_client_registration"),
         };
         t.finish();
         raw
@@ -408,7 +452,7 @@ impl RawManagement {
 }
 
 pub(super) struct RawForward {
-    pub cert_header: String,
+    pub cert_header: Option<String>,
     /// Defaults depend on `cert_header`, so they are chosen in validation.
     pub cert_header_name: Option<String>,
     pub cert_chain_header_name: Option<String>,
@@ -427,7 +471,8 @@ pub(super) struct RawForward {
 impl RawForward {
     fn read(mut t: Table<'_, '_>) -> Self {
         let raw = RawForward {
-            cert_header: t.or("cert_header", "rfc9440"),
+            // Default per upstream.flavour (AM: nginx), chosen in validation.
+            cert_header: t.opt("cert_header"),
             cert_header_name: t.opt("cert_header_name"),
             cert_chain_header_name: t.opt("cert_chain_header_name"),
             cert_verify_header_name: t.opt("cert_verify_header_name"),

@@ -132,16 +132,13 @@ impl Registrar {
                 StatusCode::OK,
                 &answer(rec, &rec.metadata, &rec.software_statement),
             )),
-            Err(UpstreamError::TokenRefused(_)) => {
-                if self.confirm_refused_token(rec).await? {
-                    Ok(json_response(
-                        StatusCode::OK,
-                        &answer(rec, &rec.metadata, &rec.software_statement),
-                    ))
-                } else {
-                    Err(self.unknown_client())
-                }
-            }
+            Err(UpstreamError::TokenRefused(_)) => match self.confirm_refused_token(rec).await? {
+                Confirmed::Reissued | Confirmed::AliveWithoutToken => Ok(json_response(
+                    StatusCode::OK,
+                    &answer(rec, &rec.metadata, &rec.software_statement),
+                )),
+                Confirmed::Gone => Err(self.unknown_client()),
+            },
             Err(UpstreamError::Gone(_)) => {
                 tracing::warn!(
                     client_id,
@@ -274,10 +271,13 @@ impl Registrar {
                     .cancel_change(&client_id)
                     .await
                     .map_err(store_error)?;
-                return Err(if self.confirm_refused_token(&rec).await? {
-                    ProxyError::Busy
-                } else {
-                    self.unknown_client()
+                return Err(match self.confirm_refused_token(&rec).await? {
+                    Confirmed::Reissued => ProxyError::Busy,
+                    // AM: the client lives but nobody holds a token that may change it any more.
+                    Confirmed::AliveWithoutToken => ProxyError::UpstreamUnavailable(
+                        "the bank's authorisation server no longer accepts this client's registration access token (it may have expired with the initial access token it was issued as), so the update cannot be made; the registration itself is unchanged".into(),
+                    ),
+                    Confirmed::Gone => self.unknown_client(),
                 });
             }
             Err(UpstreamError::Gone(_)) => {
@@ -392,18 +392,38 @@ impl Registrar {
     }
 
     /// The upstream refused the record's registration token without saying whether the client still exists
-    /// (Keycloak). With the administrator's credential a new token is minted and stored (true: the client
-    /// lives and the record works again); when the client is gone, or nobody can tell, the record is marked
-    /// gone (false).
-    async fn confirm_refused_token(&self, rec: &Registration) -> Result<bool, ProxyError> {
+    /// (Keycloak, AM). With Keycloak's administrator a new token is minted and stored (the record works again);
+    /// AM's administrator can only say whether the client lives (AM issues no new registration tokens); when
+    /// the client is gone, or nobody can tell, the record is marked gone.
+    async fn confirm_refused_token(&self, rec: &Registration) -> Result<Confirmed, ProxyError> {
         let client_id = rec.client_id.as_deref().unwrap_or_default();
+        if self.upstream.confirms_clients_only() {
+            if self
+                .upstream
+                .admin_has_client(client_id)
+                .await
+                .map_err(upstream_error)?
+            {
+                tracing::warn!(
+                    client_id,
+                    "the upstream refused the stored registration token but still has the client (AM: the token may have expired with the initial access token it was issued as)"
+                );
+                return Ok(Confirmed::AliveWithoutToken);
+            }
+            tracing::warn!(
+                client_id,
+                "client deleted at the upstream behind our back; marking the record gone"
+            );
+            self.store.mark_gone(client_id).await.map_err(store_error)?;
+            return Ok(Confirmed::Gone);
+        }
         if !self.upstream.can_mint_tokens() {
             tracing::warn!(
                 client_id,
                 "the upstream refused the stored registration token; without [upstream.admin] a stale token cannot be told from a deleted client, so the record is marked gone"
             );
             self.store.mark_gone(client_id).await.map_err(store_error)?;
-            return Ok(false);
+            return Ok(Confirmed::Gone);
         }
         match self
             .upstream
@@ -417,7 +437,7 @@ impl Registrar {
                     "client deleted at the upstream behind our back; marking the record gone"
                 );
                 self.store.mark_gone(client_id).await.map_err(store_error)?;
-                Ok(false)
+                Ok(Confirmed::Gone)
             }
             Some(new_rat) => {
                 self.store
@@ -442,7 +462,7 @@ impl Registrar {
                     client_id,
                     "the stored registration token was stale; a new one was minted with the admin credential and stored"
                 );
-                Ok(true)
+                Ok(Confirmed::Reissued)
             }
         }
     }
@@ -459,6 +479,16 @@ impl Registrar {
         };
         ProxyError::UnknownClient { error, description }
     }
+}
+
+/// What the administrator found behind a refused registration token.
+enum Confirmed {
+    /// The client lives and the record holds a new token (Keycloak).
+    Reissued,
+    /// The client lives; no new token can be had (AM).
+    AliveWithoutToken,
+    /// The client is gone, or nobody can tell: the record is marked gone.
+    Gone,
 }
 
 /// Stores a rotated registration token however long the store takes to come back (bounded at ten

@@ -105,24 +105,15 @@ async fn settle(
                 Err(UpstreamError::TokenRefused(_)) if upstream.can_mint_tokens() => {
                     heal_lost_rotation(store, upstream, rec, client_id).await
                 }
-                // The token was rotated and the new one lost, or the client was deleted. With the admin
-                // credential the client is removed first, so no upstream client outlives its record; the TPP
-                // registers again.
+                // The token was rotated and the new one lost, or the client was deleted (AM: or the token
+                // expired with the initial access token it was issued as, and no new one can be had). With the
+                // admin credential the client is removed first, so no upstream client outlives its record; the
+                // TPP registers again.
                 Err(UpstreamError::Gone(_)) if upstream.has_admin() => {
-                    match upstream.admin_delete(client_id).await {
-                        Ok(()) => {
-                            store.mark_gone(client_id).await?;
-                            tracing::warn!(
-                                client_id,
-                                "pending replacement: the stored registration token no longer works; the upstream client was deleted with the admin credential and the record marked gone"
-                            );
-                            Ok(true)
-                        }
-                        Err(e) => {
-                            tracing::warn!(client_id, error = %e, "pending replacement: admin delete failing");
-                            Ok(false)
-                        }
-                    }
+                    admin_remove(store, upstream, client_id).await
+                }
+                Err(UpstreamError::TokenRefused(_)) if upstream.confirms_clients_only() => {
+                    admin_remove(store, upstream, client_id).await
                 }
                 Err(UpstreamError::Gone(_) | UpstreamError::TokenRefused(_)) => {
                     store.mark_gone(client_id).await?;
@@ -306,4 +297,27 @@ async fn heal_lost_rotation(
         }
     }
     Ok(true)
+}
+
+/// A pending replacement whose stored token no longer works: the client is deleted with the administrator's
+/// credential (404 counts as done) and the record marked gone, so no upstream client outlives its record.
+async fn admin_remove(
+    store: &dyn RegistrationStore,
+    upstream: &Upstream,
+    client_id: &str,
+) -> Result<bool, StoreError> {
+    match upstream.admin_delete(client_id).await {
+        Ok(()) => {
+            store.mark_gone(client_id).await?;
+            tracing::warn!(
+                client_id,
+                "pending replacement: the stored registration token no longer works; the upstream client was deleted with the admin credential and the record marked gone"
+            );
+            Ok(true)
+        }
+        Err(e) => {
+            tracing::warn!(client_id, error = %e, "pending replacement: admin delete failing");
+            Ok(false)
+        }
+    }
 }

@@ -1,9 +1,11 @@
 //! The RFC 7591/7592 client to the IdP: create, read, replace and delete clients, and how we authenticate there.
 //! What differs between IdPs is data in `flavour`; Keycloak's Admin REST calls for crash recovery are in
-//! `keycloak`.
+//! `keycloak`, AM's endpoints and administrator session in `forgerock_am`, cached credentials in `tokens`.
 
 pub mod flavour;
+pub mod forgerock_am;
 pub mod keycloak;
+mod tokens;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -19,6 +21,8 @@ use crate::outbound::{HttpClient, OutboundError, redact_url};
 use crate::secret::Secret;
 pub use flavour::Flavour;
 use flavour::{AdminApi, ClientUri, CreateCredential, Refused401};
+pub use tokens::ClientCredentialsConfig;
+use tokens::TokenCache;
 
 /// `[upstream]`: where the IdP's registration API is and how the proxy authenticates there.
 #[derive(Clone)]
@@ -37,20 +41,26 @@ pub struct UpstreamConfig {
     pub ca_bundle: Option<PathBuf>,
     /// Crash recovery through an administrator's credential; None keeps plain RFC 7591/7592.
     pub admin: Option<UpstreamAdminConfig>,
+    /// `[upstream.iat]`: the client whose client_credentials tokens are the initial access tokens (AM).
+    pub iat: Option<ClientCredentialsConfig>,
 }
 
 /// `[upstream.admin]`: a client_credentials token of an administrator client (Keycloak: a service account
 /// with realm-management manage-clients) for crash recovery. With a plain RFC 7591 server the proxy names each
 /// client_id before the upstream creates the client, and deletes clients whose registration access token it
-/// never learnt (or lost); with Keycloak it finds such clients through Admin REST and mints new tokens.
+/// never learnt (or lost); with Keycloak it finds such clients through Admin REST and mints new tokens. With AM
+/// it is an administrator user: `token_endpoint` is AM's authenticate endpoint, `client_id` and
+/// `client_secret` the user name and password, and the SSO token goes in `session_header`.
 #[derive(Clone)]
 pub struct UpstreamAdminConfig {
     pub token_endpoint: Url,
     pub client_id: String,
     pub client_secret: Secret,
     pub scope: Option<String>,
-    /// Keycloak: the realm's Admin REST base, `…/admin/realms/{realm}/`.
+    /// Keycloak: the realm's Admin REST base, `…/admin/realms/{realm}/`; AM: its OAuth2Client agents collection.
     pub api_base: Option<Url>,
+    /// AM: the header the SSO token is sent in (its cookie name); None: a client_credentials Bearer.
+    pub session_header: Option<String>,
 }
 
 impl fmt::Debug for UpstreamAdminConfig {
@@ -61,6 +71,7 @@ impl fmt::Debug for UpstreamAdminConfig {
             .field("client_secret", &self.client_secret)
             .field("scope", &self.scope)
             .field("api_base", &self.api_base.as_ref().map(Url::as_str))
+            .field("session_header", &self.session_header)
             .finish()
     }
 }
@@ -77,12 +88,13 @@ impl fmt::Debug for UpstreamConfig {
             .field("initial_access_token_env", &self.initial_access_token_env)
             .field("initial_access_token", &self.initial_access_token)
             .field("admin", &self.admin)
+            .field("iat", &self.iat)
             .finish_non_exhaustive()
     }
 }
 
 /// Upstream answers are small JSON documents; anything bigger is not a registration response.
-const MAX_UPSTREAM_BODY: usize = 256 * 1024;
+pub(super) const MAX_UPSTREAM_BODY: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -122,6 +134,8 @@ pub struct Upstream {
     http: HttpClient,
     registration_endpoint: Url,
     initial_access_token: Secret,
+    /// `[upstream.iat]` and its cached token: initial access tokens minted on demand.
+    iat: Option<(ClientCredentialsConfig, TokenCache)>,
     /// Crash recovery with an administrator's token; None when `[upstream.admin]` is not configured.
     admin: Option<Admin>,
     /// What a caller waits for an answer. A create or replace still in flight then is not abandoned:
@@ -149,9 +163,10 @@ impl Upstream {
             registration_endpoint: cfg.registration_endpoint.clone(),
             initial_access_token: cfg.initial_access_token.clone(),
             timeout: cfg.timeout,
+            iat: cfg.iat.clone().map(|c| (c, TokenCache::default())),
             admin: cfg.admin.clone().map(|cfg| Admin {
                 cfg,
-                token: tokio::sync::Mutex::new(None),
+                token: TokenCache::default(),
             }),
         })
     }
@@ -175,6 +190,12 @@ impl Upstream {
         self.can_mint_tokens()
     }
 
+    /// Whether a refused registration token is checked with the administrator without a new one being minted
+    /// (AM: its agents API shows the client, but issues no registration access tokens).
+    pub fn confirms_clients_only(&self) -> bool {
+        self.admin.is_some() && self.flavour.admin_api() == AdminApi::AmRealmConfig
+    }
+
     /// A new client_id to name in a create, or None when the upstream chooses it. Written to the pending
     /// record before the upstream is called, so a crash after the upstream acted still leaves its name.
     pub fn assign_client_id(&self) -> Option<String> {
@@ -184,13 +205,38 @@ impl Upstream {
     }
 
     /// The RFC 7592 URI of `client_id`: the registration endpoint with the id as one more path segment, which
-    /// is where Keycloak and oidc-provider put it.
+    /// is where Keycloak and oidc-provider put it, or as the `client_id` query parameter (AM).
     pub fn client_uri_of(&self, client_id: &str) -> Url {
         let mut url = self.registration_endpoint.clone();
+        if self.flavour.client_uri() == ClientUri::BuiltQuery {
+            url.query_pairs_mut()
+                .clear()
+                .append_pair("client_id", client_id);
+            return url;
+        }
         if let Ok(mut segments) = url.path_segments_mut() {
             segments.pop_if_empty().push(client_id);
         }
         url
+    }
+
+    /// The administrator API's URL for `client_id`, and the headers it needs besides the credential.
+    fn admin_client_url(&self, client_id: &str) -> Result<Url, UpstreamError> {
+        Ok(match self.flavour.admin_api() {
+            AdminApi::Rfc7592 => self.client_uri_of(client_id),
+            AdminApi::KeycloakAdminRest => self.admin_rest()?.client(client_id),
+            AdminApi::AmRealmConfig => {
+                let agents = self
+                    .admin()?
+                    .cfg
+                    .api_base
+                    .as_ref()
+                    .ok_or(UpstreamError::Failed(
+                        "no AM agents API is configured".into(),
+                    ))?;
+                forgerock_am::agent_url(agents, client_id)
+            }
+        })
     }
 
     fn admin(&self) -> Result<&Admin, UpstreamError> {
@@ -227,8 +273,25 @@ impl Upstream {
                 .bounded(admin.token(&self.http))
                 .await
                 .map_err(|e| UpstreamError::Unavailable(format!("[upstream.admin] token: {e}")))?;
-            let auth = format!("Bearer {}", token.expose());
-            let call = self.call(method.clone(), url, &auth, body.clone());
+            let call = async {
+                match &admin.cfg.session_header {
+                    Some(name) => {
+                        let [version, accept] = forgerock_am::agents_headers();
+                        let headers = [
+                            (name.as_str(), token.expose()),
+                            version,
+                            accept,
+                            ("content-type", "application/json"),
+                        ];
+                        self.call_with(method.clone(), url, &headers, body.clone())
+                            .await
+                    }
+                    None => {
+                        let auth = format!("Bearer {}", token.expose());
+                        self.call(method.clone(), url, &auth, body.clone()).await
+                    }
+                }
+            };
             let reply = if bounded {
                 self.bounded(call).await?
             } else {
@@ -237,7 +300,7 @@ impl Upstream {
             if reply.0 != StatusCode::UNAUTHORIZED {
                 return Ok(reply);
             }
-            admin.forget().await;
+            admin.token.forget(&token).await;
             last = Some(reply);
         }
         last.ok_or(UpstreamError::Failed("no answer".into()))
@@ -246,18 +309,17 @@ impl Upstream {
     /// Deletes `client_id` with the administrator's token, for a client whose registration access token we
     /// never learnt or lost. Already absent (404) counts as done; a refused token does not, because then we
     /// know nothing about the client.
+    /// AM's agents API answers 200 with the deleted agent, and 404 when absent (verified: AM 7.2 docs
+    /// "rest-api-oauth2-client-admin-endpoint").
     pub async fn admin_delete(&self, client_id: &str) -> Result<(), UpstreamError> {
-        let url = match self.flavour.admin_api() {
-            AdminApi::Rfc7592 => self.client_uri_of(client_id),
-            AdminApi::KeycloakAdminRest => self.admin_rest()?.client(client_id),
-        };
+        let url = self.admin_client_url(client_id)?;
         let (status, body) = self.admin_call(Method::DELETE, &url, None).await?;
         match status {
             s if s.is_success() => Ok(()),
             StatusCode::NOT_FOUND => Ok(()),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 // Perhaps revoked or expired early: fetch a new one next time.
-                self.admin()?.forget().await;
+                self.admin()?.token.clear().await;
                 Err(rejected(status, &body))
             }
             s if s.is_client_error() => Err(rejected(s, &body)),
@@ -267,10 +329,7 @@ impl Upstream {
 
     /// Whether the upstream still has `client_id`, asked with the administrator's token.
     pub async fn admin_has_client(&self, client_id: &str) -> Result<bool, UpstreamError> {
-        let url = match self.flavour.admin_api() {
-            AdminApi::Rfc7592 => self.client_uri_of(client_id),
-            AdminApi::KeycloakAdminRest => self.admin_rest()?.client(client_id),
-        };
+        let url = self.admin_client_url(client_id)?;
         let (status, body) = self.admin_call(Method::GET, &url, None).await?;
         match status {
             StatusCode::OK => Ok(true),
@@ -335,16 +394,23 @@ impl Upstream {
                 self.admin_call_within(Method::POST, &self.registration_endpoint, body, false)
                     .await?
             }
+            CreateCredential::MintedToken => self.create_with_minted_token(body).await?,
         };
         match reply.0 {
             StatusCode::CREATED | StatusCode::OK => {
                 let mut c = parse_client(&reply.1, None, None)?;
-                if self.flavour.client_uri() == ClientUri::Built {
+                if matches!(
+                    self.flavour.client_uri(),
+                    ClientUri::Built | ClientUri::BuiltQuery
+                ) {
                     c.registration_client_uri = self.client_uri_of(&c.client_id).to_string();
                 }
                 Ok(c)
             }
-            s if s.is_client_error() => Err(rejected(s, &reply.1)),
+            s if s.is_client_error() => {
+                let refusal = rejected(s, &reply.1);
+                self.named_client_exists(metadata, refusal).await
+            }
             s => Err(UpstreamError::Failed(format!("HTTP {}", s.as_u16()))),
         }
     }
@@ -371,6 +437,9 @@ impl Upstream {
             StatusCode::OK => serde_json::from_slice(&body)
                 .map_err(|_| UpstreamError::Failed("answer is not JSON".into())),
             StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => Err(self.refused(status)),
+            s if self.unknown_client_answer(s, &body) => {
+                Err(self.refused(StatusCode::UNAUTHORIZED))
+            }
             s if s.is_client_error() => Err(rejected(s, &body)),
             s => Err(UpstreamError::Failed(format!("HTTP {}", s.as_u16()))),
         }
@@ -424,6 +493,11 @@ impl Upstream {
         let (status, body) = self
             .bounded(self.call(Method::DELETE, &url, &auth, None))
             .await?;
+        let status = if self.unknown_client_answer(status, &body) {
+            StatusCode::UNAUTHORIZED
+        } else {
+            status
+        };
         match status {
             s if s.is_success() => Ok(()),
             StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => match self.refused(status) {
@@ -466,6 +540,21 @@ impl Upstream {
         auth: &str,
         body: Option<Bytes>,
     ) -> Result<(StatusCode, Bytes), UpstreamError> {
+        let headers = [
+            ("authorization", auth),
+            ("content-type", "application/json"),
+            ("accept", "application/json"),
+        ];
+        self.call_with(method, url, &headers, body).await
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: &[(&str, &str)],
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes), UpstreamError> {
         let operation = match method {
             Method::POST => "create",
             Method::GET => "read",
@@ -475,17 +564,7 @@ impl Upstream {
         let started = std::time::Instant::now();
         let reply = self
             .http
-            .send(
-                method,
-                url,
-                &[
-                    ("authorization", auth),
-                    ("content-type", "application/json"),
-                    ("accept", "application/json"),
-                ],
-                body,
-                MAX_UPSTREAM_BODY,
-            )
+            .send(method, url, headers, body, MAX_UPSTREAM_BODY)
             .await
             .map_err(outbound_error);
         crate::metrics::METRICS.observe_upstream(operation, started.elapsed());
@@ -494,75 +573,43 @@ impl Upstream {
     }
 }
 
-/// The administrator client and its cached client_credentials token.
+/// The administrator and its cached credential.
 struct Admin {
     cfg: UpstreamAdminConfig,
-    /// The token and when to stop using it. A mutex, not a cache: recovery is rare and one fetch at a time is
-    /// what we want.
-    token: tokio::sync::Mutex<Option<(Secret, std::time::Instant)>>,
+    token: TokenCache,
 }
-
-/// Tokens are renewed this long before the IdP says they expire.
-const ADMIN_TOKEN_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Admin {
     async fn token(&self, http: &HttpClient) -> Result<Secret, UpstreamError> {
-        let mut slot = self.token.lock().await;
-        if let Some((token, until)) = slot.as_ref()
-            && std::time::Instant::now() < *until
-        {
-            return Ok(token.clone());
-        }
-        let form = {
-            let mut form = url::form_urlencoded::Serializer::new(String::new());
-            form.append_pair("grant_type", "client_credentials");
-            if let Some(scope) = &self.cfg.scope {
-                form.append_pair("scope", scope);
-            }
-            form.finish()
-        };
-        let reply = http
-            .post_form(
-                &self.cfg.token_endpoint,
-                &self.cfg.client_id,
-                &self.cfg.client_secret,
-                Bytes::from(form),
-                MAX_UPSTREAM_BODY,
-            )
+        let cfg = &self.cfg;
+        self.token
+            .get(|| async move {
+                match &cfg.session_header {
+                    Some(_) => {
+                        forgerock_am::login(
+                            http,
+                            &cfg.token_endpoint,
+                            &cfg.client_id,
+                            &cfg.client_secret,
+                        )
+                        .await
+                    }
+                    None => {
+                        let cc = ClientCredentialsConfig {
+                            token_endpoint: cfg.token_endpoint.clone(),
+                            client_id: cfg.client_id.clone(),
+                            client_secret: cfg.client_secret.clone(),
+                            scope: cfg.scope.clone(),
+                        };
+                        tokens::client_credentials(http, &cc, "[upstream.admin]").await
+                    }
+                }
+            })
             .await
-            .map_err(outbound_error)?;
-        if !reply.status.is_success() {
-            let e = rejected(reply.status, &reply.body);
-            return Err(UpstreamError::Failed(format!(
-                "the token endpoint refused the [upstream.admin] client: {e}"
-            )));
-        }
-        let v: Value = serde_json::from_slice(&reply.body)
-            .map_err(|_| UpstreamError::Failed("token answer is not JSON".into()))?;
-        let token = v
-            .get("access_token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .map(|t| Secret::new(t.to_string()))
-            .ok_or(UpstreamError::Failed(
-                "token answer has no access_token".into(),
-            ))?;
-        let lifetime = v
-            .get("expires_in")
-            .and_then(Value::as_u64)
-            .map(std::time::Duration::from_secs)
-            .unwrap_or(std::time::Duration::from_secs(60));
-        let until = std::time::Instant::now() + lifetime.saturating_sub(ADMIN_TOKEN_MARGIN);
-        *slot = Some((token.clone(), until));
-        Ok(token)
-    }
-
-    async fn forget(&self) {
-        *self.token.lock().await = None;
     }
 }
 
-fn outbound_error(e: OutboundError) -> UpstreamError {
+pub(super) fn outbound_error(e: OutboundError) -> UpstreamError {
     match e {
         OutboundError::Timeout(_) => UpstreamError::Timeout,
         OutboundError::Connect(m) => UpstreamError::Unavailable(m),
@@ -601,7 +648,7 @@ fn parse_client(
 }
 
 /// The upstream's words, made safe to show a TPP: only its error code and description, printable and short.
-fn rejected(status: StatusCode, body: &[u8]) -> UpstreamError {
+pub(super) fn rejected(status: StatusCode, body: &[u8]) -> UpstreamError {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let code = v.get("error").and_then(Value::as_str).unwrap_or("rejected");
     let desc = v

@@ -1,6 +1,6 @@
 //! Runs the real OAuth upstream (oidc-provider, `tests/upstream/server.mjs`) as a child process for one test, with
-//! fresh secrets, and wraps its test-only routes. `Flavour::Keycloak` runs its Keycloak stand-in instead, whose
-//! paths, issuer and admin API come from its `listening` line.
+//! fresh secrets, and wraps its test-only routes. `Flavour::Keycloak` and `Flavour::ForgeRockAm` run its Keycloak
+//! or AM stand-in instead, whose paths, issuer and admin API come from its `listening` line.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -49,15 +49,18 @@ pub enum Flavour {
     Rfc7591,
     /// The Keycloak stand-in (`UPSTREAM_FLAVOUR=keycloak`).
     Keycloak,
+    /// The ForgeRock / Ping AM stand-in (`UPSTREAM_FLAVOUR=forgerock-am`).
+    ForgeRockAm,
 }
 
 impl Flavour {
-    /// `DCR_TEST_UPSTREAM=keycloak|rfc7591` (default rfc7591): the suites run against either.
+    /// `DCR_TEST_UPSTREAM=keycloak|forgerock-am|rfc7591` (default rfc7591): the suites run against each.
     pub fn from_env() -> Self {
         match std::env::var("DCR_TEST_UPSTREAM").as_deref() {
             Ok("keycloak") => Flavour::Keycloak,
+            Ok("forgerock-am") => Flavour::ForgeRockAm,
             Ok("rfc7591") | Ok("") | Err(_) => Flavour::Rfc7591,
-            Ok(other) => panic!("DCR_TEST_UPSTREAM={other}: use keycloak or rfc7591"),
+            Ok(other) => panic!("DCR_TEST_UPSTREAM={other}: use keycloak, forgerock-am or rfc7591"),
         }
     }
 
@@ -66,6 +69,7 @@ impl Flavour {
         match self {
             Flavour::Rfc7591 => "rfc7591",
             Flavour::Keycloak => "keycloak",
+            Flavour::ForgeRockAm => "forgerock-am",
         }
     }
 
@@ -73,7 +77,21 @@ impl Flavour {
         match self {
             Flavour::Rfc7591 => "oidc-provider",
             Flavour::Keycloak => "keycloak",
+            Flavour::ForgeRockAm => "forgerock-am",
         }
+    }
+
+    /// The certificate header the upstream reads: AM only a URL-encoded PEM (the stand-in refuses the others).
+    pub fn cert_header(self) -> CertHeader {
+        match self {
+            Flavour::ForgeRockAm => CertHeader::Nginx,
+            _ => CertHeader::Rfc9440,
+        }
+    }
+
+    /// Whether a deployment of this IdP runs with `[upstream.admin]` (recovery needs it with Keycloak and AM).
+    pub fn has_admin(self) -> bool {
+        self != Flavour::Rfc7591
     }
 }
 
@@ -86,8 +104,10 @@ pub struct Paths {
     pub introspection: String,
     pub revocation: String,
     pub jwks: String,
-    /// Keycloak's Admin REST clients collection.
+    /// Keycloak's Admin REST clients collection; AM's OAuth2Client agents collection.
     pub admin_clients: Option<String>,
+    /// AM's administrator login.
+    pub admin_authenticate: Option<String>,
 }
 
 impl Paths {
@@ -100,6 +120,7 @@ impl Paths {
             revocation: "/token/revocation".into(),
             jwks: "/jwks".into(),
             admin_clients: None,
+            admin_authenticate: None,
         }
     }
 }
@@ -125,6 +146,17 @@ impl UpstreamOptions {
     fn flavour_env(&self) -> Vec<(String, String)> {
         let mut env = match self.flavour {
             Flavour::Rfc7591 => Vec::new(),
+            // The realm's "Client Registration Scope Allowlist" as deploy/README.md recommends: CDR asks for
+            // `profile` too.
+            Flavour::ForgeRockAm => vec![(
+                "AM_SCOPE_ALLOWLIST".into(),
+                KEYCLOAK_ALLOWED_SCOPES
+                    .iter()
+                    .chain(&["eventpolling"])
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )],
             Flavour::Keycloak => vec![
                 (
                     "KEYCLOAK_INTROSPECTION_AUDIENCE_CHECK".into(),
@@ -144,7 +176,8 @@ impl UpstreamOptions {
     }
 }
 
-/// The "Allowed Client Scopes" registration policy of the test realm (and of deploy/keycloak's realm).
+/// The "Allowed Client Scopes" registration policy of the test realm (and of deploy/keycloak's realm); with
+/// `eventpolling`, AM's "Client Registration Scope Allowlist".
 pub const KEYCLOAK_ALLOWED_SCOPES: &[&str] = &[
     "openid",
     "profile",
@@ -175,9 +208,15 @@ pub struct Upstream {
     pub initial_access_token: String,
     pub introspection_client_id: String,
     pub introspection_secret: String,
-    /// The client whose client_credentials tokens may read and delete any client (`[upstream.admin]`).
+    /// The client whose client_credentials tokens may read and delete any client (`[upstream.admin]`); with AM
+    /// the administrator's user name and password.
     pub admin_client_id: String,
     pub admin_secret: String,
+    /// AM: the static client whose client_credentials tokens are initial access tokens (`[upstream.iat]`).
+    pub iat_client_id: String,
+    pub iat_secret: String,
+    /// The header the upstream reads a client certificate from.
+    pub cert_header: CertHeader,
     stderr: Arc<Mutex<String>>,
     _child: Child,
 }
@@ -202,8 +241,13 @@ impl Upstream {
             .unwrap_or_else(|| format!("dcr-proxy-{}", &random_secret()[..8]));
         let introspection_secret = random_secret();
         // Fixed, as in ./proxy.toml (the demo uses it); its secret is random per run.
-        let admin_client_id = "dcr-proxy-admin".to_string();
+        let admin_client_id = match options.flavour {
+            Flavour::ForgeRockAm => "amadmin".to_string(),
+            _ => "dcr-proxy-admin".to_string(),
+        };
         let admin_secret = random_secret();
+        let iat_client_id = "dcr-proxy-iat".to_string();
+        let iat_secret = random_secret();
         let verbose = std::env::var_os("DCR_TEST_VERBOSE").is_some();
 
         let node = std::env::var_os("NODE").unwrap_or_else(|| "node".into());
@@ -221,6 +265,10 @@ impl Upstream {
             .env("INTROSPECTION_CLIENT_SECRET", &introspection_secret)
             .env("ADMIN_CLIENT_ID", &admin_client_id)
             .env("ADMIN_CLIENT_SECRET", &admin_secret)
+            .env("AM_ADMIN_USER", &admin_client_id)
+            .env("AM_ADMIN_PASSWORD", &admin_secret)
+            .env("IAT_CLIENT_ID", &iat_client_id)
+            .env("IAT_CLIENT_SECRET", &iat_secret)
             .env("CLIENT_CERT_HEADER", options.cert_header.as_str())
             .env("NODE_EXTRA_CA_CERTS", &options.ca_pem_path)
             .stdin(Stdio::null())
@@ -287,7 +335,7 @@ impl Upstream {
         let text = |k: &str| event[k].as_str().map(str::to_owned);
         let paths = match options.flavour {
             Flavour::Rfc7591 => Paths::rfc7591(),
-            Flavour::Keycloak => {
+            Flavour::Keycloak | Flavour::ForgeRockAm => {
                 let path = |k: &str| {
                     text(k).unwrap_or_else(|| panic!("the listening line has no {k}: {event}"))
                 };
@@ -299,6 +347,7 @@ impl Upstream {
                     revocation: path("revocation_path"),
                     jwks: path("jwks_path"),
                     admin_clients: Some(path("admin_clients_path")),
+                    admin_authenticate: text("admin_authenticate_path"),
                 }
             }
         };
@@ -314,8 +363,121 @@ impl Upstream {
             introspection_secret,
             admin_client_id,
             admin_secret,
+            iat_client_id,
+            iat_secret,
+            cert_header: options.cert_header,
             stderr,
             _child: child,
+        }
+    }
+
+    /// The `[upstream]` lines this flavour needs besides the common ones: AM's `[upstream.iat]`, and
+    /// `[upstream.admin]` when `admin` (secrets from `iat_env` and `admin_env`).
+    pub fn upstream_toml(&self, admin: bool, iat_env: &str, admin_env: &str) -> String {
+        match self.flavour {
+            Flavour::ForgeRockAm => {
+                let mut t = format!(
+                    "[upstream.iat]\nclient_id = \"{}\"\nclient_secret_env = \"{iat_env}\"\n",
+                    self.iat_client_id
+                );
+                if admin {
+                    t.push_str(&format!(
+                        "[upstream.admin]\nusername = \"{}\"\npassword_env = \"{admin_env}\"\n",
+                        self.admin_client_id
+                    ));
+                }
+                t
+            }
+            _ if admin => format!(
+                "[upstream.admin]\ntoken_endpoint = \"{}\"\nclient_id = \"{}\"\nclient_secret_env = \"{admin_env}\"",
+                self.paths.token, self.admin_client_id
+            ),
+            _ => String::new(),
+        }
+    }
+
+    /// AM: an administrator's SSO token from the stand-in's authenticate endpoint.
+    pub async fn am_session(&self) -> String {
+        let path = self
+            .paths
+            .admin_authenticate
+            .as_deref()
+            .expect("AM authenticate");
+        let resp = http_request(
+            "POST",
+            &self.url(path),
+            &[
+                ("x-openam-username", &self.admin_client_id),
+                ("x-openam-password", &self.admin_secret),
+                ("content-type", "application/json"),
+            ],
+            "{}",
+        )
+        .await;
+        assert_eq!(resp.status, 200, "AM authenticate: {}", resp.text());
+        resp.json()["tokenId"].as_str().expect("tokenId").to_owned()
+    }
+
+    /// AM: `GET|DELETE …/realm-config/agents/OAuth2Client/{id}` as the administrator (None when 404).
+    pub async fn am_agent(&self, method: &str, client_id: &str) -> Option<Value> {
+        let path = self.paths.admin_clients.as_deref().expect("AM agents");
+        let resp = http_request(
+            method,
+            &self.url(&format!("{path}/{client_id}")),
+            &[
+                ("iplanetdirectorypro", &self.am_session().await),
+                ("accept-api-version", "protocol=2.0,resource=1.0"),
+            ],
+            "",
+        )
+        .await;
+        match resp.status {
+            200 => Some(resp.json()),
+            404 => None,
+            s => panic!("AM agent {method} {client_id}: {s} {}", resp.text()),
+        }
+    }
+
+    /// AM: an initial access token as the proxy would mint it (client_credentials on the IAT client).
+    pub async fn am_iat(&self) -> String {
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", self.iat_client_id, self.iat_secret));
+        let resp = http_request(
+            "POST",
+            &self.token_url(),
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("authorization", &format!("Basic {basic}")),
+            ],
+            "grant_type=client_credentials&scope=dynamic_client_registration",
+        )
+        .await;
+        assert_eq!(resp.status, 200, "IAT: {}", resp.text());
+        resp.json()["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    /// The headers that hand `cert` (PEM and DER) to the upstream the way it reads them, as a proxy in front
+    /// of it would.
+    pub fn cert_headers(&self, cert_pem: &str, cert_der: &[u8]) -> Vec<(&'static str, String)> {
+        let pem: String = url::form_urlencoded::byte_serialize(cert_pem.as_bytes())
+            .collect::<String>()
+            .replace('+', "%20");
+        match self.cert_header {
+            CertHeader::Rfc9440 => vec![(
+                "client-cert",
+                format!(
+                    ":{}:",
+                    base64::engine::general_purpose::STANDARD.encode(cert_der)
+                ),
+            )],
+            CertHeader::Nginx => vec![
+                ("ssl-client-cert", pem),
+                ("ssl-client-verify", "SUCCESS".into()),
+            ],
+            CertHeader::Envoy => vec![("x-forwarded-client-cert", format!("Cert=\"{pem}\""))],
         }
     }
 

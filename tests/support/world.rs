@@ -1,5 +1,5 @@
 //! A whole test world: PKI, an HTTPS JWKS server acting as the directory and the TPPs' key stores,
-//! the real oidc-provider upstream (or its Keycloak stand-in, by `Options::flavour`, whose default comes from
+//! the real oidc-provider upstream (or its Keycloak or AM stand-in, by `Options::flavour`, whose default comes from
 //! `DCR_TEST_UPSTREAM`), and the proxy binary configured in front of it.
 
 use serde_json::{Value, json};
@@ -19,6 +19,7 @@ pub const OB_AUD: &str = "0015800001041RHAAY";
 pub const CDR_HOLDER: &str = "https://holder.example.com";
 pub const IAT_ENV: &str = "DCR_UPSTREAM_INITIAL_ACCESS_TOKEN";
 pub const ADMIN_ENV: &str = "DCR_UPSTREAM_ADMIN_CLIENT_SECRET";
+pub const IAT_CLIENT_ENV: &str = "DCR_UPSTREAM_IAT_CLIENT_SECRET";
 pub const INTROSPECTION_ENV: &str = "DCR_MANAGEMENT_CLIENT_SECRET";
 pub const DIRECTORY_JWKS: &str = "/directory/openbanking.jwks";
 pub const REGISTER_JWKS: &str = "/cdr-register/v1/jwks";
@@ -82,7 +83,7 @@ impl Default for Options {
             profile_extra: String::new(),
             tail: String::new(),
             client_auth: "optional",
-            cert_header: CertHeader::Rfc9440,
+            cert_header: Flavour::from_env().cert_header(),
             upstream_override: None,
             management_extra: String::new(),
             store: None,
@@ -90,7 +91,7 @@ impl Default for Options {
             tls_extra: String::new(),
             crl_file: false,
             crl_url: false,
-            upstream_admin: Flavour::from_env() == Flavour::Keycloak,
+            upstream_admin: Flavour::from_env().has_admin(),
             upstream_admin_secret_env: None,
             flavour: Flavour::from_env(),
             upstream_env: Vec::new(),
@@ -352,7 +353,7 @@ impl World {
     }
 
     /// A client_credentials token from the upstream's token endpoint with tls_client_auth, the certificate
-    /// passed the way the upstream reads it (RFC 9440 header), as a proxy in front of it would.
+    /// passed the way the upstream reads it (`Options::cert_header`), as a proxy in front of it would.
     pub async fn token_tls(&self, client_id: &str, cert: &ClientCert, scope: &str) -> Response {
         self.token_tls_ttl(client_id, cert, scope, None).await
     }
@@ -366,23 +367,18 @@ impl World {
         ttl: Option<u32>,
     ) -> Response {
         let ttl = ttl.map(|t| t.to_string()).unwrap_or_default();
-        let header = format!(":{}:", base64_std(&cert.cert_der));
         let body = format!(
             "grant_type=client_credentials&client_id={}&scope={}",
             urlencode(client_id),
             urlencode(scope)
         );
-        super::client::http_request(
-            "POST",
-            &self.upstream.token_url(),
-            &[
-                ("content-type", "application/x-www-form-urlencoded"),
-                ("client-cert", &header),
-                ("x-test-token-ttl", &ttl),
-            ],
-            body,
-        )
-        .await
+        let cert_headers = self.upstream.cert_headers(&cert.cert_pem, &cert.cert_der);
+        let mut headers: Vec<(&str, &str)> = vec![
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("x-test-token-ttl", &ttl),
+        ];
+        headers.extend(cert_headers.iter().map(|(k, v)| (*k, v.as_str())));
+        super::client::http_request("POST", &self.upstream.token_url(), &headers, body).await
     }
 
     /// A client_credentials token with private_key_jwt (a PS256 client assertion signed by `key`).
@@ -393,7 +389,7 @@ impl World {
         cert: &ClientCert,
         scope: &str,
     ) -> Response {
-        let header = format!(":{}:", base64_std(&cert.cert_der));
+        let cert_headers = self.upstream.cert_headers(&cert.cert_pem, &cert.cert_der);
         let now = claims::now();
         let assertion = key.sign(
             json!({}),
@@ -409,10 +405,9 @@ impl World {
         super::client::http_request(
             "POST",
             &self.upstream.token_url(),
-            &[
-                ("content-type", "application/x-www-form-urlencoded"),
-                ("client-cert", &header),
-            ],
+            &std::iter::once(("content-type", "application/x-www-form-urlencoded"))
+                .chain(cert_headers.iter().map(|(k, v)| (*k, v.as_str())))
+                .collect::<Vec<_>>(),
             body,
         )
         .await
@@ -540,6 +535,7 @@ pub fn proxy_env(upstream: &Upstream) -> Vec<(&'static str, &str)> {
         (IAT_ENV, upstream.initial_access_token.as_str()),
         (INTROSPECTION_ENV, upstream.introspection_secret.as_str()),
         (ADMIN_ENV, upstream.admin_secret.as_str()),
+        (IAT_CLIENT_ENV, upstream.iat_secret.as_str()),
     ]
 }
 
@@ -556,6 +552,15 @@ pub fn not_for_this_flavour(only: Flavour, why: &str) -> bool {
         eprintln!("not applicable to {}: {why}", running.config_name());
     }
     running != only
+}
+
+/// For a test one flavour cannot show: true (and a line saying why) when this run is for `skip`.
+pub fn skip_for_flavour(skip: Flavour, why: &str) -> bool {
+    let running = Flavour::from_env();
+    if running == skip {
+        eprintln!("not applicable to {}: {why}", running.config_name());
+    }
+    running == skip
 }
 
 pub fn jwks_doc(keys: &[Value]) -> Value {
@@ -581,7 +586,7 @@ fn config_toml(
     // Keycloak lets a client revoke only its own tokens, so the proxy is given no revocation endpoint there.
     let revocation = match upstream.flavour {
         Flavour::Rfc7591 => format!("revocation_endpoint = \"{}\"", paths.revocation),
-        Flavour::Keycloak => String::new(),
+        Flavour::Keycloak | Flavour::ForgeRockAm => String::new(),
     };
     format!(
         r#"
@@ -656,16 +661,11 @@ client_secret_env = "{INTROSPECTION_ENV}"
         } else {
             o.upstream_extra.clone()
         },
-        upstream_admin = if o.upstream_admin {
-            format!(
-                "[upstream.admin]\ntoken_endpoint = \"{}\"\nclient_id = \"{}\"\nclient_secret_env = \"{}\"",
-                paths.token,
-                upstream.admin_client_id,
-                o.upstream_admin_secret_env.as_deref().unwrap_or(ADMIN_ENV)
-            )
-        } else {
-            String::new()
-        },
+        upstream_admin = upstream.upstream_toml(
+            o.upstream_admin,
+            IAT_CLIENT_ENV,
+            o.upstream_admin_secret_env.as_deref().unwrap_or(ADMIN_ENV)
+        ),
         management_extra = o.management_extra,
         server_extra = o.server_extra,
         admin_extra = o.admin_extra,

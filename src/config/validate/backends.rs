@@ -6,14 +6,16 @@ use url::Url;
 
 use super::Validator;
 use crate::bearer::BearerConfig;
-use crate::config::raw::{RawForward, RawStore, RawUpstream, RawUpstreamAdmin};
+use crate::config::raw::{RawForward, RawStore, RawUpstream, RawUpstreamAdmin, RawUpstreamIat};
 use crate::dcr::reconcile::ReconcileConfig;
 use crate::forward::{CertHeaderConfig, CertHeaderFormat, ForwardConfig, ForwardLimits};
 use crate::secret::Secret;
 use crate::store::StoreConfig;
 use crate::store::postgres::{PgTls, PostgresConfig};
 use crate::upstream::flavour::CreateCredential;
-use crate::upstream::{Flavour, UpstreamAdminConfig, UpstreamConfig, keycloak};
+use crate::upstream::{
+    ClientCredentialsConfig, Flavour, UpstreamAdminConfig, UpstreamConfig, forgerock_am, keycloak,
+};
 
 impl Validator<'_> {
     /// `[upstream]` and `[upstream.admin]`. None when the base URL or registration endpoint is unusable;
@@ -48,7 +50,7 @@ impl Validator<'_> {
                 "upstream.initial_access_token_env",
                 &u.initial_access_token_env,
             ),
-            CreateCredential::AdminBearer => None,
+            CreateCredential::AdminBearer | CreateCredential::MintedToken => None,
         }
         .unwrap_or_else(|| Secret::new(String::new()));
         let connect_timeout = self.duration("upstream.connect_timeout", &u.connect_timeout, false);
@@ -58,15 +60,33 @@ impl Validator<'_> {
             .ca_bundle
             .as_deref()
             .map(|p| self.file("upstream.ca_bundle", p));
+        // AM: every other URL follows from the registration endpoint, so its shape is checked once, here.
+        let am_urls = match (flavour, registration_endpoint.as_ref()) {
+            (Flavour::ForgeRockAm, Some(r)) => forgerock_am::am_urls(r)
+                .map_err(|e| self.problem("upstream.registration_endpoint", e))
+                .ok(),
+            _ => None,
+        };
         let admin = u.admin.as_ref().and_then(|a| {
             self.upstream_admin(
                 a,
                 flavour,
                 base_url.as_ref(),
                 registration_endpoint.as_ref(),
+                am_urls.as_ref(),
             )
         });
+        // AM's registration access tokens may die with the initial access token (OpenAM does so; assumed for AM),
+        // so a 401 there proves nothing: only the admin API tells a stale token from a deleted client.
+        if flavour == Flavour::ForgeRockAm && u.admin.is_none() {
+            self.problem(
+                "upstream.admin",
+                "upstream.flavour = \"forgerock-am\" needs [upstream.admin] (an AM administrator: username, password_env): a 401 from AM does not say whether the client is gone, and only AM's admin API can tell",
+            );
+        }
+        let iat = self.upstream_iat(u.iat.as_ref(), flavour, base_url.as_ref(), am_urls.as_ref());
         Some(UpstreamConfig {
+            iat,
             flavour,
             base_url: base_url?,
             registration_endpoint: registration_endpoint?,
@@ -86,9 +106,16 @@ impl Validator<'_> {
         flavour: Flavour,
         base: Option<&Url>,
         registration_endpoint: Option<&Url>,
+        am_urls: Option<&forgerock_am::AmUrls>,
     ) -> Option<UpstreamAdminConfig> {
-        let token_endpoint =
-            self.relative_url("upstream.admin.token_endpoint", base, &a.token_endpoint);
+        if flavour == Flavour::ForgeRockAm {
+            return self.upstream_am_admin(a, base, am_urls);
+        }
+        let token_endpoint = self.relative_url(
+            "upstream.admin.token_endpoint",
+            base,
+            a.token_endpoint.as_deref().unwrap_or_default(),
+        );
         if a.client_id.trim().is_empty() {
             self.problem("upstream.admin.client_id", "must not be empty");
         }
@@ -108,7 +135,7 @@ impl Validator<'_> {
                 }
             },
             (Flavour::Keycloak, None) => return None,
-            (Flavour::Rfc7591, _) => {
+            (Flavour::Rfc7591 | Flavour::ForgeRockAm, _) => {
                 if realm.is_some() {
                     self.problem(
                         "upstream.admin.realm",
@@ -124,6 +151,89 @@ impl Validator<'_> {
             client_secret: client_secret?,
             scope: a.scope.clone().filter(|s| !s.trim().is_empty()),
             api_base,
+            session_header: None,
+        })
+    }
+
+    /// `[upstream.admin]` for AM: an administrator user whose SSO token reaches the realm's OAuth2Client agents.
+    /// The realm is the registration endpoint's: one setting for all of AM's URLs.
+    fn upstream_am_admin(
+        &mut self,
+        a: &RawUpstreamAdmin,
+        base: Option<&Url>,
+        am_urls: Option<&forgerock_am::AmUrls>,
+    ) -> Option<UpstreamAdminConfig> {
+        if a.client_id.trim().is_empty() {
+            self.problem("upstream.admin.username", "must not be empty");
+        }
+        let password = self.secret("upstream.admin.password_env", &a.client_secret_env);
+        let header = a.session_header.as_deref().unwrap_or_default().trim();
+        if !header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            || header.is_empty()
+        {
+            self.problem(
+                "upstream.admin.session_header",
+                format!("`{header}` is not a header name (AM's cookie name, default iPlanetDirectoryPro)"),
+            );
+        }
+        let urls = am_urls?;
+        let authenticate = match &a.token_endpoint {
+            Some(p) => self.relative_url("upstream.admin.authenticate_endpoint", base, p)?,
+            None => urls.authenticate.clone(),
+        };
+        Some(UpstreamAdminConfig {
+            token_endpoint: authenticate,
+            client_id: a.client_id.trim().to_string(),
+            client_secret: password?,
+            scope: None,
+            api_base: Some(urls.agents.clone()),
+            session_header: Some(header.to_string()),
+        })
+    }
+
+    /// `[upstream.iat]`: required with AM, whose initial access tokens expire; meaningless elsewhere.
+    fn upstream_iat(
+        &mut self,
+        i: Option<&RawUpstreamIat>,
+        flavour: Flavour,
+        base: Option<&Url>,
+        am_urls: Option<&forgerock_am::AmUrls>,
+    ) -> Option<ClientCredentialsConfig> {
+        let Some(i) = i else {
+            if flavour == Flavour::ForgeRockAm {
+                self.problem(
+                    "upstream.iat",
+                    "upstream.flavour = \"forgerock-am\" mints its initial access tokens (AM's expire): add [upstream.iat] with the client_id of a static client allowed scope dynamic_client_registration",
+                );
+            }
+            return None;
+        };
+        if flavour != Flavour::ForgeRockAm {
+            self.problem(
+                "upstream.iat",
+                format!(
+                    "minted initial access tokens are for upstream.flavour = \"forgerock-am\"; \"{}\" takes upstream.initial_access_token_env",
+                    flavour.name()
+                ),
+            );
+            return None;
+        }
+        if i.client_id.trim().is_empty() {
+            self.problem("upstream.iat.client_id", "must not be empty");
+        }
+        let secret = self.secret("upstream.iat.client_secret_env", &i.client_secret_env);
+        let token_endpoint = match &i.token_endpoint {
+            Some(p) => self.relative_url("upstream.iat.token_endpoint", base, p),
+            None => am_urls.map(|u| u.token.clone()),
+        };
+        let scope = i.scope.trim();
+        Some(ClientCredentialsConfig {
+            token_endpoint: token_endpoint?,
+            client_id: i.client_id.trim().to_string(),
+            client_secret: secret?,
+            scope: (!scope.is_empty()).then(|| scope.to_string()),
         })
     }
 
@@ -142,8 +252,13 @@ impl Validator<'_> {
             self.problem(
                 "forward.cert_header",
                 format!(
-                    "upstream.flavour = \"{}\" cannot read this certificate header (Keycloak has no Envoy lookup provider): use \"rfc9440\" or \"nginx\"",
-                    flavour.name()
+                    "upstream.flavour = \"{}\" cannot read this certificate header ({})",
+                    flavour.name(),
+                    match flavour {
+                        Flavour::ForgeRockAm =>
+                            "AM reads a URL-encoded PEM from its trusted header: use \"nginx\"",
+                        _ => "Keycloak has no Envoy lookup provider: use \"rfc9440\" or \"nginx\"",
+                    }
                 ),
             );
         }
@@ -287,16 +402,27 @@ impl Validator<'_> {
         upstream: Option<&UpstreamConfig>,
         public_url: Option<&Url>,
     ) -> Option<ForwardConfig> {
+        let default_format = upstream.map_or(CertHeaderFormat::Rfc9440, |u| {
+            u.flavour.default_cert_header()
+        });
+        let format_name = f.cert_header.clone().unwrap_or_else(|| {
+            match default_format {
+                CertHeaderFormat::Rfc9440 => "rfc9440",
+                CertHeaderFormat::Nginx => "nginx",
+                CertHeaderFormat::Envoy => "envoy",
+            }
+            .to_string()
+        });
         let cert_header = self.choice(
             "forward.cert_header",
-            &f.cert_header,
+            &format_name,
             &[
                 ("rfc9440", CertHeaderFormat::Rfc9440),
                 ("nginx", CertHeaderFormat::Nginx),
                 ("envoy", CertHeaderFormat::Envoy),
             ],
         );
-        let cert_header = cert_header.map(|format| self.cert_header(format, &f));
+        let cert_header = cert_header.map(|format| self.cert_header(format, &format_name, &f));
         let connect_timeout = self.duration("forward.connect_timeout", &f.connect_timeout, false);
         let response_timeout =
             self.duration("forward.response_timeout", &f.response_timeout, false);
@@ -361,7 +487,12 @@ impl Validator<'_> {
 
     /// The certificate header names and chain length of `[forward]`; a name key that the chosen format
     /// does not send is a problem, since the operator evidently expects a header that will not come.
-    fn cert_header(&mut self, format: CertHeaderFormat, f: &RawForward) -> CertHeaderConfig {
+    fn cert_header(
+        &mut self,
+        format: CertHeaderFormat,
+        format_name: &str,
+        f: &RawForward,
+    ) -> CertHeaderConfig {
         let mut cfg = CertHeaderConfig::new(format);
         let applies = [
             (
@@ -390,7 +521,7 @@ impl Validator<'_> {
             if applies.iter().any(|(k, ok)| *k == key && !ok) {
                 self.problem(
                     &dotted,
-                    format!("the `{}` format does not send this header", f.cert_header),
+                    format!("the `{format_name}` format does not send this header"),
                 );
                 continue;
             }

@@ -7,6 +7,7 @@
 #
 #   scripts/soak.sh [minutes]           debug build (reuses the test build)
 #   SOAK_RELEASE=1 scripts/soak.sh 30   the release binary, as deployed
+#   SOAK_NICE=5 ...                     the run's CPU priority (default 10)
 #
 # The traffic only goes to 127.0.0.1, stops by itself at the end, and is not part of CI.
 set -euo pipefail
@@ -21,5 +22,5 @@ fi
 profile=()
 [[ "${SOAK_RELEASE:-0}" == 1 ]] && profile=(--release)
 
-SOAK_MINUTES="$minutes" nice -n 10 cargo test "${profile[@]}" --test soak -- \
+SOAK_MINUTES="$minutes" nice -n "${SOAK_NICE:-10}" cargo test "${profile[@]}" --test soak the_proxy_stays_flat -- \
     --ignored --nocapture --test-threads=1

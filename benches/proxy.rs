@@ -27,9 +27,10 @@ use support::keys::{SigningKey, jwks};
 use support::pki::{ClientCert, ClientCertSpec, KeyKind, Pki, ServerCert};
 use support::temp::TempDir;
 
-use load::{Bodies, compare, connect, load, load_once, med};
+use load::{Bodies, Med, compare, connect, load, load_once, med};
 use servers::{
-    Server, client_config, fill, free_port, start_dcr, start_nginx, start_reference, template,
+    LOAD_CPU, Mode, SERVER_CPU, Server, client_config, fill, free_port, start_dcr, start_nginx,
+    start_reference, template,
 };
 
 const ROUNDS: usize = 3;
@@ -49,7 +50,7 @@ struct Env {
     dir: TempDir,
     pki: Pki,
     upstream_port: u16,
-    _upstream: Server,
+    upstream: Server,
     jwks: JwksServer,
     directory: SigningKey,
     client: ClientCert,
@@ -156,7 +157,7 @@ async fn run() {
     let upstream = Server {
         name: "upstream",
         addr: up_addr,
-        child: start_nginx(dir.path(), "upstream", &conf, up_addr),
+        child: start_nginx(dir.path(), "upstream", &conf, up_addr, None),
         nginx: true,
     };
     let jwks_server = JwksServer::start(&pki).await;
@@ -177,7 +178,7 @@ async fn run() {
         dir,
         pki,
         upstream_port,
-        _upstream: upstream,
+        upstream,
         jwks: jwks_server,
         directory,
         client,
@@ -191,19 +192,13 @@ async fn run() {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut t = Table { rows: Vec::new() };
     t.line(format!(
-        "## dcr-proxy vs nginx ({date}; {ROUNDS} alternating rounds of {}s, medians)",
-        duration().as_secs()
+        "## dcr-proxy vs nginx ({date}; {ROUNDS} alternating rounds of {}s, medians; load average before the run {})",
+        duration().as_secs(),
+        load_average()
     ));
-    t.line(String::new());
-    t.line(format!("Machine: {} cores shared by the load generator, both servers and the upstream (loopback). The upstream is nginx returning a fixed response, never the bottleneck. nginx runs `worker_processes auto`; dcr-proxy its default tokio runtime (one worker per core).", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)));
-    t.line(String::new());
-    t.line(
-        "| figure | metric | dcr-proxy | nginx | ratio (higher = dcr-proxy better) | notes |"
-            .into(),
-    );
-    t.line("|---|---|---|---|---|---|".into());
 
     let tls13 = client_config(&env, &[&rustls::version::TLS13]);
     let tls12 = client_config(&env, &[&rustls::version::TLS12]);
@@ -215,143 +210,56 @@ async fn run() {
         .issue_server_with(&["localhost", "127.0.0.1"], KeyKind::Rsa2048);
 
     // BENCH_ONLY=ac runs figures (a) and (c) only, and so on; unset runs all. A figure whose reference was not
-    // measured in this run shows no ratio.
+    // measured in this run shows no ratio. BENCH_MODE=pinned or shared runs one placement; unset runs both
+    // (pinned needs two cores).
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let want = |figure: char| only.is_empty() || only.contains(figure);
-
-    // (a) pass-through, keep-alive.
-    let form = format!(
-        "grant_type=client_credentials&scope=accounts&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={}",
-        "x".repeat(TOKEN_BODY_LEN - 150)
-    );
-    let token_body = Bodies::Fixed(
-        "/token",
-        Bytes::from(form),
-        "application/x-www-form-urlencoded",
-    );
-    let dcr = start_dcr(&env, &p256, "p256");
-    let ngx = start_reference(&env, &p256, "p256");
-    let mut nginx_keepalive_rps = 0.0;
-    for c in [16, 64].into_iter().filter(|_| want('a')) {
-        let (d, n) = compare(&dcr, &ngx, &tls13, &token_body, c, true).await;
-        if c == 16 {
-            nginx_keepalive_rps = n.rps;
+    let modes: Vec<Mode> = match std::env::var("BENCH_MODE").as_deref() {
+        Ok("pinned") => vec![Mode::Pinned],
+        Ok("shared") => vec![Mode::Shared],
+        _ if cores >= 2 => vec![Mode::Pinned, Mode::Shared],
+        _ => vec![Mode::Shared],
+    };
+    for mode in modes {
+        t.line(String::new());
+        place(&env, mode);
+        match mode {
+            Mode::Pinned => t.line(format!(
+                "### Pinned: the server under test alone on core {SERVER_CPU}, the generator and the upstream on core {LOAD_CPU}\n\nnginx runs `worker_processes 1`, dcr-proxy one tokio worker (`TOKIO_WORKER_THREADS=1`). CPU µs/request is the server's user + system CPU (all its processes and threads, from /proc) per answered request; per-core req/s is requests per server CPU-second, what one core of the server answers at that cost. Both hold even when other work shares the machine; req/s and latencies do not."
+            )),
+            Mode::Shared => t.line(format!(
+                "### Shared: {cores} cores shared by the generator, both servers and the upstream\n\nnginx runs `worker_processes auto`; dcr-proxy its default tokio runtime (one worker per core). A server that needs less CPU hands the saving to the generator, so the req/s ratio understates the CPU ratio."
+            )),
         }
-        t.row(
-            &format!("(a) pass-through, keep-alive, c={c}"),
-            "req/s",
-            d.rps,
-            n.rps,
-            true,
-            &format!(
-                "errors {}/{}; server CPU s {:.1}/{:.1}; generator CPU s {:.1}",
-                d.errors, n.errors, d.cpu, n.cpu, d.gen_cpu
-            ),
+        t.line(String::new());
+        t.line(
+            "| figure | metric | dcr-proxy | nginx | ratio (higher = dcr-proxy better) | notes |"
+                .into(),
         );
-        t.row(&format!("(a) c={c}"), "p50 ms", d.p50, n.p50, false, "");
-        t.row(
-            &format!("(a) c={c}"),
-            "p99 ms",
-            d.p99,
-            n.p99,
-            false,
-            &format!("p99.9 {:.2} / {:.2}", d.p999, n.p999),
-        );
-    }
-
-    // (b) a new mTLS connection per request.
-    let mut nginx_newconn = 0.0;
-    for (key_name, cert) in [("P-256", &p256), ("RSA-2048", &rsa)]
-        .into_iter()
-        .filter(|_| want('b'))
-    {
-        let (dcr_b, ngx_b) = if key_name == "P-256" {
-            (None, None)
-        } else {
-            (
-                Some(start_dcr(&env, cert, "rsa")),
-                Some(start_reference(&env, cert, "rsa")),
-            )
-        };
-        let d_srv = dcr_b.as_ref().unwrap_or(&dcr);
-        let n_srv = ngx_b.as_ref().unwrap_or(&ngx);
-        for (v, tls) in [("TLS 1.3", &tls13), ("TLS 1.2", &tls12)] {
-            let (d, n) = compare(d_srv, n_srv, tls, &token_body, 16, false).await;
-            if key_name == "P-256" && v == "TLS 1.3" {
-                nginx_newconn = n.rps;
-            }
-            t.row(
-                &format!("(b) new connection per request, {key_name}, {v}, c=16"),
-                "req/s",
-                d.rps,
-                n.rps,
-                true,
-                &format!(
-                    "p99 ms {:.2}/{:.2}; errors {}/{}; server CPU s {:.1}/{:.1}",
-                    d.p99, n.p99, d.errors, n.errors, d.cpu, n.cpu
-                ),
-            );
-        }
-    }
-
-    // (c) full registrations: SSA + request JWT verified (warm JWKS), DN check, durable SQLite write, upstream call.
-    let ssa = env.directory.sign(
-        json!({}),
-        support::claims::ob_ssa(
+        t.line("|---|---|---|---|---|---|".into());
+        pass_through_and_registrations(
+            &env,
+            mode,
+            &mut t,
+            &want,
+            [&tls13, &tls12],
+            [&p256, &rsa],
             software_id,
-            "BenchOrg0000000001",
-            &env.software_jwks,
-            &["https://tpp.example.com/cb"],
-            &["AISP", "PISP"],
-        ),
-    );
-    let per_run = 60_000usize.min(8_000 * duration().as_secs() as usize);
-    for (mode, keep_alive) in [("keep-alive", true), ("new connection per request", false)]
-        .into_iter()
-        .filter(|_| want('c'))
-    {
-        let mut runs = Vec::new();
-        for _ in 0..ROUNDS {
-            let bodies = Bodies::Queue(
-                "/register",
-                Arc::new(presign(&env, &ssa, per_run)),
-                Arc::new(AtomicU64::new(0)),
-                "application/jwt",
-            );
-            // Warm the JWKS cache and the connection pool so the run measures the steady state.
-            let _ = load_once(&dcr, &tls13, &bodies).await;
-            runs.push(load(&dcr, &tls13, bodies, 16, keep_alive, 201).await);
-        }
-        let m = med(&runs);
-        let reference = if keep_alive {
-            nginx_keepalive_rps
-        } else {
-            nginx_newconn
-        };
-        let target = if keep_alive {
-            "target ≥ 0.30 with p99 < 5 ms"
-        } else {
-            "target ≥ 1.2"
-        };
-        t.row(
-            &format!(
-                "(c) POST /register, {mode}, c=16 (vs nginx pass-through {})",
-                if keep_alive {
-                    "(a) c=16"
-                } else {
-                    "(b) P-256 TLS 1.3"
-                }
-            ),
-            "req/s",
-            m.rps,
-            reference,
-            true,
-            &format!(
-                "{target}; p50 {:.2} ms, p99 {:.2} ms, errors {}; proxy CPU s {:.1}",
-                m.p50, m.p99, m.errors, m.cpu
-            ),
-        );
+        )
+        .await;
     }
+    place(&env, Mode::Shared);
+    if want('d') || want('e') {
+        t.line(String::new());
+        t.line("### Memory and the JWKS cache (freshly started servers, shared placement)".into());
+        t.line(String::new());
+        t.line(
+            "| figure | metric | dcr-proxy | nginx | ratio (higher = dcr-proxy better) | notes |"
+                .into(),
+        );
+        t.line("|---|---|---|---|---|---|".into());
+    }
+    let ssa = bench_ssa(&env, software_id);
 
     if want('d') {
         memory(&env, &p256, &tls13, &mut t).await;
@@ -374,6 +282,173 @@ async fn run() {
     println!("\nwritten to {}", out.display());
 }
 
+/// The generator (this process, every thread) and the fixed upstream on the load core, or anywhere.
+fn place(env: &Env, mode: Mode) {
+    let cpu = (mode == Mode::Pinned).then_some(LOAD_CPU);
+    servers::set_affinity(std::process::id(), cpu);
+    env.upstream.pin(cpu);
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn bench_ssa(env: &Env, software_id: &str) -> String {
+    env.directory.sign(
+        json!({}),
+        support::claims::ob_ssa(
+            software_id,
+            "BenchOrg0000000001",
+            &env.software_jwks,
+            &["https://tpp.example.com/cb"],
+            &["AISP", "PISP"],
+        ),
+    )
+}
+
+/// The rows every figure shares: req/s, server CPU per request and per-core req/s.
+fn cost_rows(t: &mut Table, figure: &str, d: &Med, n: &Med, note: &str) {
+    t.row(figure, "req/s", d.rps, n.rps, true, note);
+    t.row(
+        figure,
+        "server CPU µs/request",
+        d.cpu_us,
+        n.cpu_us,
+        false,
+        &format!("server CPU s {:.2}/{:.2}", d.cpu, n.cpu),
+    );
+    t.row(figure, "per-core req/s", d.per_core, n.per_core, true, "");
+}
+
+/// Figures (a), (b) and (c) in one placement.
+async fn pass_through_and_registrations(
+    env: &Env,
+    mode: Mode,
+    t: &mut Table,
+    want: &dyn Fn(char) -> bool,
+    [tls13, tls12]: [&Arc<rustls::ClientConfig>; 2],
+    [p256, rsa]: [&ServerCert; 2],
+    software_id: &str,
+) {
+    // (a) pass-through, keep-alive.
+    let form = format!(
+        "grant_type=client_credentials&scope=accounts&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={}",
+        "x".repeat(TOKEN_BODY_LEN - 150)
+    );
+    let token_body = Bodies::Fixed(
+        "/token",
+        Bytes::from(form),
+        "application/x-www-form-urlencoded",
+    );
+    let dcr = start_dcr(env, p256, "p256", mode);
+    let ngx = start_reference(env, p256, "p256", mode);
+    let mut nginx_keepalive = None;
+    for c in [16, 64].into_iter().filter(|_| want('a')) {
+        let (d, n) = compare(&dcr, &ngx, tls13, &token_body, c, true).await;
+        cost_rows(
+            t,
+            &format!("(a) pass-through, keep-alive, c={c}"),
+            &d,
+            &n,
+            &format!(
+                "errors {}/{}; generator CPU s {:.1}",
+                d.errors, n.errors, d.gen_cpu
+            ),
+        );
+        t.row(&format!("(a) c={c}"), "p50 ms", d.p50, n.p50, false, "");
+        t.row(&format!("(a) c={c}"), "p99 ms", d.p99, n.p99, false, "");
+        t.row(&format!("(a) c={c}"), "p99.9 ms", d.p999, n.p999, false, "");
+        if c == 16 {
+            nginx_keepalive = Some(n);
+        }
+    }
+
+    // (b) a new mTLS connection per request.
+    let mut nginx_newconn = None;
+    for (key_name, cert) in [("P-256", p256), ("RSA-2048", rsa)]
+        .into_iter()
+        .filter(|_| want('b'))
+    {
+        let (dcr_b, ngx_b) = if key_name == "P-256" {
+            (None, None)
+        } else {
+            (
+                Some(start_dcr(env, cert, "rsa", mode)),
+                Some(start_reference(env, cert, "rsa", mode)),
+            )
+        };
+        let d_srv = dcr_b.as_ref().unwrap_or(&dcr);
+        let n_srv = ngx_b.as_ref().unwrap_or(&ngx);
+        for (v, tls) in [("TLS 1.3", tls13), ("TLS 1.2", tls12)] {
+            let (d, n) = compare(d_srv, n_srv, tls, &token_body, 16, false).await;
+            cost_rows(
+                t,
+                &format!("(b) new connection per request, {key_name}, {v}, c=16"),
+                &d,
+                &n,
+                &format!(
+                    "p99 ms {:.2}/{:.2}; errors {}/{}",
+                    d.p99, n.p99, d.errors, n.errors
+                ),
+            );
+            if key_name == "P-256" && v == "TLS 1.3" {
+                nginx_newconn = Some(n);
+            }
+        }
+    }
+
+    // (c) full registrations: SSA + request JWT verified (warm JWKS), DN check, durable SQLite write, upstream call.
+    let ssa = bench_ssa(env, software_id);
+    let per_run = 60_000usize.min(8_000 * duration().as_secs() as usize);
+    for (mode_name, keep_alive) in [("keep-alive", true), ("new connection per request", false)]
+        .into_iter()
+        .filter(|_| want('c'))
+    {
+        let mut runs = Vec::new();
+        for _ in 0..ROUNDS {
+            let bodies = Bodies::Queue(
+                "/register",
+                Arc::new(presign(env, &ssa, per_run)),
+                Arc::new(AtomicU64::new(0)),
+                "application/jwt",
+            );
+            // Warm the JWKS cache and the connection pool so the run measures the steady state.
+            let _ = load_once(&dcr, tls13, &bodies).await;
+            runs.push(load(&dcr, tls13, bodies, 16, keep_alive, 201).await);
+        }
+        let m = med(&runs);
+        let (reference, against, target) = if keep_alive {
+            (
+                nginx_keepalive.as_ref(),
+                "(a) c=16",
+                "target ≤ 300 µs and p99 < 5 ms",
+            )
+        } else {
+            (
+                nginx_newconn.as_ref(),
+                "(b) P-256 TLS 1.3",
+                "target ≥ 1.0× on per-core req/s",
+            )
+        };
+        let figure =
+            format!("(c) POST /register, {mode_name}, c=16 (vs nginx pass-through {against})");
+        let note = format!(
+            "{target}; p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, errors {}",
+            m.p50, m.p99, m.p999, m.errors
+        );
+        match reference {
+            Some(n) => cost_rows(t, &figure, &m, n, &note),
+            None => {
+                let none = Med::default();
+                cost_rows(t, &figure, &m, &none, &note)
+            }
+        }
+    }
+}
+
 async fn cold_cache(
     env: &Env,
     cert: &ServerCert,
@@ -381,7 +456,7 @@ async fn cold_cache(
     ssa: &str,
     t: &mut Table,
 ) {
-    let cold = start_dcr(env, cert, "cold");
+    let cold = start_dcr(env, cert, "cold", Mode::Shared);
     env.jwks.reset_count("/directory.jwks");
     env.jwks.reset_count("/software.jwks");
     let bodies = presign(env, ssa, 500);
@@ -418,8 +493,8 @@ async fn cold_cache(
 /// the load runs both allocators keep memory they no longer use.
 async fn memory(env: &Env, cert: &ServerCert, tls: &Arc<rustls::ClientConfig>, t: &mut Table) {
     for srv in [
-        start_dcr(env, cert, "memory"),
-        start_reference(env, cert, "memory"),
+        start_dcr(env, cert, "memory", Mode::Shared),
+        start_reference(env, cert, "memory", Mode::Shared),
     ] {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let idle = srv.rss_mib();

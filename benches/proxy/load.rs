@@ -52,6 +52,7 @@ impl Bodies {
 }
 
 pub(super) struct Run {
+    pub(super) requests: u64,
     pub(super) rps: f64,
     pub(super) p50_ms: f64,
     pub(super) p99_ms: f64,
@@ -133,6 +134,7 @@ pub(super) async fn load(
     }
     let elapsed = started.elapsed().as_secs_f64();
     Run {
+        requests: hist.len(),
         rps: hist.len() as f64 / elapsed,
         p50_ms: hist.value_at_quantile(0.50) as f64 / 1000.0,
         p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
@@ -148,8 +150,14 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
+#[derive(Default)]
 pub(super) struct Med {
     pub(super) rps: f64,
+    /// The server's CPU (user + system, all its processes and threads) per answered request.
+    pub(super) cpu_us: f64,
+    /// What one core of the server answers per second at that cost: requests per server CPU-second. It does
+    /// not depend on how the scheduler shared the cores with the generator or with other work on the machine.
+    pub(super) per_core: f64,
     pub(super) p50: f64,
     pub(super) p99: f64,
     pub(super) p999: f64,
@@ -159,8 +167,11 @@ pub(super) struct Med {
 }
 
 pub(super) fn med(runs: &[Run]) -> Med {
+    let cpu_us = |r: &Run| r.server_cpu * 1e6 / (r.requests.max(1) as f64);
     Med {
         rps: median(runs.iter().map(|r| r.rps).collect()),
+        cpu_us: median(runs.iter().map(cpu_us).collect()),
+        per_core: median(runs.iter().map(|r| 1e6 / cpu_us(r).max(1e-9)).collect()),
         p50: median(runs.iter().map(|r| r.p50_ms).collect()),
         p99: median(runs.iter().map(|r| r.p99_ms).collect()),
         p999: median(runs.iter().map(|r| r.p999_ms).collect()),

@@ -1,5 +1,5 @@
 //! The processes a benchmark run measures: dcr-proxy, the reference nginx and the fixed upstream, their
-//! configuration, and their CPU and memory as the kernel counts them.
+//! configuration, where they run (pinned to a core or shared), and their CPU and memory as the kernel counts them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,39 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::support::pki::ServerCert;
 use crate::{AUD, Env};
+
+/// Where the processes run. Pinned: the generator (this process) and the fixed upstream on [`LOAD_CPU`], the server
+/// under test alone on [`SERVER_CPU`] with one worker (nginx `worker_processes 1`, dcr-proxy one runtime worker).
+/// Shared: no affinity, nginx `worker_processes auto`, dcr-proxy's default runtime (one worker per core).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Mode {
+    Pinned,
+    Shared,
+}
+
+pub(super) const LOAD_CPU: usize = 0;
+pub(super) const SERVER_CPU: usize = 1;
+
+/// Sets the CPU affinity of every thread of `pid` (`taskset -a -p`); None lets it run anywhere.
+pub(super) fn set_affinity(pid: u32, cpu: Option<usize>) {
+    let cpus = match cpu {
+        Some(c) => c.to_string(),
+        // Not available_parallelism(): once this process is pinned, that counts only the pinned core.
+        None => std::fs::read_to_string("/sys/devices/system/cpu/online")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "0".into()),
+    };
+    let ok = Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "taskset -a -p -c {cpus} {pid} failed (util-linux is needed for pinned mode)"
+    );
+}
 
 pub(super) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -75,6 +108,12 @@ impl Server {
             vec![self.child.id()]
         }
     }
+    /// Moves the server (every process and thread of it) to `cpu`, or lets it run anywhere.
+    pub(super) fn pin(&self, cpu: Option<usize>) {
+        for pid in self.pids() {
+            set_affinity(pid, cpu);
+        }
+    }
     pub(super) fn cpu(&self) -> f64 {
         self.pids().into_iter().map(cpu_seconds).sum()
     }
@@ -99,12 +138,18 @@ fn nginx_binary() -> String {
     panic!("nginx is needed for the reference: apt-get install -y nginx-light (or nginx)");
 }
 
-pub(super) fn start_nginx(dir: &Path, name: &str, conf: &str, addr: SocketAddr) -> Child {
+pub(super) fn start_nginx(
+    dir: &Path,
+    name: &str,
+    conf: &str,
+    addr: SocketAddr,
+    cpu: Option<usize>,
+) -> Child {
     let prefix = dir.join(name);
     std::fs::create_dir_all(prefix.join("logs")).expect("nginx prefix");
     let conf_path = prefix.join("nginx.conf");
     std::fs::write(&conf_path, conf).expect("nginx.conf");
-    let child = Command::new(nginx_binary())
+    let child = pinned_command(&nginx_binary(), cpu)
         .arg("-p")
         .arg(&prefix)
         .arg("-c")
@@ -117,6 +162,19 @@ pub(super) fn start_nginx(dir: &Path, name: &str, conf: &str, addr: SocketAddr) 
         .expect("start nginx");
     wait_listening(addr);
     child
+}
+
+/// `program`, started on `cpu` when given: taskset execs it, so the child's pid is the program's and every
+/// process and thread it starts inherits the affinity.
+fn pinned_command(program: &str, cpu: Option<usize>) -> Command {
+    match cpu {
+        Some(c) => {
+            let mut cmd = Command::new("taskset");
+            cmd.arg("-c").arg(c.to_string()).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
 }
 
 fn wait_listening(addr: SocketAddr) {
@@ -148,7 +206,7 @@ fn write_server_cert(dir: &Path, name: &str, cert: &ServerCert) -> (PathBuf, Pat
     (c, k)
 }
 
-pub(super) fn start_dcr(env: &Env, cert: &ServerCert, store_name: &str) -> Server {
+pub(super) fn start_dcr(env: &Env, cert: &ServerCert, store_name: &str, mode: Mode) -> Server {
     let d = env.dir.path();
     let (c, k) = write_server_cert(d, &format!("dcr-{store_name}"), cert);
     let port = free_port();
@@ -193,7 +251,16 @@ level = "warn"
     );
     let cfg = d.join(format!("dcr-{store_name}.toml"));
     std::fs::write(&cfg, toml).expect("config");
-    let child = Command::new(crate::support::proxy::binary())
+    let binary = crate::support::proxy::binary();
+    let mut cmd = pinned_command(
+        &binary.display().to_string(),
+        (mode == Mode::Pinned).then_some(SERVER_CPU),
+    );
+    if mode == Mode::Pinned {
+        // tokio reads this when the multi-thread runtime is built: one worker, as nginx has one process.
+        cmd.env("TOKIO_WORKER_THREADS", "1");
+    }
+    let child = cmd
         .arg("--config")
         .arg(&cfg)
         .env("DCR_UPSTREAM_INITIAL_ACCESS_TOKEN", "bench")
@@ -211,7 +278,7 @@ level = "warn"
     }
 }
 
-pub(super) fn start_reference(env: &Env, cert: &ServerCert, tag: &str) -> Server {
+pub(super) fn start_reference(env: &Env, cert: &ServerCert, tag: &str, mode: Mode) -> Server {
     let d = env.dir.path();
     let (c, k) = write_server_cert(d, &format!("nginx-{tag}"), cert);
     let port = free_port();
@@ -223,10 +290,23 @@ pub(super) fn start_reference(env: &Env, cert: &ServerCert, tag: &str) -> Server
             ("key", k.display().to_string()),
             ("ca", d.join("ca.pem").display().to_string()),
             ("upstream_port", env.upstream_port.to_string()),
+            (
+                "workers",
+                match mode {
+                    Mode::Pinned => "1".to_string(),
+                    Mode::Shared => "auto".to_string(),
+                },
+            ),
         ],
     );
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let child = start_nginx(d, &format!("reference-{tag}-{port}"), &conf, addr);
+    let child = start_nginx(
+        d,
+        &format!("reference-{tag}-{port}"),
+        &conf,
+        addr,
+        (mode == Mode::Pinned).then_some(SERVER_CPU),
+    );
     Server {
         name: "nginx",
         addr,

@@ -141,6 +141,30 @@ async fn a_refused_initial_access_token_is_minted_again_and_the_create_sent_once
 }
 
 #[tokio::test]
+async fn an_initial_access_token_refused_twice_is_our_failure_not_the_tpps() {
+    let w = World::start(am(&[])).await;
+    // AM refuses the cached token and the freshly minted one (an IAT client that lost its rights mid-run).
+    w.upstream
+        .fault(json!({"mode": "refuse_token", "count": 2}))
+        .await;
+    let tpp = w.tpp();
+    let resp = w
+        .post_register(&tpp.client, &w.ob_request(&tpp, json!({})))
+        .await;
+    // Not a 400 the TPP would try to fix: the credential is ours.
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert_eq!(create_bearers(&w).await.len(), 2, "one retry, no more");
+    assert!(logged(
+        &w,
+        "refused two freshly minted initial access tokens"
+    ));
+    assert!(w.upstream.clients().await.is_empty());
+    // Once AM takes tokens again the same TPP registers, and only its client exists.
+    let client_id = w.register(&tpp, json!({})).await;
+    assert_eq!(w.upstream.clients().await, vec![client_id]);
+}
+
+#[tokio::test]
 async fn a_client_id_am_does_not_echo_is_undone_and_leaves_no_client() {
     let w = World::start(am(&[])).await;
     // AM 7 docs say a named client_id is honoured; should a release ignore it, recovery would look for a

@@ -28,6 +28,11 @@ impl ForwardConfig {
             // ForgeRock AM: /am/oauth2/realms/root/realms/<realm>/register, /openam/oauth2/register,
             // /oauth2/connect/register, whatever the deployment's context path.
             "/**/oauth2/**/register",
+            // ...and its client administration (`{am}/json/realms/root/realms/<realm>/realm-config/agents/
+            // OAuth2Client/<id>`, PingAM 7.2 "rest-api-oauth2-client-admin-endpoint"), which the recovery
+            // administrator uses. The rest of `/json` stays open: apps and AM's login pages authenticate at
+            // `/json/realms/<realm>/authenticate` (PingAM 8 "login-using-REST").
+            "/**/json/**/realm-config/**",
             // oidc-provider: POST /reg and the RFC 7592 /reg/<client_id>.
             "/reg/**",
         ]
@@ -237,6 +242,9 @@ mod tests {
             "/oauth2/realms/root/register",
             "/am/oauth2/realms/root/realms/alpha/register/",
             "/am/OAuth2/realms/root/REGISTER",
+            "/am/json/realms/root/realms/alpha/realm-config/agents/OAuth2Client/abc",
+            "/openam/json/realm-config/agents/OAuth2Client",
+            "/am/json/realms/root/REALM-CONFIG/services",
         ];
         for path in must_refuse {
             assert!(refused(path), "{path} should be refused");

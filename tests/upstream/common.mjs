@@ -181,7 +181,9 @@ const fault = {
 };
 
 function setFault(body) {
-  const modes = ['none', 'delay_after_create', 'error_after_create', 'error_before_create', 'ignore_client_id'];
+  // refuse_token: the create's credential is refused as if it had died (forgerock-am only).
+  const modes = ['none', 'delay_after_create', 'error_after_create', 'error_before_create', 'ignore_client_id',
+    'refuse_token'];
   if (!body || typeof body !== 'object' || !modes.includes(body.mode)) {
     throw new Error(`mode must be one of ${modes.join(', ')}`);
   }

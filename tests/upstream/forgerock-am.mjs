@@ -535,6 +535,8 @@ function parseJsonObject(text) {
 async function createRegistration(req, applied) {
   // OPENAM: the token is checked before the body is read.
   const auth = await initialAccessToken(req);
+  // Test double: the token refused as AM refuses a dead one (an IAT client that lost its rights mid-run).
+  if (applied?.mode === 'refuse_token') throw accessDenied();
   const body = parseJsonObject(await readBody(req));
   if (applied?.mode === 'ignore_client_id') delete body.client_id;
   // VERIFIED(AM 7.0 docs oauth2-dynamic-client-registration: with an access token "you can use this method to

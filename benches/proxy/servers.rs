@@ -124,6 +124,20 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // nginx's workers outlive a SIGKILLed master (each run left its workers behind, idle but holding memory
+        // and ports): SIGTERM lets the master stop them first. SIGKILL only if it has not exited in 5 s.
+        if self.nginx {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -216,6 +230,11 @@ pub(super) fn start_dcr(env: &Env, cert: &ServerCert, store_name: &str, mode: Mo
 listen = "127.0.0.1:{port}"
 public_url = "https://localhost:{port}"
 max_body_bytes = 65536
+# Every connection of the generator comes from 127.0.0.1: the per-address cap (a defence against one internet
+# client) would hold (d) to 256 connections. (e) sends 500 registrations at once to count JWKS fetches; under the
+# default cap of 64 most would be turned away with 503 before they fetched anything.
+max_connections_per_address = 0
+max_concurrent_registrations = 1024
 [admin]
 enabled = false
 [tls]

@@ -190,6 +190,15 @@ fn lock(state: &State) -> MutexGuard<'_, HashMap<String, Entry>> {
 }
 
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, state: State) {
+    serve_https(listener, acceptor, move |req| respond(state.clone(), req)).await;
+}
+
+/// Serves `respond` over TLS on `listener` until the task is aborted; the Register stub uses it too.
+pub async fn serve_https<F, Fut>(listener: TcpListener, acceptor: TlsAcceptor, respond: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
     let mut connections = JoinSet::new();
     loop {
         let Ok((tcp, _peer)) = listener.accept().await else {
@@ -200,14 +209,13 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, state: State)
         // Reap finished connections so a long test does not accumulate them.
         while connections.try_join_next().is_some() {}
         let acceptor = acceptor.clone();
-        let state = state.clone();
+        let respond = respond.clone();
         connections.spawn(async move {
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
-            let service = service_fn(move |req| respond(state.clone(), req));
             let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
+                .serve_connection(TokioIo::new(tls), service_fn(respond))
                 .await;
         });
     }

@@ -41,6 +41,9 @@ const MARGIN: Duration = Duration::from_secs(30);
 /// read here, so a session is used for a minute and a new one opened after (recovery is rare).
 const UNNAMED_LIFETIME: Duration = Duration::from_secs(60);
 
+/// No token is used longer than this, whatever its `expires_in` says.
+const LONGEST_KEPT: Duration = Duration::from_secs(24 * 3600);
+
 /// A token and when to stop using it. A mutex, not a lock-free cache: one fetch at a time is what we want,
 /// and every caller waiting for it gets the same token.
 #[derive(Default)]
@@ -62,7 +65,8 @@ impl TokenCache {
             return Ok(token.clone());
         }
         let (token, lifetime) = fetch().await?;
-        let lifetime = lifetime.unwrap_or(UNNAMED_LIFETIME);
+        // `expires_in` is the IdP's number: an absurd one must neither overflow `Instant` nor pin a token for years.
+        let lifetime = lifetime.unwrap_or(UNNAMED_LIFETIME).min(LONGEST_KEPT);
         // A lifetime shorter than twice the margin is used for half of it rather than not at all.
         let keep = if lifetime > MARGIN * 2 {
             lifetime - MARGIN
@@ -162,5 +166,25 @@ mod tests {
         // A one-second token is kept for half a second, then fetched again.
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(cache.get(fetch("c", 3600)).await.expect("c").expose(), "c");
+    }
+
+    #[tokio::test]
+    async fn an_absurd_expires_in_is_capped_not_a_panic() {
+        let cache = TokenCache::default();
+        let token = cache
+            .get(|| async {
+                Ok::<_, UpstreamError>((Secret::new("t"), Some(Duration::from_secs(u64::MAX))))
+            })
+            .await
+            .expect("a token");
+        assert_eq!(token.expose(), "t");
+        let until = cache
+            .slot
+            .lock()
+            .await
+            .as_ref()
+            .map(|(_, u)| *u)
+            .expect("cached");
+        assert!(until <= Instant::now() + LONGEST_KEPT);
     }
 }

@@ -263,12 +263,14 @@ async fn a_keycloak_client_whose_create_answer_was_lost_is_found_but_a_sibling_i
     let pg = PgServer::shared().await;
     let db = pg.create_database().await;
     // Wide enough windows that a slow restart cannot reorder the steps: the orphan's record becomes old enough
-    // to reconcile 10 s after it was written, and the sibling's create is held upstream for 8 s, from 3 s on,
-    // so it is in flight when the reconciler first looks (and answers before its own record is old enough).
+    // to reconcile 14 s after it was written; the sibling's create starts at 5 s and is held upstream for 12 s,
+    // so it is in flight for the reconciler's passes from 14 s to 17 s (ten of them at 300 ms), and it answers
+    // 2 s before its own record (written at 5 s) is old enough to be touched. With 10 s / 3 s / 8 s the window
+    // was under a second and a slow pass missed it once in CI.
     let mut options = admin_options(pg, &db, Profile::Ob);
     options.store =
-        Some(store_toml(pg, &db).replace("reconcile_after = \"3s\"", "reconcile_after = \"10s\""));
-    options.upstream_extra = "timeout = \"10s\"\nsettle_timeout = \"10s\"".into();
+        Some(store_toml(pg, &db).replace("reconcile_after = \"3s\"", "reconcile_after = \"14s\""));
+    options.upstream_extra = "timeout = \"13s\"\nsettle_timeout = \"13s\"".into();
     let mut w = World::start(options).await;
     let tpp = w.tpp();
     let started = std::time::Instant::now();
@@ -298,14 +300,14 @@ async fn a_keycloak_client_whose_create_answer_was_lost_is_found_but_a_sibling_i
     // The same TPP registers again with the same metadata (OB allows it) while the first record becomes old
     // enough to reconcile; this one's answer takes 8 s. Its client carries the same fingerprint and is not
     // known to the store until its answer arrives: the reconciler must leave it alone meanwhile.
-    let wait = Duration::from_secs(3).saturating_sub(started.elapsed());
+    let wait = Duration::from_secs(5).saturating_sub(started.elapsed());
     tokio::time::sleep(wait).await;
     assert!(
-        started.elapsed() < Duration::from_secs(9),
-        "the restart took so long that the orphan may be reconciled before the sibling starts"
+        started.elapsed() < Duration::from_secs(12),
+        "the restart took so long that the orphan may be reconciled before the sibling is in flight long enough"
     );
     w.upstream
-        .fault(json!({"mode": "delay_after_create", "delay_ms": 8000, "count": 1}))
+        .fault(json!({"mode": "delay_after_create", "delay_ms": 12000, "count": 1}))
         .await;
     let resp = w
         .post_register(&tpp.client, &w.ob_request(&tpp, json!({})))

@@ -382,7 +382,8 @@ async fn an_unreachable_upstream_is_502_and_a_slow_one_504() {
     assert_eq!(resp.status, 504, "{}", resp.text());
     assert_eq!(resp.json()["error"], "server_error");
 
-    let port = support::world::closed_port();
+    let closed = support::world::closed_port();
+    let port = closed.port();
     let w2 = World::start(Options {
         upstream_override: Some(format!("http://127.0.0.1:{port}")),
         ..Options::default()

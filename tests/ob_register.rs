@@ -508,7 +508,8 @@ async fn an_upstream_refusal_is_a_400_and_an_unreachable_upstream_a_502() {
         "a 403 created nothing"
     );
 
-    let port = support::world::closed_port();
+    let closed = support::world::closed_port();
+    let port = closed.port();
     let w2 = World::start(Options {
         upstream_override: Some(format!("http://127.0.0.1:{port}")),
         ..Options::default()

@@ -556,7 +556,8 @@ fn a_key_of_another_pair_and_an_unreachable_database_are_explained() {
     );
     assert!(!stderr.contains("KeyMismatch"), "{stderr}");
 
-    let port = support::world::closed_port();
+    let closed = support::world::closed_port();
+    let port = closed.port();
     let postgres = src.replace(
         "backend = \"sqlite\"\npath = \"dcr.sqlite\"",
         &format!(

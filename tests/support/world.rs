@@ -718,8 +718,28 @@ pub fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// A loopback port nothing listens on (bound, read, released), for "upstream unreachable" cases.
-pub fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+/// A loopback port nothing listens on, for "upstream unreachable" cases: bound without listening (a connect
+/// is refused) and held while the value lives, so no server started by a test running alongside can take it
+/// (a port released after reading its number was taken once and answered 404).
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    port: u16,
+}
+
+impl ClosedPort {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind");
+    let port = socket.local_addr().expect("addr").port();
+    ClosedPort {
+        _socket: socket,
+        port,
+    }
 }

@@ -225,7 +225,7 @@ async fn run() {
         place(&env, mode);
         match mode {
             Mode::Pinned => t.line(format!(
-                "### Pinned: the server under test alone on core {SERVER_CPU}, the generator and the upstream on core {LOAD_CPU}\n\nnginx runs `worker_processes 1`, dcr-proxy one tokio worker (`TOKIO_WORKER_THREADS=1`). CPU µs/request is the server's user + system CPU (all its processes and threads, from /proc) per answered request; per-core req/s is requests per server CPU-second, what one core of the server answers at that cost. Both hold even when other work shares the machine; req/s and latencies do not."
+                "### Pinned: the server under test alone on core {SERVER_CPU}, the generator and the upstream on core {LOAD_CPU}\n\nnginx runs `worker_processes 1`, dcr-proxy one worker (`server.workers = 1`: one thread, one single-threaded runtime). CPU µs/request is the server's user + system CPU (all its processes and threads, from /proc) per answered request; per-core req/s is requests per server CPU-second, what one core of the server answers at that cost. Both hold even when other work shares the machine; req/s and latencies do not."
             )),
             Mode::Shared => t.line(format!(
                 "### Shared: {cores} cores shared by the generator, both servers and the upstream\n\nnginx runs `worker_processes auto`; dcr-proxy its default tokio runtime (one worker per core). A server that needs less CPU hands the saving to the generator, so the req/s ratio understates the CPU ratio."
@@ -319,6 +319,14 @@ fn cost_rows(t: &mut Table, figure: &str, d: &Med, n: &Med, note: &str) {
         n.cpu_us,
         false,
         &format!("server CPU s {:.2}/{:.2}", d.cpu, n.cpu),
+    );
+    t.row(
+        figure,
+        "of which kernel µs/request",
+        d.sys_us,
+        n.sys_us,
+        false,
+        "system time: the floor no user-space change moves",
     );
     t.row(figure, "per-core req/s", d.per_core, n.per_core, true, "");
 }

@@ -22,6 +22,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -79,6 +80,8 @@ pub struct Prepared {
     drain: Duration,
     reload_interval: Duration,
     background: Vec<BackgroundTask>,
+    /// Threads client connections run on (`server.workers`).
+    workers: usize,
 }
 
 type BackgroundTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
@@ -279,6 +282,10 @@ async fn build(cfg: &Config, store_use: StoreUse) -> Result<Prepared, StartError
         listen: cfg.server.listen,
         admin_listen: cfg.server.admin_listen,
         drain: cfg.server.drain_timeout,
+        workers: cfg
+            .server
+            .workers
+            .map_or_else(workers::default_count, |n| n as usize),
         reload_interval: cfg.server.reload_interval,
         background,
     })
@@ -587,7 +594,20 @@ pub async fn start(p: Prepared, config_path: Option<&Path>) -> Result<Running, S
             }
         }));
     }
-    let server_task = tokio::spawn(server::run(listener, tls_rx, p.state, shutdown_rx, p.drain));
+    let workers = workers::Workers::start(p.workers).map_err(|e| {
+        setup(
+            "server.workers",
+            format!("cannot start the worker threads: {e}"),
+        )
+    })?;
+    let server_task = tokio::spawn(server::run(
+        listener,
+        tls_rx,
+        p.state,
+        shutdown_rx,
+        p.drain,
+        workers,
+    ));
     Ok(Running {
         data_addr,
         admin_addr,

@@ -46,7 +46,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    // Client connections run on `server.workers` threads of their own (src/workers.rs); this runtime holds the
+    // accept loop, the admin listener and the background tasks.
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -99,20 +99,27 @@ impl HttpClient {
     /// For the IdP all pass-through traffic goes to, over `http` or `https`. Its trust roots are
     /// loaded only for `https`: an http upstream never uses them, and a slim sidecar image may have
     /// none. Idle connections live at most `pool_idle`, so one the upstream is about to close is
-    /// not picked.
+    /// not picked; at most `max_idle` are kept.
     pub fn for_upstream(
         https: bool,
         ca_bundle: Option<&Path>,
         connect_timeout: Duration,
         timeout: Duration,
         pool_idle: Duration,
+        max_idle: usize,
     ) -> Result<Self, String> {
         let roots = if https {
             root_store(ca_bundle)?
         } else {
             rustls::RootCertStore::empty()
         };
-        Self::build(roots, connect_timeout, timeout, false, (pool_idle, 64))
+        Self::build(
+            roots,
+            connect_timeout,
+            timeout,
+            false,
+            (pool_idle, max_idle),
+        )
     }
 
     /// `pool`: how long a connection may idle, and how many may idle per host.

@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub max_header_total_bytes: usize,
     pub admin_idle_timeout: Duration,
     pub admin_max_connections: u32,
+    /// Threads client connections run on, each with its own single-threaded runtime (see `workers`);
+    /// None: the CPUs the process may use.
+    pub workers: Option<u32>,
 }
 
 /// What every data connection is held to.
@@ -89,6 +92,7 @@ pub async fn run(
     state: Arc<AppState>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
+    workers: crate::workers::Workers,
 ) {
     let mut accept_errors = AcceptErrors::new("data");
     loop {
@@ -120,7 +124,7 @@ pub async fn run(
         let acceptor = TlsAcceptor::from(tls.borrow().clone());
         let state = state.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        workers.spawn_connection(tcp, move |tcp| async move {
             let _slot = slot;
             serve_connection(tcp, addr, acceptor, state, shutdown).await;
         });
@@ -130,6 +134,7 @@ pub async fn run(
     if !state.limits.gate.drained(drain).await {
         tracing::warn!("drain period over; closing remaining connections");
     }
+    workers.stop().await;
 }
 
 async fn serve_connection(

@@ -60,6 +60,7 @@ pub(super) struct Run {
     pub(super) errors: u64,
     pub(super) gen_cpu: f64,
     pub(super) server_cpu: f64,
+    pub(super) server_sys: f64,
 }
 
 pub(super) async fn load(
@@ -73,6 +74,7 @@ pub(super) async fn load(
     let dur = duration();
     let gen_before = cpu_seconds(std::process::id());
     let srv_before = server.cpu();
+    let sys_before = server.sys_cpu();
     let started = Instant::now();
     let deadline = started + dur;
     let addr = server.addr;
@@ -142,6 +144,7 @@ pub(super) async fn load(
         errors,
         gen_cpu: cpu_seconds(std::process::id()) - gen_before,
         server_cpu: server.cpu() - srv_before,
+        server_sys: server.sys_cpu() - sys_before,
     }
 }
 
@@ -155,6 +158,8 @@ pub(super) struct Med {
     pub(super) rps: f64,
     /// The server's CPU (user + system, all its processes and threads) per answered request.
     pub(super) cpu_us: f64,
+    /// The kernel's part of `cpu_us` (system time): what no user-space change can remove.
+    pub(super) sys_us: f64,
     /// What one core of the server answers per second at that cost: requests per server CPU-second. It does
     /// not depend on how the scheduler shared the cores with the generator or with other work on the machine.
     pub(super) per_core: f64,
@@ -171,6 +176,11 @@ pub(super) fn med(runs: &[Run]) -> Med {
     Med {
         rps: median(runs.iter().map(|r| r.rps).collect()),
         cpu_us: median(runs.iter().map(cpu_us).collect()),
+        sys_us: median(
+            runs.iter()
+                .map(|r| r.server_sys * 1e6 / (r.requests.max(1) as f64))
+                .collect(),
+        ),
         per_core: median(runs.iter().map(|r| 1e6 / cpu_us(r).max(1e-9)).collect()),
         p50: median(runs.iter().map(|r| r.p50_ms).collect()),
         p99: median(runs.iter().map(|r| r.p99_ms).collect()),

@@ -53,13 +53,18 @@ pub(super) fn free_port() -> u16 {
 }
 
 pub(super) fn cpu_seconds(pid: u32) -> f64 {
-    // utime + stime in clock ticks (fields 14 and 15 of /proc/<pid>/stat), ticks are 100 Hz on Linux.
+    let (user, system) = cpu_split(pid);
+    user + system
+}
+
+/// (user, system) CPU seconds: utime and stime in clock ticks (fields 14 and 15 of /proc/<pid>/stat), ticks
+/// are 100 Hz on Linux.
+pub(super) fn cpu_split(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
+    let field = |i: usize| -> f64 { f.get(i).and_then(|v| v.parse().ok()).unwrap_or(0.0) / 100.0 };
+    (field(11), field(12))
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -116,6 +121,10 @@ impl Server {
     }
     pub(super) fn cpu(&self) -> f64 {
         self.pids().into_iter().map(cpu_seconds).sum()
+    }
+    /// System (kernel) CPU seconds alone, all processes and threads.
+    pub(super) fn sys_cpu(&self) -> f64 {
+        self.pids().into_iter().map(|p| cpu_split(p).1).sum()
     }
     pub(super) fn rss_mib(&self) -> f64 {
         self.pids().into_iter().map(rss_kib).sum::<u64>() as f64 / 1024.0
@@ -235,6 +244,7 @@ max_body_bytes = 65536
 # default cap of 64 most would be turned away with 503 before they fetched anything.
 max_connections_per_address = 0
 max_concurrent_registrations = 1024
+{workers}
 [admin]
 enabled = false
 [tls]
@@ -259,6 +269,12 @@ path = "{db}"
 format = "json"
 level = "warn"
 "#,
+        // One worker thread, as nginx has one worker process; shared: one per CPU, the default.
+        workers = if mode == Mode::Pinned {
+            "workers = 1"
+        } else {
+            ""
+        },
         c = c.display(),
         k = k.display(),
         ca = d.join("ca.pem").display(),
@@ -275,10 +291,6 @@ level = "warn"
         &binary.display().to_string(),
         (mode == Mode::Pinned).then_some(SERVER_CPU),
     );
-    if mode == Mode::Pinned {
-        // tokio reads this when the multi-thread runtime is built: one worker, as nginx has one process.
-        cmd.env("TOKIO_WORKER_THREADS", "1");
-    }
     let child = cmd
         .arg("--config")
         .arg(&cfg)

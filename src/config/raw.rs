@@ -57,6 +57,7 @@ pub(super) struct RawServer {
     pub max_concurrent_registrations: u64,
     pub max_header_bytes: u64,
     pub max_header_total_bytes: u64,
+    pub workers: Option<u64>,
 }
 
 impl RawServer {
@@ -77,6 +78,7 @@ impl RawServer {
             max_concurrent_registrations: t.or("max_concurrent_registrations", 64u64),
             max_header_bytes: t.or("max_header_bytes", 8u64 * 1024),
             max_header_total_bytes: t.or("max_header_total_bytes", 32u64 * 1024),
+            workers: t.opt("workers"),
         };
         t.finish();
         raw

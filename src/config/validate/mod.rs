@@ -384,6 +384,7 @@ impl<'e> Validator<'e> {
                 "must be at least server.max_header_bytes",
             );
         }
+        let workers = s.workers.map(|n| self.count("server.workers", n, 1, 64));
         let admin_idle_timeout = self.duration("admin.idle_timeout", &a.idle_timeout, false);
         let admin_max_connections =
             self.count("admin.max_connections", a.max_connections, 1, 10_000);
@@ -406,6 +407,7 @@ impl<'e> Validator<'e> {
             max_header_total_bytes: max_header_total_bytes as usize,
             admin_idle_timeout,
             admin_max_connections,
+            workers,
         })
     }
 

@@ -236,6 +236,7 @@ impl Revocation {
                     cfg.fetch_timeout,
                     cfg.fetch_timeout,
                     Duration::from_secs(30),
+                    4,
                 )
                 .map_err(|e| setup("tls.crl_ca_bundle", e))?,
             )

@@ -222,7 +222,7 @@ async fn build(cfg: &Config, store_use: StoreUse) -> Result<Prepared, StartError
         cfg.reconcile.clone(),
     )));
     // The upstream's trust roots loaded above, so only an extra deny path can be refused here.
-    let forwarder = forward::Forwarder::new(cfg.forward.clone())
+    let forwarder = forward::Forwarder::for_workers(cfg.forward.clone(), worker_count(cfg))
         .map_err(|e| setup("forward.extra_deny_paths", e))?;
     // The same file the TLS verifier just loaded: its anchors are never forwarded in a chain.
     forwarder.set_client_anchors(client_anchors(&cfg.tls).map_err(|e| match e {
@@ -314,6 +314,26 @@ struct Budget {
 /// Checks at start-up that the client-connection cap leaves the reserve free under the open-files
 /// limit, so a flood of connections runs into our refusal and never into EMFILE for the store or the
 /// upstream. `nofile` None (a platform that cannot tell) trusts the configuration.
+/// `server.workers`, or the CPUs the process may use.
+fn worker_count(cfg: &Config) -> usize {
+    cfg.server
+        .workers
+        .map_or_else(workers::default_count, |n| n as usize)
+}
+
+/// Upstream connections the pass-through may hold: with one pool, a connection is opened only when none is
+/// idle, so never more than are in flight; with a pool per worker, a worker's idle connections (at most its
+/// share of the cap, see `Forwarder::for_workers`) may stand beside the others' busy ones.
+fn pass_through_fds(cap: u32, workers: usize) -> u64 {
+    let cap = u64::from(cap);
+    let workers = workers.max(1) as u64;
+    if workers == 1 {
+        cap
+    } else {
+        cap + workers * cap.div_ceil(workers)
+    }
+}
+
 fn connection_budget(cfg: &Config, nofile: Option<u64>) -> Result<Budget, StartError> {
     let s = &cfg.server;
     let pool = match &cfg.store {
@@ -321,7 +341,10 @@ fn connection_budget(cfg: &Config, nofile: Option<u64>) -> Result<Budget, StartE
         StoreConfig::Sqlite { .. } => 0,
     };
     let reserved = s.reserved_fds
-        + u64::from(cfg.forward.limits.max_concurrent_requests)
+        + pass_through_fds(
+            cfg.forward.limits.max_concurrent_requests,
+            worker_count(cfg),
+        )
         + u64::from(s.max_concurrent_registrations)
         + pool
         + u64::from(s.admin_max_connections);
@@ -669,7 +692,12 @@ path = "dcr.sqlite"
     fn client_connections_get_what_the_file_limit_leaves_after_the_reserve() {
         let (dir, mut cfg) = config_with_unusable_upstream_ca();
         let _ = std::fs::remove_dir_all(&dir);
-        // Defaults: 128 reserved + 256 pass-through + 64 registration + 32 admin.
+        // Four workers: 256 in flight and 4 x 64 idle upstream connections at most.
+        cfg.server.workers = Some(4);
+        let b = connection_budget(&cfg, Some(1024)).expect("fits");
+        assert_eq!(b.reserved, 128 + 512 + 64 + 32);
+        // Defaults, one worker: 128 reserved + 256 pass-through + 64 registration + 32 admin.
+        cfg.server.workers = Some(1);
         let b = connection_budget(&cfg, Some(1024)).expect("fits");
         assert_eq!(b.reserved, 480);
         assert_eq!(b.data, 1024 - 480);

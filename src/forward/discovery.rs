@@ -128,7 +128,7 @@ impl Forwarder {
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
 
-        let reply = self.client.send_request(req, MAX_DISCOVERY_BYTES).await?;
+        let reply = self.client().send_request(req, MAX_DISCOVERY_BYTES).await?;
         if reply.status != StatusCode::OK {
             // Not cached: a passing upstream error must not outlive itself.
             return Err(DiscoveryError::Status {

@@ -77,7 +77,10 @@ pub struct ForwardConfig {
 
 /// The pass-through to the IdP; one per proxy, holding the upstream connection pool.
 pub struct Forwarder {
-    client: HttpClient,
+    /// One pool per worker thread (`crate::workers`): a pooled connection's task runs on the runtime that
+    /// opened it, so a pool shared by workers would wake another thread for every request that picked a
+    /// connection opened elsewhere.
+    clients: Vec<HttpClient>,
     /// `scheme://host[:port]` of the upstream.
     origin: String,
     /// The upstream base path without its trailing `/`.
@@ -104,6 +107,11 @@ impl Forwarder {
     /// Settings arrive checked by `config` (scheme, user information, query, timeouts, deny-path syntax); what
     /// can still fail is loading the trust roots.
     pub fn new(cfg: ForwardConfig) -> Result<Self, String> {
+        Self::for_workers(cfg, 1)
+    }
+
+    /// As `new`, with an upstream pool for each of `workers` worker threads.
+    pub fn for_workers(cfg: ForwardConfig, workers: usize) -> Result<Self, String> {
         let base = &cfg.upstream_base;
         let https = base.scheme() == "https";
         let upstream_host = authority_of(base).ok_or("upstream_base: has no host")?;
@@ -114,19 +122,26 @@ impl Forwarder {
             .map(|p| DenyPattern::parse(p))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let client = HttpClient::for_upstream(
-            https,
-            cfg.ca_bundle.as_deref(),
-            cfg.connect_timeout,
-            cfg.response_timeout,
-            POOL_IDLE_TIMEOUT,
-            // As many as may be in flight: a pool smaller than the load closes a connection after nearly every
-            // response and opens another for the next request (measured: at c=64 against a pool of 64, 81 µs
-            // of CPU per request instead of 67). In-flight requests are capped, so this bounds descriptors too.
-            cfg.limits.max_concurrent_requests as usize,
-        )?;
+        let workers = workers.max(1);
+        // Together as many idle connections as may be in flight: a pool smaller than the load closes a
+        // connection after nearly every response and opens another for the next request (measured: at c=64
+        // against a pool of 64, 81 µs of CPU per request instead of 67). `lib::connection_budget` reserves
+        // the descriptors.
+        let idle = (cfg.limits.max_concurrent_requests as usize).div_ceil(workers);
+        let clients = (0..workers)
+            .map(|_| {
+                HttpClient::for_upstream(
+                    https,
+                    cfg.ca_bundle.as_deref(),
+                    cfg.connect_timeout,
+                    cfg.response_timeout,
+                    POOL_IDLE_TIMEOUT,
+                    idle,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Forwarder {
-            client,
+            clients,
             origin: base[..url::Position::BeforePath].to_owned(),
             prefix: base.path().trim_end_matches('/').to_owned(),
             upstream_host: HeaderValue::from_str(&upstream_host)
@@ -306,7 +321,7 @@ impl Forwarder {
         };
         let req = Request::from_parts(parts, body);
 
-        let sent = self.client.stream(req).await;
+        let sent = self.client().stream(req).await;
         if sent.is_err()
             && let Some(f) = fault.get()
         {
@@ -337,6 +352,11 @@ impl Forwarder {
                 Response::from_parts(parts, body.map_err(BoxError::from).boxed())
             }
         }
+    }
+
+    /// The calling worker's pool.
+    fn client(&self) -> &HttpClient {
+        &self.clients[crate::workers::current_index() % self.clients.len()]
     }
 
     fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::uri::InvalidUri> {

@@ -282,10 +282,7 @@ async fn build(cfg: &Config, store_use: StoreUse) -> Result<Prepared, StartError
         listen: cfg.server.listen,
         admin_listen: cfg.server.admin_listen,
         drain: cfg.server.drain_timeout,
-        workers: cfg
-            .server
-            .workers
-            .map_or_else(workers::default_count, |n| n as usize),
+        workers: worker_count(cfg),
         reload_interval: cfg.server.reload_interval,
         background,
     })

@@ -331,6 +331,12 @@ fn cost_rows(t: &mut Table, figure: &str, d: &Med, n: &Med, note: &str) {
     t.row(figure, "per-core req/s", d.per_core, n.per_core, true, "");
 }
 
+/// BENCH_CASE="RSA-2048 TLS 1.2" (any part of "<key> <version>") runs only the (b) cases that contain it, e.g. to
+/// profile one handshake kind alone.
+fn case_wanted(case: &str) -> bool {
+    std::env::var("BENCH_CASE").map_or(true, |want| case.contains(want.as_str()))
+}
+
 /// Figures (a), (b) and (c) in one placement.
 async fn pass_through_and_registrations(
     env: &Env,
@@ -391,6 +397,9 @@ async fn pass_through_and_registrations(
         let d_srv = dcr_b.as_ref().unwrap_or(&dcr);
         let n_srv = ngx_b.as_ref().unwrap_or(&ngx);
         for (v, tls) in [("TLS 1.3", tls13), ("TLS 1.2", tls12)] {
+            if !case_wanted(&format!("{key_name} {v}")) {
+                continue;
+            }
             let (d, n) = compare(d_srv, n_srv, tls, &token_body, 16, false).await;
             cost_rows(
                 t,

@@ -15,6 +15,7 @@ pub mod jwt;
 pub mod listener;
 pub mod metrics;
 pub mod outbound;
+pub mod peers;
 pub mod register_status;
 pub mod secret;
 pub mod server;
@@ -266,6 +267,7 @@ async fn build(cfg: &Config, store_use: StoreUse) -> Result<Prepared, StartError
             registrations: Arc::new(tokio::sync::Semaphore::new(
                 s.max_concurrent_registrations as usize,
             )),
+            peers: peers::Peers::new(),
             limits: server::ConnLimits {
                 gate: listener::Gate::new("data", budget.data, s.max_connections_per_address),
                 idle_timeout: s.idle_timeout,

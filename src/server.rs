@@ -25,6 +25,7 @@ use crate::listener::{AcceptErrors, Activity, Gate, Guarded, drive};
 use crate::metrics::{
     METRICS, ReasonLabels, RequestLabels, RouteLabels, handshake_reason, method_label,
 };
+use crate::peers::Peer;
 
 /// `[server]` and `[admin]`: where the proxy listens, how long it waits and how much it takes on.
 #[derive(Debug, Clone)]
@@ -82,6 +83,8 @@ pub struct AppState {
     pub limits: ConnLimits,
     /// Places under `max_concurrent_registrations`.
     pub registrations: Arc<tokio::sync::Semaphore>,
+    /// Peers worked out once per certificate chain, shared by the connections presenting it.
+    pub peers: crate::peers::Peers,
 }
 
 /// The accept loop. Each accepted connection reads the newest TLS config from `tls`, so a reload
@@ -169,11 +172,9 @@ async fn serve_connection(
             return;
         }
     };
-    let peer = peer_identity(&stream, addr);
-    let cert_headers = peer.as_ref().map(|p| state.forwarder.cert_headers_for(p));
+    let peer = peer_identity(&stream, addr, &state).await;
     let conn = Arc::new(ConnInfo {
         peer,
-        cert_headers,
         forward_slots: state.forwarder.connection_slots(),
     });
     let info = conn.clone();
@@ -218,7 +219,7 @@ async fn serve_connection(
     // Closed early (None) once the CRLs in force refuse the peer's certificate.
     if let Some(Err(e)) = state
         .revocation
-        .guard(info.peer.as_ref(), addr, served)
+        .guard(info.peer.as_deref().map(|p| &p.cert), addr, served)
         .await
     {
         tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
@@ -253,16 +254,20 @@ fn headers_within(headers: &http::HeaderMap, per: usize, total: usize) -> Result
 
 /// Parses the verified leaf once per connection. A certificate we cannot parse is treated as absent
 /// (and logged): routes that need one then refuse with 403, never 500.
-fn peer_identity(
+async fn peer_identity(
     stream: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     addr: SocketAddr,
-) -> Option<PeerCert> {
+    state: &AppState,
+) -> Option<Arc<Peer>> {
     let (_, conn) = stream.get_ref();
-    let (leaf, chain) = conn.peer_certificates()?.split_first()?;
-    match PeerCert::from_der(
-        leaf.clone().into_owned(),
-        chain.iter().map(|c| c.clone().into_owned()).collect(),
-    ) {
+    let generation = state.forwarder.cert_headers_generation();
+    let found = state
+        .peers
+        .get(conn.peer_certificates()?, generation, |cert| {
+            state.forwarder.cert_headers_for(cert)
+        })
+        .await?;
+    match found {
         Ok(p) => Some(p),
         Err(e) => {
             tracing::warn!(peer = %addr, failure = "client_cert", reason = %e, "verified client certificate could not be parsed");
@@ -300,8 +305,9 @@ fn interaction_id(req: &Request<Incoming>) -> String {
 
 /// What one connection knows about its peer, worked out once at the handshake.
 struct ConnInfo {
-    peer: Option<PeerCert>,
-    cert_headers: Option<crate::forward::CertHeaders>,
+    /// The verified certificate and its forwarding headers, shared with other connections presenting the
+    /// same chain.
+    peer: Option<Arc<Peer>>,
     /// Pass-through requests this connection may have in flight (h2 multiplexes many).
     forward_slots: Arc<tokio::sync::Semaphore>,
 }
@@ -312,7 +318,7 @@ async fn handle(
     addr: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<RespBody> {
-    let peer = conn.peer.as_ref();
+    let peer = conn.peer.as_deref().map(|p| &p.cert);
     let request_id = Uuid::new_v4().to_string();
     let fapi_id = interaction_id(&req);
     let span = tracing::info_span!("request", request_id = %request_id, interaction_id = %fapi_id, method = %req.method(), peer = %addr);
@@ -351,7 +357,12 @@ async fn handle(
                 let upstream_started = std::time::Instant::now();
                 let resp = state
                     .forwarder
-                    .forward_limited(req, conn.cert_headers.as_deref(), addr, &conn.forward_slots)
+                    .forward_limited(
+                        req,
+                        conn.peer.as_deref().map(|p| &*p.headers),
+                        addr,
+                        &conn.forward_slots,
+                    )
                     .await;
                 METRICS.observe_upstream("forward", upstream_started.elapsed());
                 ("forward", resp)

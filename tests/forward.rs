@@ -695,3 +695,45 @@ async fn the_chain_stops_below_the_root_fits_cert_chain_max_and_travels_under_th
         assert!(h.get(gone).is_none(), "{gone}: {h:?}");
     }
 }
+
+/// Connections presenting one chain share its encoded headers (src/peers.rs); a reload that turns an
+/// intermediate into an anchor must still change what the same chain forwards.
+#[tokio::test]
+async fn a_reload_that_makes_an_intermediate_an_anchor_changes_the_chain_sent_for_the_same_certificate()
+ {
+    if support::world::skip_for_flavour(
+        Flavour::ForgeRockAm,
+        "AM reads the leaf alone as URL-encoded PEM; there is no chain header to check",
+    ) {
+        return;
+    }
+    let w = World::ob().await;
+    let tpp = ChainedTpp::new();
+    let original = std::fs::read_to_string(&w.files.ca).expect("read");
+    std::fs::write(&w.files.ca, format!("{original}{}", pem(&tpp.root))).expect("write");
+    once_trusted(&w, &tpp, "/chain-probe-before", &[]).await;
+    let before = last_headers(&w, "/chain-probe-before").await;
+    assert_eq!(before["client-cert-chain"], sf_binary(&tpp.inter2).as_str());
+
+    std::fs::write(
+        &w.files.ca,
+        format!("{original}{}{}", pem(&tpp.root), pem(&tpp.inter2)),
+    )
+    .expect("write");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        get_presenting(&w, &tpp, "/chain-probe-after", &[])
+            .await
+            .expect("still trusted");
+        let after = last_headers(&w, "/chain-probe-after").await;
+        assert_eq!(after["client-cert"], sf_binary(&tpp.leaf).as_str());
+        if after.get("client-cert-chain").is_none() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the anchor is still forwarded 10 s after the reload: {after:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

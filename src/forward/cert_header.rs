@@ -1,6 +1,7 @@
 //! The verified client certificate as the IdP wants to read it: RFC 9440, nginx or Envoy headers,
 //! under the names the operator configured, with only the intermediates the IdP can use.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
@@ -180,6 +181,8 @@ fn forwarded_chain<'a>(
 pub(super) struct CertEncoder {
     cfg: CertHeaderConfig,
     anchors: RwLock<Arc<ClientAnchors>>,
+    /// Bumped after every change of `anchors`, so headers cached under an older value are not used again.
+    generation: AtomicU64,
     /// Folded names of every header this format sends, stripped from every request whether or
     /// not it carries a certificate.
     strip: Vec<String>,
@@ -191,11 +194,18 @@ impl CertEncoder {
             strip: cfg.names(),
             cfg,
             anchors: RwLock::new(Arc::new(ClientAnchors::default())),
+            generation: AtomicU64::new(0),
         }
     }
 
     pub(super) fn set_anchors(&self, anchors: ClientAnchors) {
         *self.anchors.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(anchors);
+        // After the write: whoever reads the new generation then reads the new anchors.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub(super) fn strip_names(&self) -> &[String] {

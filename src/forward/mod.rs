@@ -162,6 +162,12 @@ impl Forwarder {
         self.cert.headers(peer).into()
     }
 
+    /// Changes whenever the anchors do: headers worked out under another generation may name a
+    /// different chain. Read it before `cert_headers_for`.
+    pub fn cert_headers_generation(&self) -> u64 {
+        self.cert.generation()
+    }
+
     /// The client-CA anchors (`tls.client_ca`), never forwarded in a chain; set at start and on
     /// every TLS reload.
     pub fn set_client_anchors(&self, anchors: ClientAnchors) {

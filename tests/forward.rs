@@ -591,6 +591,14 @@ async fn get_presenting(
     Ok(resp.status().as_u16())
 }
 
+/// AM reads the leaf alone as URL-encoded PEM: under its flavour there is no chain header to check.
+fn no_chain_header() -> bool {
+    support::world::skip_for_flavour(
+        Flavour::ForgeRockAm,
+        "AM reads the leaf alone as URL-encoded PEM; there is no chain header to check",
+    )
+}
+
 /// Retries `get_presenting` until the proxy has reloaded a client CA bundle that trusts `tpp`.
 async fn once_trusted(w: &World, tpp: &ChainedTpp, path: &str, headers: &[(&str, &str)]) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -616,10 +624,7 @@ async fn last_headers(w: &World, path: &str) -> serde_json::Map<String, Value> {
 
 #[tokio::test]
 async fn a_client_ca_anchor_added_by_a_reload_is_never_forwarded_in_the_chain() {
-    if support::world::skip_for_flavour(
-        Flavour::ForgeRockAm,
-        "AM reads the leaf alone as URL-encoded PEM; there is no chain header to check",
-    ) {
+    if no_chain_header() {
         return;
     }
     let w = World::ob().await;
@@ -641,10 +646,7 @@ async fn a_client_ca_anchor_added_by_a_reload_is_never_forwarded_in_the_chain() 
 #[tokio::test]
 async fn the_chain_stops_below_the_root_fits_cert_chain_max_and_travels_under_the_configured_names()
 {
-    if support::world::skip_for_flavour(
-        Flavour::ForgeRockAm,
-        "AM reads the leaf alone as URL-encoded PEM; there is no chain header to check",
-    ) {
+    if no_chain_header() {
         return;
     }
     let w = World::ob().await;
@@ -701,10 +703,7 @@ async fn the_chain_stops_below_the_root_fits_cert_chain_max_and_travels_under_th
 #[tokio::test]
 async fn a_reload_that_makes_an_intermediate_an_anchor_changes_the_chain_sent_for_the_same_certificate()
  {
-    if support::world::skip_for_flavour(
-        Flavour::ForgeRockAm,
-        "AM reads the leaf alone as URL-encoded PEM; there is no chain header to check",
-    ) {
+    if no_chain_header() {
         return;
     }
     let w = World::ob().await;

@@ -252,8 +252,8 @@ fn headers_within(headers: &http::HeaderMap, per: usize, total: usize) -> Result
     Ok(())
 }
 
-/// Parses the verified leaf once per connection. A certificate we cannot parse is treated as absent
-/// (and logged): routes that need one then refuse with 403, never 500.
+/// The verified chain's peer, parsed once per distinct chain (`peers`). A certificate we cannot parse is
+/// treated as absent (and logged): routes that need one then refuse with 403, never 500.
 async fn peer_identity(
     stream: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     addr: SocketAddr,

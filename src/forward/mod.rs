@@ -156,8 +156,8 @@ impl Forwarder {
         })
     }
 
-    /// The certificate headers for a peer, in the configured format. Computed once per connection
-    /// by the server (base64 and PEM encoding showed up in profiles when done per request).
+    /// The certificate headers for a peer, in the configured format. Computed once per distinct chain
+    /// (`crate::peers`), not per request: base64 and PEM encoding showed up in profiles when done per request.
     pub fn cert_headers_for(&self, peer: &PeerCert) -> CertHeaders {
         self.cert.headers(peer).into()
     }

@@ -157,7 +157,7 @@ impl Forwarder {
     }
 
     /// The certificate headers for a peer, in the configured format. Computed once per distinct chain
-    /// (`crate::peers`), not per request: base64 and PEM encoding showed up in profiles when done per request.
+    /// (src/peers.rs), not per request: base64 and PEM encoding showed up in profiles when done per request.
     pub fn cert_headers_for(&self, peer: &PeerCert) -> CertHeaders {
         self.cert.headers(peer).into()
     }

@@ -253,20 +253,29 @@ impl RegisterStatus {
         if !usable {
             self.refresh(feed).await;
         }
-        let h = lock(&feed.held);
-        let said = h.statuses.get(id).cloned();
-        match h.confirmed_at {
-            None => Lookup::Unconfirmed,
-            Some(t) => match said.as_deref() {
-                Some("ACTIVE") if self.too_old(t) => Lookup::Unconfirmed,
-                Some("ACTIVE") => Lookup::Active,
-                // A product or recipient the list does not name is not ACTIVE there; an old list saying
-                // "not active" is still believed, whatever the policy: it can only have become worse.
-                Some(other) => Lookup::NotActive(other.to_string()),
-                None if self.too_old(t) => Lookup::Unconfirmed,
-                None => Lookup::NotActive(String::new()),
-            },
+        let found = {
+            let h = lock(&feed.held);
+            let said = h.statuses.get(id).cloned();
+            match h.confirmed_at {
+                None => Lookup::Unconfirmed,
+                Some(t) => match said.as_deref() {
+                    Some("ACTIVE") if self.too_old(t) => Lookup::Unconfirmed,
+                    Some("ACTIVE") => Lookup::Active,
+                    // A product or recipient the list does not name is not ACTIVE there; an old list saying
+                    // "not active" is still believed, whatever the policy: it can only have become worse.
+                    Some(other) => Lookup::NotActive(other.to_string()),
+                    None if self.too_old(t) => Lookup::Unconfirmed,
+                    None => Lookup::NotActive(String::new()),
+                },
+            }
+        };
+        // The list can pass its bound between two ticks of `run`, and no fetch is tried within DEMAND_RETRY
+        // of the last: the staleness gauge and log are brought up to date here, so that an operator never
+        // sees a refusal for staleness beside a gauge that still says fresh.
+        if matches!(found, Lookup::Unconfirmed) {
+            self.publish();
         }
+        found
     }
 
     fn too_old(&self, confirmed: Instant) -> bool {

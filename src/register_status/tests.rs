@@ -114,3 +114,25 @@ async fn an_old_list_is_believed_for_refusals_only_and_the_policy_decides_the_re
         }
     }
 }
+
+#[tokio::test]
+async fn a_refusal_for_staleness_marks_the_list_stale_without_waiting_for_a_tick() {
+    let c = checker(StalePolicy::Closed);
+    {
+        let mut h = lock(&c.products.held);
+        h.statuses = Arc::new(BTreeMap::from([("on".to_string(), "ACTIVE".to_string())]));
+        // Past interval + max_stale, and a fetch tried just now: the lookup neither fetches nor ticks.
+        h.confirmed_at = Instant::now().checked_sub(Duration::from_secs(121));
+        h.attempted_at = Some(Instant::now());
+        h.stale = false;
+    }
+    let e = c
+        .decide("on", None, RegisterCheck::OAuth)
+        .await
+        .expect_err("stale, closed");
+    assert_eq!(e.code(), "register_status_unconfirmed");
+    assert!(
+        lock(&c.products.held).stale,
+        "the gauge and log were not brought up to date with the refusal"
+    );
+}

@@ -2,7 +2,6 @@
 //! the registration endpoint, and the certificate header default.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use super::*;
 use crate::forward::CertHeaderFormat;
@@ -34,13 +33,8 @@ backend = "sqlite"
 path = "dcr.sqlite"
 "#;
 
-fn dir_with_files() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dcr-cfg-am-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    for f in ["cert.pem", "key.pem", "ca.pem"] {
-        std::fs::write(d.join(f), "x").expect("write");
-    }
-    d
+fn dir_with_files() -> super::tests::Scratch {
+    super::tests::Scratch::with_tls_files("dcr-cfg-am")
 }
 
 fn env() -> HashMap<String, String> {

@@ -276,13 +276,13 @@ async fn peer_identity(
     }
 }
 
-enum Route<'a> {
+enum Route<Id> {
     Register,
-    Client(&'a str),
+    Client(Id),
     Other,
 }
 
-fn route(path: &str) -> Route<'_> {
+fn route(path: &str) -> Route<&str> {
     match path.strip_prefix("/register") {
         Some("") | Some("/") => Route::Register,
         Some(rest) => match rest.strip_prefix('/') {
@@ -319,12 +319,14 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Response<RespBody> {
     let peer = conn.peer.as_deref().map(|p| &p.cert);
-    let request_id = Uuid::new_v4().to_string();
     let fapi_id = interaction_id(&req);
-    let span = tracing::info_span!("request", request_id = %request_id, interaction_id = %fapi_id, method = %req.method(), peer = %addr);
+    let span = tracing::info_span!("request", request_id = tracing::field::Empty, interaction_id = %fapi_id, method = %req.method(), peer = %addr);
+    // The request id lives only in the logs: not drawn when no span is recorded (the default `warn` level).
+    if !span.is_disabled() {
+        span.record("request_id", tracing::field::display(Uuid::new_v4()));
+    }
     let mut resp = async {
         let started = std::time::Instant::now();
-        let path = req.uri().path().to_string();
         let method = req.method().clone();
         let too_large = headers_within(
             req.headers(),
@@ -332,7 +334,13 @@ async fn handle(
             state.limits.max_header_total_bytes,
         )
         .err();
-        let (route_name, resp) = match route(&path) {
+        // Owned: the request moves into its handler below.
+        let route = match route(req.uri().path()) {
+            Route::Client(id) => Route::Client(id.to_owned()),
+            Route::Register => Route::Register,
+            Route::Other => Route::Other,
+        };
+        let (route_name, resp) = match route {
             _ if too_large.is_some() => {
                 METRICS.headers_too_large.inc();
                 let why = too_large.unwrap_or_default();
@@ -346,13 +354,10 @@ async fn handle(
                 "register",
                 admitted(&state, register(&state, peer, req)).await,
             ),
-            Route::Client(id) => {
-                let id = id.to_string();
-                (
-                    "register_client",
-                    admitted(&state, manage(&state, peer, &id, req)).await,
-                )
-            }
+            Route::Client(id) => (
+                "register_client",
+                admitted(&state, manage(&state, peer, &id, req)).await,
+            ),
             Route::Other => {
                 let upstream_started = std::time::Instant::now();
                 let resp = state

@@ -1,6 +1,8 @@
 //! The deny-list: request paths reduced the way any IdP router might read them, and the patterns
 //! of endpoints never forwarded.
 
+use std::borrow::Cow;
+
 use super::ForwardConfig;
 
 impl ForwardConfig {
@@ -53,15 +55,21 @@ const DECODE_ROUNDS: usize = 3;
 
 impl NormalPath {
     pub(super) fn new(raw: &str) -> NormalPath {
-        let mut bytes = raw.as_bytes().to_vec();
-        for _ in 0..DECODE_ROUNDS {
-            let decoded = percent_decode(&bytes);
-            if decoded == bytes {
-                break;
+        // Every pass-through request comes here: a path with nothing to decode or replace is not copied.
+        let mut bytes = Cow::Borrowed(raw.as_bytes());
+        if raw.contains('%') {
+            for _ in 0..DECODE_ROUNDS {
+                let decoded = percent_decode(&bytes);
+                if decoded == *bytes {
+                    break;
+                }
+                bytes = Cow::Owned(decoded);
             }
-            bytes = decoded;
         }
-        let text = String::from_utf8_lossy(&bytes).replace('\\', "/");
+        let mut text = String::from_utf8_lossy(&bytes);
+        if text.contains('\\') {
+            text = Cow::Owned(text.replace('\\', "/"));
+        }
         let mut segments: Vec<String> = Vec::new();
         let mut had_dot_segments = false;
         for seg in text.split('/') {
@@ -170,12 +178,23 @@ impl DenyPattern {
     /// Dynamic programming over (pattern, path) positions rather than backtracking, so a path of
     /// thousands of segments against two `**` stays linear in the path per pattern segment.
     pub(super) fn matches(&self, path: &[String]) -> bool {
+        // A literal first or last segment settles most patterns against most paths without the table below
+        // (every pattern is tried on every pass-through request).
+        let literal_at = |seg: Option<&Segment>, at: Option<&String>| match seg {
+            Some(Segment::Literal(l)) => at == Some(l),
+            _ => true,
+        };
+        if !literal_at(self.segments.first(), path.first())
+            || !literal_at(self.segments.last(), path.last())
+        {
+            return false;
+        }
         let n = path.len();
-        // next[j]: the pattern from the following segment on matches path[j..].
+        // next[j]: the pattern from the following segment on matches path[j..]; cur is the row being filled.
         let mut next = vec![false; n + 1];
+        let mut cur = vec![false; n + 1];
         next[n] = true;
         for seg in self.segments.iter().rev() {
-            let mut cur = vec![false; n + 1];
             for j in (0..=n).rev() {
                 cur[j] = match seg {
                     Segment::Any => next[j] || (j < n && cur[j + 1]),
@@ -183,7 +202,7 @@ impl DenyPattern {
                     Segment::Literal(l) => j < n && path[j] == *l && next[j + 1],
                 };
             }
-            next = cur;
+            std::mem::swap(&mut next, &mut cur);
         }
         next[0]
     }

@@ -332,7 +332,8 @@ fn cost_rows(t: &mut Table, figure: &str, d: &Med, n: &Med, note: &str) {
 }
 
 /// BENCH_CASE="RSA-2048 TLS 1.2" (any part of "<key> <version>") runs only the (b) cases that contain it, e.g. to
-/// profile one handshake kind alone.
+/// profile one handshake kind alone; BENCH_CASE="c=64" runs only that concurrency of (a). Cases of other figures
+/// that do not contain it are left out too.
 fn case_wanted(case: &str) -> bool {
     std::env::var("BENCH_CASE").map_or(true, |want| case.contains(want.as_str()))
 }
@@ -360,7 +361,10 @@ async fn pass_through_and_registrations(
     let dcr = start_dcr(env, p256, "p256", mode);
     let ngx = start_reference(env, p256, "p256", mode);
     let mut nginx_keepalive = None;
-    for c in [16, 64].into_iter().filter(|_| want('a')) {
+    for c in [16, 64]
+        .into_iter()
+        .filter(|c| want('a') && case_wanted(&format!("c={c}")))
+    {
         let (d, n) = compare(&dcr, &ngx, tls13, &token_body, c, true).await;
         cost_rows(
             t,

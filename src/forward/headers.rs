@@ -165,32 +165,42 @@ fn is_forwarding_header(folded: &str) -> bool {
 pub(super) fn set_forwarding_headers(headers: &mut HeaderMap, client: Option<IpAddr>, host: &str) {
     use std::fmt::Write as _;
     remove_where(headers, is_forwarding_header);
+    // Up to five fields are added; growing the map once, not on the way (hyper sizes it for the fields read).
+    headers.reserve(5);
     let port = port_of(host).unwrap_or(443);
-    // One buffer for every value built here: this runs for every pass-through request.
+    // One buffer and one formatting of the address for every value built here: this runs for every
+    // pass-through request (profiled: formatting the address twice and naming the fields by string were
+    // most of this function's ~2 % of the pass-through's samples).
     let mut forwarded = String::with_capacity(host.len() + 64);
     if let Some(ip) = client {
-        let _ = write!(forwarded, "{ip}");
-        if let Ok(v) = HeaderValue::from_str(&forwarded) {
-            headers.insert("x-forwarded-for", v);
-        }
-        forwarded.clear();
         // RFC 7239 section 6: an IPv6 node is bracketed, and then must be quoted.
-        let _ = match ip {
-            IpAddr::V4(v4) => write!(forwarded, "for={v4};"),
-            IpAddr::V6(v6) => write!(forwarded, "for=\"[{v6}]\";"),
+        let (open, close) = match ip {
+            IpAddr::V4(_) => ("for=", ";"),
+            IpAddr::V6(_) => ("for=\"[", "]\";"),
         };
+        forwarded.push_str(open);
+        let _ = write!(forwarded, "{ip}");
+        if let Ok(v) = HeaderValue::from_str(&forwarded[open.len()..]) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+        forwarded.push_str(close);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert("x-forwarded-host", v);
+        headers.insert(X_FORWARDED_HOST, v);
     }
-    headers.insert("x-forwarded-port", HeaderValue::from(port));
+    headers.insert(X_FORWARDED_PORT, HeaderValue::from(port));
     // The host is always quoted: with a port it contains `:`, which a token may not.
     let _ = write!(forwarded, "proto=https;host=\"{host}\"");
     if let Ok(v) = HeaderValue::from_str(&forwarded) {
         headers.insert(header::FORWARDED, v);
     }
 }
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
 /// The port of a `host[:port]` that `client_authority` (or our own configuration) let through: after
 /// the last `:`, unless that `:` is inside an IPv6 literal's brackets.

@@ -7,6 +7,8 @@
 mod raw;
 mod read;
 #[cfg(test)]
+mod scratch;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_forgerock_am;

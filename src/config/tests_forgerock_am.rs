@@ -33,8 +33,8 @@ backend = "sqlite"
 path = "dcr.sqlite"
 "#;
 
-fn dir_with_files() -> super::tests::Scratch {
-    super::tests::Scratch::with_tls_files("dcr-cfg-am")
+fn dir_with_files() -> super::scratch::Scratch {
+    super::scratch::Scratch::with_tls_files("dcr-cfg-am")
 }
 
 fn env() -> HashMap<String, String> {

@@ -253,10 +253,10 @@ impl RegisterStatus {
         if !usable {
             self.refresh(feed).await;
         }
-        let found = {
+        let (found, announced) = {
             let h = lock(&feed.held);
             let said = h.statuses.get(id).cloned();
-            match h.confirmed_at {
+            let found = match h.confirmed_at {
                 None => Lookup::Unconfirmed,
                 Some(t) => match said.as_deref() {
                     Some("ACTIVE") if self.too_old(t) => Lookup::Unconfirmed,
@@ -267,12 +267,14 @@ impl RegisterStatus {
                     None if self.too_old(t) => Lookup::Unconfirmed,
                     None => Lookup::NotActive(String::new()),
                 },
-            }
+            };
+            (found, h.stale)
         };
         // The list can pass its bound between two ticks of `run`, and no fetch is tried within DEMAND_RETRY
         // of the last: the staleness gauge and log are brought up to date here, so that an operator never
-        // sees a refusal for staleness beside a gauge that still says fresh.
-        if matches!(found, Lookup::Unconfirmed) {
+        // sees a refusal for staleness beside a gauge that still says fresh. Once only: a stale list stays
+        // stale until a fetch (which publishes), and requests served open meanwhile must not each recount it.
+        if matches!(found, Lookup::Unconfirmed) && !announced {
             self.publish();
         }
         found

@@ -332,8 +332,8 @@ fn cost_rows(t: &mut Table, figure: &str, d: &Med, n: &Med, note: &str) {
 }
 
 /// BENCH_CASE="RSA-2048 TLS 1.2" (any part of "<key> <version>") runs only the (b) cases that contain it, e.g. to
-/// profile one handshake kind alone; BENCH_CASE="c=64" runs only that concurrency of (a). Cases of other figures
-/// that do not contain it are left out too.
+/// profile one handshake kind alone; BENCH_CASE="c=64" runs only that concurrency of (a), BENCH_CASE="keep-alive"
+/// only that half of (c). Cases of other figures that do not contain it are left out too.
 fn case_wanted(case: &str) -> bool {
     std::env::var("BENCH_CASE").map_or(true, |want| case.contains(want.as_str()))
 }
@@ -426,7 +426,7 @@ async fn pass_through_and_registrations(
     let per_run = 60_000usize.min(8_000 * duration().as_secs() as usize);
     for (mode_name, keep_alive) in [("keep-alive", true), ("new connection per request", false)]
         .into_iter()
-        .filter(|_| want('c'))
+        .filter(|(mode_name, _)| want('c') && case_wanted(mode_name))
     {
         let mut runs = Vec::new();
         for _ in 0..ROUNDS {

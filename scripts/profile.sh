@@ -6,6 +6,7 @@
 #   scripts/profile.sh a                                  (a) kept-alive pass-through, c=16 and c=64
 #   scripts/profile.sh c                                  (c) registrations
 #   BENCH_CASE="RSA-2048 TLS 1.2" scripts/profile.sh b    (b) one handshake case
+#   BENCH_CASE="keep-alive" scripts/profile.sh c          (c) kept-alive registrations alone
 #
 # perf samples the server's core (cpu-clock: the VM has no hardware counters) with DWARF call graphs, so Rust and
 # C frames unwind without frame pointers. Samples of nginx, which alternates with dcr-proxy on that core, are left

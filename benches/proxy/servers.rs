@@ -286,7 +286,11 @@ level = "warn"
     );
     let cfg = d.join(format!("dcr-{store_name}.toml"));
     std::fs::write(&cfg, toml).expect("config");
-    let binary = crate::support::proxy::binary();
+    // BENCH_BINARY runs another build of dcr-proxy under the same load (an A/B of two commits, each its own
+    // `cargo build --profile bench` in its own target directory).
+    let binary = std::env::var_os("BENCH_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(crate::support::proxy::binary);
     let mut cmd = pinned_command(
         &binary.display().to_string(),
         (mode == Mode::Pinned).then_some(SERVER_CPU),

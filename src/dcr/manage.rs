@@ -525,7 +525,7 @@ fn answer(rec: &Registration, metadata: &Value, ssa: &str) -> Value {
         .and_then(Value::as_i64)
         .unwrap_or(rec.created_at);
     metadata::response_body(
-        metadata,
+        metadata.clone(),
         rec.client_id.as_deref().unwrap_or_default(),
         issued_at,
         ssa,

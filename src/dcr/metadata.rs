@@ -650,8 +650,11 @@ impl ClientMetadata {
 }
 
 /// The answer for POST/GET/PUT: the stored rendering plus the identifiers and the SSA echoed.
-pub fn response_body(rendered: &Value, client_id: &str, issued_at: i64, ssa: &str) -> Value {
-    let mut body = rendered.as_object().cloned().unwrap_or_default();
+pub fn response_body(rendered: Value, client_id: &str, issued_at: i64, ssa: &str) -> Value {
+    let mut body = match rendered {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
     body.insert("client_id".into(), json!(client_id));
     body.insert("client_id_issued_at".into(), json!(issued_at));
     body.insert("software_statement".into(), json!(ssa));

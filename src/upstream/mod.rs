@@ -340,7 +340,7 @@ impl Upstream {
     }
 
     /// RFC 7591 create. Past `upstream.timeout` the call keeps running and is returned as `Late`.
-    pub async fn create(self: &Arc<Self>, metadata: Value) -> Outcome<UpstreamClient> {
+    pub async fn create(self: &Arc<Self>, metadata: Arc<Value>) -> Outcome<UpstreamClient> {
         let me = self.clone();
         self.detached(async move { me.create_now(&metadata).await })
             .await

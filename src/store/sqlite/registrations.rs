@@ -20,13 +20,15 @@ impl RegistrationStore for SqliteStore {
         rec: &Registration,
         unique_software_id: bool,
     ) -> Result<(), StoreError> {
-        let rec = rec.clone();
+        // Serialised here and only the columns copied for the store thread: cloning the whole record deep-copied
+        // its metadata map just to serialise and drop it there.
         let metadata = metadata_text(&rec.metadata)?;
         let fingerprint = rec
             .create_fingerprint
             .as_ref()
             .map(|f| json_text("create_fingerprint", f))
             .transpose()?;
+        let rec = Columns::of(rec);
         self.write(move |conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
@@ -36,7 +38,7 @@ impl RegistrationStore for SqliteStore {
                 ))
                 .map_err(map_err)?;
             stmt.execute(params![
-                rec.id.to_string(),
+                rec.id,
                 rec.client_id,
                 rec.profile,
                 rec.software_id,
@@ -309,5 +311,40 @@ impl RegistrationStore for SqliteStore {
             Ok(())
         })
         .await
+    }
+}
+
+/// The scalar columns of a new record, owned so the store thread can bind them.
+struct Columns {
+    id: String,
+    client_id: Option<String>,
+    profile: String,
+    software_id: String,
+    org_id: Option<String>,
+    software_statement: String,
+    registration_access_token: Option<String>,
+    registration_client_uri: Option<String>,
+    cert_subject_dn: String,
+    cert_thumbprint_s256: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl Columns {
+    fn of(rec: &Registration) -> Self {
+        Columns {
+            id: rec.id.to_string(),
+            client_id: rec.client_id.clone(),
+            profile: rec.profile.clone(),
+            software_id: rec.software_id.clone(),
+            org_id: rec.org_id.clone(),
+            software_statement: rec.software_statement.clone(),
+            registration_access_token: rec.registration_access_token.clone(),
+            registration_client_uri: rec.registration_client_uri.clone(),
+            cert_subject_dn: rec.cert_subject_dn.clone(),
+            cert_thumbprint_s256: rec.cert_thumbprint_s256.clone(),
+            created_at: rec.created_at,
+            updated_at: rec.updated_at,
+        }
     }
 }

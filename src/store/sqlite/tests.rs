@@ -29,7 +29,7 @@ impl Drop for TempDb {
 async fn file_store_is_durable_and_maps_no_file() {
     let db = TempDb::new();
     let store = SqliteStore::open(&db.0).unwrap();
-    let (mode, sync, mmap): (String, i64, i64) = store
+    let (mode, sync, mmap, limit): (String, i64, i64, i64) = store
         .run(|c| {
             let get = |p: &str| {
                 c.query_row(&format!("PRAGMA {p}"), [], |r| {
@@ -48,11 +48,13 @@ async fn file_store_is_durable_and_maps_no_file() {
                 text(get("journal_mode").map_err(map_err)?),
                 int(get("synchronous").map_err(map_err)?),
                 int(get("mmap_size").map_err(map_err)?),
+                int(get("journal_size_limit").map_err(map_err)?),
             ))
         })
         .await
         .unwrap();
-    assert_eq!(mode, "truncate");
+    assert_eq!(mode, "persist");
+    assert_eq!(limit, JOURNAL_SIZE_LIMIT, "a persisted journal is bounded");
     assert_eq!(sync, 2, "synchronous must be FULL");
     assert_eq!(mmap, 0, "no memory-mapped I/O");
     store.ping().await.unwrap();

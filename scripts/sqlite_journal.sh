@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# CPU and time per commit of the SQLite store's write pattern under each rollback-journal mode (issue 16 (c),
+# docs/decisions.md "The SQLite rollback journal is PERSIST"). Builds scripts/sqlite_journal/commit.c against the
+# SQLite amalgamation that rusqlite bundles (the same C code the proxy runs), then runs ROUNDS alternating rounds
+# of COMMITS transactions per mode on core 1, synchronous=FULL, in a directory on the disk under test (DIR).
+#
+#   scripts/sqlite_journal.sh                 TRUNCATE vs PERSIST, 5 rounds of 2000 commits in target/
+#   MODES="DELETE TRUNCATE PERSIST" ROUNDS=3 DIR=/var/lib/dcr scripts/sqlite_journal.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v gcc >/dev/null || { echo "sqlite_journal.sh: gcc is needed" >&2; exit 2; }
+ver=$(awk '/^name = "libsqlite3-sys"/{getline; print $3}' Cargo.lock | tr -d '"')
+src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"libsqlite3-sys-$ver"/sqlite3 2>/dev/null | head -1)
+[[ -n "$src" ]] || { echo "sqlite_journal.sh: libsqlite3-sys $ver not in the cargo registry; run cargo build first" >&2; exit 2; }
+out=target/sqlite_journal
+mkdir -p "$out"
+gcc -O2 -I"$src" -o "$out/commit" scripts/sqlite_journal/commit.c "$src/sqlite3.c" -lpthread -ldl -lm
+dir="${DIR:-$out}"
+pin=(); [[ "$(nproc)" -ge 2 ]] && pin=(taskset -c 1)
+for _ in $(seq "${ROUNDS:-5}"); do
+    for m in ${MODES:-TRUNCATE PERSIST}; do
+        "${pin[@]}" "$out/commit" "$m" "${COMMITS:-2000}" "$dir/journal-test.db"
+    done
+done | tee "$out/rounds.txt"
+rm -f "$dir/journal-test.db" "$dir/journal-test.db-journal"
+median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+echo "medians:"
+for m in ${MODES:-TRUNCATE PERSIST}; do
+    cpu=$(awk -v m="$m" '$1 == m {print $2}' "$out/rounds.txt" | median)
+    wall=$(awk -v m="$m" '$1 == m {print $7}' "$out/rounds.txt" | median)
+    printf '%-9s %s us CPU/commit, %s us/commit\n' "$m" "$cpu" "$wall"
+done

@@ -1,0 +1,106 @@
+/* The SQLite store's write pattern, timed per commit (scripts/sqlite_journal.sh runs it).
+ *
+ * Each transaction does what four registrations do to `registrations` (src/store/sqlite/schema.rs, same
+ * partial indexes): insert a pending row with a ~2 KB software statement and ~1.2 KB of metadata, and turn an
+ * earlier row active with its client_id and metadata. synchronous=FULL, mmap_size=0, as the proxy opens it.
+ * Prints the process's CPU (user + system) and the elapsed time per commit.
+ *
+ * usage: commit <journal mode> <commits> <database path>
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sqlite3.h"
+
+static double cpu_seconds(int system_only) {
+    struct rusage r;
+    getrusage(RUSAGE_SELF, &r);
+    double sys = r.ru_stime.tv_sec + r.ru_stime.tv_usec / 1e6;
+    return system_only ? sys : sys + r.ru_utime.tv_sec + r.ru_utime.tv_usec / 1e6;
+}
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static void check(sqlite3 *db, int rc, const char *what) {
+    if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        fprintf(stderr, "%s: %s\n", what, sqlite3_errmsg(db));
+        exit(1);
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc != 4) {
+        fprintf(stderr, "usage: commit <journal mode> <commits> <database path>\n");
+        return 2;
+    }
+    const char *mode = argv[1], *path = argv[3];
+    int commits = atoi(argv[2]);
+    char journal[4096];
+    snprintf(journal, sizeof journal, "%s-journal", path);
+    unlink(path);
+    unlink(journal);
+
+    sqlite3 *db;
+    check(db, sqlite3_open(path, &db), "open");
+    char pragmas[256];
+    snprintf(pragmas, sizeof pragmas,
+             "PRAGMA journal_mode=%s; PRAGMA synchronous=FULL; PRAGMA mmap_size=0;", mode);
+    check(db, sqlite3_exec(db, pragmas, 0, 0, 0), "pragmas");
+    check(db, sqlite3_exec(db,
+        "CREATE TABLE r (id TEXT PRIMARY KEY, client_id TEXT, profile TEXT, software_id TEXT, state TEXT,"
+        "  unique_sw INT, ssa TEXT, md TEXT, updated_at INT);"
+        "CREATE UNIQUE INDEX r_sw ON r (profile, software_id)"
+        "  WHERE state IN ('pending', 'active') AND unique_sw = 1;"
+        "CREATE UNIQUE INDEX r_client ON r (client_id) WHERE client_id IS NOT NULL AND state <> 'gone';"
+        "CREATE INDEX r_pending ON r (updated_at) WHERE state = 'pending';", 0, 0, 0), "schema");
+
+    static char ssa[2001], md[1201];
+    memset(ssa, 's', 2000);
+    memset(md, 'm', 1200);
+    sqlite3_stmt *ins, *upd;
+    check(db, sqlite3_prepare_v2(db,
+        "INSERT INTO r VALUES (?1, NULL, 'ob', ?1, 'pending', 1, ?2, ?3, ?4)", -1, &ins, 0), "insert");
+    check(db, sqlite3_prepare_v2(db,
+        "UPDATE r SET state = 'active', client_id = ?1, md = ?2, updated_at = ?3 WHERE id = ?1", -1, &upd, 0),
+        "update");
+
+    int k = 0;
+    double cpu0 = cpu_seconds(0), sys0 = cpu_seconds(1), t0 = now();
+    for (int t = 0; t < commits; t++) {
+        check(db, sqlite3_exec(db, "BEGIN IMMEDIATE", 0, 0, 0), "begin");
+        for (int i = 0; i < 4; i++) {
+            char id[64];
+            snprintf(id, sizeof id, "id-%08d", k++);
+            sqlite3_bind_text(ins, 1, id, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(ins, 2, ssa, -1, SQLITE_STATIC);
+            sqlite3_bind_text(ins, 3, md, -1, SQLITE_STATIC);
+            sqlite3_bind_int(ins, 4, k);
+            check(db, sqlite3_step(ins), "insert");
+            sqlite3_reset(ins);
+            if (k > 4) {
+                snprintf(id, sizeof id, "id-%08d", k - 4);
+                sqlite3_bind_text(upd, 1, id, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(upd, 2, md, -1, SQLITE_STATIC);
+                sqlite3_bind_int(upd, 3, k);
+                check(db, sqlite3_step(upd), "update");
+                sqlite3_reset(upd);
+            }
+        }
+        check(db, sqlite3_exec(db, "COMMIT", 0, 0, 0), "commit");
+    }
+    double cpu1 = cpu_seconds(0), sys1 = cpu_seconds(1), t1 = now();
+    printf("%-9s %.1f us CPU/commit (system %.1f), %.1f us/commit\n", mode, 1e6 * (cpu1 - cpu0) / commits,
+           1e6 * (sys1 - sys0) / commits, 1e6 * (t1 - t0) / commits);
+    sqlite3_finalize(ins);
+    sqlite3_finalize(upd);
+    sqlite3_close(db);
+    return 0;
+}

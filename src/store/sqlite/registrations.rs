@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::SqliteStore;
 use super::rows::{
-    COLUMNS, VISIBLE, change_by_client_id, exec, id_exists, json_text, map_err, map_insert_err,
-    metadata_text, missing_or_conflict, read_row,
+    COLUMNS, RawRow, VISIBLE, change_by_client_id, exec, id_exists, json_text, map_err,
+    map_insert_err, metadata_text, missing_or_conflict, read_row,
 };
 use crate::jwt::now;
 use crate::store::{PendingOp, PendingReplacement, Registration, RegistrationStore, StoreError};
@@ -20,15 +20,7 @@ impl RegistrationStore for SqliteStore {
         rec: &Registration,
         unique_software_id: bool,
     ) -> Result<(), StoreError> {
-        // Serialised here and only the columns copied for the store thread: cloning the whole record deep-copied
-        // its metadata map just to serialise and drop it there.
-        let metadata = metadata_text(&rec.metadata)?;
-        let fingerprint = rec
-            .create_fingerprint
-            .as_ref()
-            .map(|f| json_text("create_fingerprint", f))
-            .transpose()?;
-        let rec = Columns::of(rec);
+        let row = RawRow::of(rec)?;
         self.write(move |conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
@@ -37,24 +29,25 @@ impl RegistrationStore for SqliteStore {
                              ?12, ?13, 0, ?15, NULL, ?14)"
                 ))
                 .map_err(map_err)?;
+            // State, operation and attempts are fixed by the statement: this is always a new pending create.
             stmt.execute(params![
-                rec.id,
-                rec.client_id,
-                rec.profile,
-                rec.software_id,
-                rec.org_id,
-                rec.software_statement,
-                metadata,
-                rec.registration_access_token,
-                rec.registration_client_uri,
-                rec.cert_subject_dn,
-                rec.cert_thumbprint_s256,
-                rec.created_at,
-                rec.updated_at,
+                row.id,
+                row.client_id,
+                row.profile,
+                row.software_id,
+                row.org_id,
+                row.software_statement,
+                row.metadata,
+                row.registration_access_token,
+                row.registration_client_uri,
+                row.cert_subject_dn,
+                row.cert_thumbprint_s256,
+                row.created_at,
+                row.updated_at,
                 unique_software_id,
-                fingerprint,
+                row.create_fingerprint,
             ])
-            .map_err(|e| map_insert_err(e, &rec.software_id))?;
+            .map_err(|e| map_insert_err(e, &row.software_id))?;
             Ok(())
         })
         .await
@@ -311,40 +304,5 @@ impl RegistrationStore for SqliteStore {
             Ok(())
         })
         .await
-    }
-}
-
-/// The scalar columns of a new record, owned so the store thread can bind them.
-struct Columns {
-    id: String,
-    client_id: Option<String>,
-    profile: String,
-    software_id: String,
-    org_id: Option<String>,
-    software_statement: String,
-    registration_access_token: Option<String>,
-    registration_client_uri: Option<String>,
-    cert_subject_dn: String,
-    cert_thumbprint_s256: String,
-    created_at: i64,
-    updated_at: i64,
-}
-
-impl Columns {
-    fn of(rec: &Registration) -> Self {
-        Columns {
-            id: rec.id.to_string(),
-            client_id: rec.client_id.clone(),
-            profile: rec.profile.clone(),
-            software_id: rec.software_id.clone(),
-            org_id: rec.org_id.clone(),
-            software_statement: rec.software_statement.clone(),
-            registration_access_token: rec.registration_access_token.clone(),
-            registration_client_uri: rec.registration_client_uri.clone(),
-            cert_subject_dn: rec.cert_subject_dn.clone(),
-            cert_thumbprint_s256: rec.cert_thumbprint_s256.clone(),
-            created_at: rec.created_at,
-            updated_at: rec.updated_at,
-        }
     }
 }

@@ -111,24 +111,59 @@ pub(super) fn read_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
 /// A row as SQLite types it; turned into a [`Registration`] outside the
 /// rusqlite callback so parse failures become `Corrupt` with a clear message.
 pub(super) struct RawRow {
-    id: String,
-    client_id: Option<String>,
-    profile: String,
-    software_id: String,
-    org_id: Option<String>,
-    state: String,
-    pending_op: Option<String>,
-    software_statement: String,
-    metadata: String,
-    registration_access_token: Option<String>,
-    registration_client_uri: Option<String>,
-    cert_subject_dn: String,
-    cert_thumbprint_s256: String,
-    created_at: i64,
-    updated_at: i64,
-    attempts: i64,
-    create_fingerprint: Option<String>,
-    replacement: Option<String>,
+    pub(super) id: String,
+    pub(super) client_id: Option<String>,
+    pub(super) profile: String,
+    pub(super) software_id: String,
+    pub(super) org_id: Option<String>,
+    pub(super) state: String,
+    pub(super) pending_op: Option<String>,
+    pub(super) software_statement: String,
+    pub(super) metadata: String,
+    pub(super) registration_access_token: Option<String>,
+    pub(super) registration_client_uri: Option<String>,
+    pub(super) cert_subject_dn: String,
+    pub(super) cert_thumbprint_s256: String,
+    pub(super) created_at: i64,
+    pub(super) updated_at: i64,
+    pub(super) attempts: i64,
+    pub(super) create_fingerprint: Option<String>,
+    pub(super) replacement: Option<String>,
+}
+
+impl RawRow {
+    /// A record as its columns hold it (the inverse of `TryFrom<RawRow>`), made on the caller's thread so the
+    /// store thread gets text and numbers to bind, not the record's JSON to serialise.
+    pub(super) fn of(rec: &Registration) -> Result<Self, StoreError> {
+        Ok(RawRow {
+            id: rec.id.to_string(),
+            client_id: rec.client_id.clone(),
+            profile: rec.profile.clone(),
+            software_id: rec.software_id.clone(),
+            org_id: rec.org_id.clone(),
+            state: rec.state.as_str().to_owned(),
+            pending_op: rec.pending_op.map(|op| op.as_str().to_owned()),
+            software_statement: rec.software_statement.clone(),
+            metadata: metadata_text(&rec.metadata)?,
+            registration_access_token: rec.registration_access_token.clone(),
+            registration_client_uri: rec.registration_client_uri.clone(),
+            cert_subject_dn: rec.cert_subject_dn.clone(),
+            cert_thumbprint_s256: rec.cert_thumbprint_s256.clone(),
+            created_at: rec.created_at,
+            updated_at: rec.updated_at,
+            attempts: i64::from(rec.attempts),
+            create_fingerprint: rec
+                .create_fingerprint
+                .as_ref()
+                .map(|f| json_text("create_fingerprint", f))
+                .transpose()?,
+            replacement: rec
+                .replacement
+                .as_ref()
+                .map(|r| json_text("replacement", r))
+                .transpose()?,
+        })
+    }
 }
 
 impl TryFrom<RawRow> for Registration {

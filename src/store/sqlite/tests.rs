@@ -263,3 +263,35 @@ fn the_read_only_check_refuses_what_open_could_not_use() {
     drop(SqliteStore::open(&odd).unwrap());
     check_read_only(&odd).unwrap();
 }
+
+#[test]
+fn a_record_turned_into_columns_reads_back_unchanged() {
+    use crate::store::{CreateFingerprint, PendingOp, PendingReplacement, RecordState};
+    let md = serde_json::json!({"redirect_uris": ["https://tpp/cb"], "client_name": "App"});
+    let rec = Registration {
+        id: Uuid::new_v4(),
+        client_id: Some("client-1".into()),
+        profile: "cdr-1.13".into(),
+        software_id: "sw-1".into(),
+        org_id: None,
+        state: RecordState::Pending,
+        pending_op: Some(PendingOp::Replace),
+        software_statement: "eyJ.ssa.sig".into(),
+        metadata: md.clone(),
+        registration_access_token: Some("rat".into()),
+        registration_client_uri: Some("https://idp/register/client-1".into()),
+        cert_subject_dn: "CN=tpp,O=Org".into(),
+        cert_thumbprint_s256: "thumb".into(),
+        created_at: 1_000,
+        updated_at: 2_000,
+        attempts: 3,
+        create_fingerprint: Some(CreateFingerprint::of(&md)),
+        replacement: Some(PendingReplacement {
+            fingerprint: CreateFingerprint::of(&md),
+            metadata: md,
+            software_statement: "eyJ.ssa2.sig".into(),
+        }),
+    };
+    let back = Registration::try_from(super::rows::RawRow::of(&rec).unwrap()).unwrap();
+    assert!(back == rec, "columns and record disagree");
+}

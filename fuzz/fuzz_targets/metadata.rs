@@ -32,6 +32,6 @@ fn check(f: &Fixture, claims: &Map<String, Value>) {
         assert!(upstream.get("software_statement").is_none());
     }
     let rendered = md.render(&f.ssa, &f.profile);
-    let body = metadata::response_body(&rendered, "client", 0, &f.ssa.raw);
+    let body = metadata::response_body(rendered, "client", 0, &f.ssa.raw);
     assert_eq!(body["client_id"], "client");
 }

@@ -1,5 +1,5 @@
-//! Outbound HTTP(S) from the proxy (JWKS, the upstream's registration API, the pass-through to
-//! the IdP): pooled, bounded in time and size.
+//! Outbound HTTP(S) from the proxy (JWKS, the upstream's registration API, the CDR Register, CRLs): pooled,
+//! bounded in time and size. The pass-through has its own connections (`forward::pool`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -96,8 +95,8 @@ impl HttpClient {
         Self::build(roots, connect_timeout, timeout, https_only, pool)
     }
 
-    /// For the IdP all pass-through traffic goes to, over `http` or `https`. Its trust roots are
-    /// loaded only for `https`: an http upstream never uses them, and a slim sidecar image may have
+    /// For servers reached over `http` or `https` (CRL distribution points). The trust roots are
+    /// loaded only for `https`: an http server never uses them, and a slim sidecar image may have
     /// none. Idle connections live at most `pool_idle`, so one the upstream is about to close is
     /// not picked; at most `max_idle` are kept.
     pub fn for_upstream(
@@ -181,51 +180,48 @@ impl HttpClient {
     ) -> Result<Reply, OutboundError> {
         let work = async {
             let resp = self.inner.request(req).await.map_err(request_error)?;
-            let (parts, body) = resp.into_parts();
-            if let Some(len) = parts
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-                && len > max_bytes as u64
-            {
-                return Err(OutboundError::TooLarge(max_bytes));
-            }
-            let body = Limited::new(body, max_bytes)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some()
-                    {
-                        OutboundError::TooLarge(max_bytes)
-                    } else {
-                        OutboundError::Io(e.to_string())
-                    }
-                })?
-                .to_bytes();
-            Ok(Reply {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
+            read_reply(resp, max_bytes).await
         };
         tokio::time::timeout(self.timeout, work)
             .await
             .map_err(|_| OutboundError::Timeout(self.timeout))?
     }
+}
 
-    /// Sends a request with a streamed body and waits within the client's timeout for the response
-    /// headers only; the body then streams without a limit in time or size.
-    pub async fn stream(
-        &self,
-        req: Request<RespBody>,
-    ) -> Result<Response<Incoming>, OutboundError> {
-        tokio::time::timeout(self.timeout, self.inner.request(req))
-            .await
-            .map_err(|_| OutboundError::Timeout(self.timeout))?
-            .map_err(request_error)
+/// Reads at most `max_bytes` of a response's body; a `Content-Length` over the bound is refused unread.
+pub async fn read_reply<B>(resp: Response<B>, max_bytes: usize) -> Result<Reply, OutboundError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = resp.into_parts();
+    if let Some(len) = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > max_bytes as u64
+    {
+        return Err(OutboundError::TooLarge(max_bytes));
     }
+    let body = Limited::new(body, max_bytes)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                OutboundError::TooLarge(max_bytes)
+            } else {
+                OutboundError::Io(e.to_string())
+            }
+        })?
+        .to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
 }
 
 impl HttpClient {

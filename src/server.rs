@@ -197,7 +197,10 @@ async fn serve_connection(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.idle_timeout)
+        // The idle timeout (`drive`) already closes a connection whose header trickles in: nothing is in
+        // flight until a head is complete. hyper's own header timer would be one more timer set and
+        // cancelled per request on the hot path (it defaults to 30 s once a timer is given).
+        .header_read_timeout(None)
         // hyper answers 431 itself past this; below it, `handle` does, with the configured limits.
         .max_buf_size(hard_header_limit(limits.max_header_total_bytes));
     builder
@@ -350,13 +353,16 @@ async fn handle(
                     boxed(ProxyError::HeadersTooLarge(why).to_response()),
                 )
             }
+            // Boxed: a registration's future is many times the pass-through's, and hyper moves the whole
+            // request future into place for every request (3 % of a kept-alive pass-through's CPU in memcpy
+            // with them inline). One allocation per registration instead.
             Route::Register => (
                 "register",
-                admitted(&state, register(&state, peer, req)).await,
+                admitted(&state, Box::pin(register(&state, peer, req))).await,
             ),
             Route::Client(id) => (
                 "register_client",
-                admitted(&state, manage(&state, peer, &id, req)).await,
+                admitted(&state, Box::pin(manage(&state, peer, &id, req))).await,
             ),
             Route::Other => {
                 let upstream_started = std::time::Instant::now();

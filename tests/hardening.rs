@@ -177,6 +177,41 @@ async fn idle_tls_connections_are_closed_within_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_header_trickling_in_on_the_data_port_is_cut_at_the_idle_timeout() {
+    // hyper's own header timer is off on the data port; the idle timeout alone must end this.
+    let w = World::start(Options {
+        server_extra: "idle_timeout = \"1s\"".into(),
+        ..Options::default()
+    })
+    .await;
+    let tpp = w.tpp();
+    let (mut tls, _) = tls_connection(&w, Some(&tpp), &[b"http/1.1"]).await;
+    tls.write_all(b"GET /.well-known/openid-configuration HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let mut cut = None;
+    // One byte every 200 ms: never a whole header, never silent for long.
+    while started.elapsed() < Duration::from_secs(6) {
+        if tls.write_all(b"a").await.is_err() || tls.flush().await.is_err() {
+            cut = Some(started.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 512];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(200), tls.read(&mut buf)).await
+        {
+            cut = Some(started.elapsed());
+            break;
+        }
+    }
+    assert!(
+        cut.is_some_and(|t| t >= Duration::from_millis(800) && t < Duration::from_secs(4)),
+        "a header trickle is cut off after the idle timeout: {cut:?}"
+    );
+}
+
+#[tokio::test]
 async fn the_admin_port_closes_idle_and_trickling_connections_and_caps_them() {
     let w = World::start(Options {
         admin_extra: "idle_timeout = \"1s\"\nmax_connections = 8".into(),

@@ -17,7 +17,7 @@ use super::headers::set_forwarding_headers;
 use super::{ForwardConfig, Forwarder};
 use crate::body::{RespBody, boxed};
 use crate::error::ProxyError;
-use crate::outbound::OutboundError;
+use crate::outbound::{OutboundError, read_reply};
 
 /// Discovery documents are a few KiB; a larger answer is not one.
 const MAX_DISCOVERY_BYTES: usize = 256 * 1024;
@@ -128,7 +128,15 @@ impl Forwarder {
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
 
-        let reply = self.client().send_request(req, MAX_DISCOVERY_BYTES).await?;
+        let resp = self.pool.send(req).await?;
+        // The same bound in time for the body as for the headers: a document trickled in must not hold the
+        // requests waiting for the cache.
+        let reply = tokio::time::timeout(
+            self.pool.response_timeout(),
+            read_reply(resp, MAX_DISCOVERY_BYTES),
+        )
+        .await
+        .map_err(|_| OutboundError::Timeout(self.pool.response_timeout()))??;
         if reply.status != StatusCode::OK {
             // Not cached: a passing upstream error must not outlive itself.
             return Err(DiscoveryError::Status {

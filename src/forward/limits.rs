@@ -103,7 +103,11 @@ impl BodyFault {
 pub struct ClientBody {
     inner: Incoming,
     timeout: Duration,
-    deadline: Pin<Box<Sleep>>,
+    /// Armed only when a part has to be waited for: a body that arrived with its head (a token request)
+    /// sets no timer at all (a timer set and cancelled per request showed in the pass-through's profile).
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Whether `deadline` runs for the part being waited for now.
+    waiting: bool,
     first: Option<Frame<Bytes>>,
     fault: Arc<OnceLock<BodyFault>>,
 }
@@ -113,7 +117,8 @@ impl ClientBody {
         ClientBody {
             inner,
             timeout,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
+            deadline: None,
+            waiting: false,
             first: None,
             fault: Arc::new(OnceLock::new()),
         }
@@ -169,14 +174,26 @@ impl Body for ClientBody {
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                let next = Instant::now() + self.timeout;
-                self.deadline.as_mut().reset(next);
+                self.waiting = false;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(self.fail(BodyFault::Malformed)))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                ready!(self.deadline.as_mut().poll(cx));
+                let this = &mut *self;
+                let at = || Instant::now() + this.timeout;
+                let deadline = match &mut this.deadline {
+                    Some(d) if this.waiting => d,
+                    Some(d) => {
+                        d.as_mut().reset(at());
+                        d
+                    }
+                    None => this
+                        .deadline
+                        .insert(Box::pin(tokio::time::sleep_until(at()))),
+                };
+                this.waiting = true;
+                ready!(deadline.as_mut().poll(cx));
                 Poll::Ready(Some(Err(self.fail(BodyFault::Timeout))))
             }
         }

@@ -7,6 +7,7 @@ mod deny;
 mod discovery;
 mod headers;
 mod limits;
+mod pool;
 #[cfg(test)]
 mod tests;
 
@@ -29,12 +30,13 @@ use crate::body::{BoxError, RespBody, boxed};
 use crate::error::{ErrorCode, ProxyError};
 use crate::identity::PeerCert;
 use crate::listener::Guarded;
-use crate::outbound::{HttpClient, OutboundError};
+use crate::outbound::OutboundError;
 use cert_header::CertEncoder;
 use deny::{DenyPattern, NormalPath};
 use discovery::{Discovery, is_discovery_path};
 use headers::{client_authority, prepare_request_headers, remove_hop_by_hop};
 use limits::{BodyFault, ClientBody};
+use pool::{PoolSettings, UpstreamPool};
 use tokio::sync::Semaphore;
 
 /// Below the 5 s keep-alive timeout of Node's HTTP server (oidc-provider): a connection the upstream
@@ -75,14 +77,9 @@ pub struct ForwardConfig {
     pub limits: ForwardLimits,
 }
 
-/// The pass-through to the IdP; one per proxy, holding the upstream connection pool.
+/// The pass-through to the IdP; one per proxy, holding the upstream connections.
 pub struct Forwarder {
-    /// One pool per worker thread (`crate::workers`): a pooled connection's task runs on the runtime that
-    /// opened it, so a pool shared by workers would wake another thread for every request that picked a
-    /// connection opened elsewhere.
-    clients: Vec<HttpClient>,
-    /// `scheme://host[:port]` of the upstream.
-    origin: String,
+    pool: UpstreamPool,
     /// The upstream base path without its trailing `/`.
     prefix: String,
     upstream_host: HeaderValue,
@@ -113,7 +110,6 @@ impl Forwarder {
     /// As `new`, with an upstream pool for each of `workers` worker threads.
     pub fn for_workers(cfg: ForwardConfig, workers: usize) -> Result<Self, String> {
         let base = &cfg.upstream_base;
-        let https = base.scheme() == "https";
         let upstream_host = authority_of(base).ok_or("upstream_base: has no host")?;
         let public_authority = authority_of(&cfg.public_url).ok_or("public_url: has no host")?;
         let deny = cfg
@@ -123,26 +119,25 @@ impl Forwarder {
             .collect::<Result<Vec<_>, _>>()?;
 
         let workers = workers.max(1);
-        // Together as many idle connections as may be in flight: a pool smaller than the load closes a
-        // connection after nearly every response and opens another for the next request (measured: at c=64
-        // against a pool of 64, 81 µs of CPU per request instead of 67). `lib::connection_budget` reserves
-        // the descriptors.
-        let idle = (cfg.limits.max_concurrent_requests as usize).div_ceil(workers);
-        let clients = (0..workers)
-            .map(|_| {
-                HttpClient::for_upstream(
-                    https,
-                    cfg.ca_bundle.as_deref(),
-                    cfg.connect_timeout,
-                    cfg.response_timeout,
-                    POOL_IDLE_TIMEOUT,
-                    idle,
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        // One idle list per worker thread (`crate::workers`): a connection's task runs on the runtime that
+        // opened it, so a list shared by workers would wake another thread for every request that picked a
+        // connection opened elsewhere. Together as many idle connections as may be in flight: a pool smaller
+        // than the load closes a connection after nearly every response and opens another for the next
+        // request (measured: at c=64 against a pool of 64, 81 µs of CPU per request instead of 67).
+        // `lib::connection_budget` reserves the descriptors.
+        let pool = UpstreamPool::new(
+            base,
+            cfg.ca_bundle.as_deref(),
+            PoolSettings {
+                workers,
+                max_idle: (cfg.limits.max_concurrent_requests as usize).div_ceil(workers),
+                idle_timeout: POOL_IDLE_TIMEOUT,
+                connect_timeout: cfg.connect_timeout,
+                response_timeout: cfg.response_timeout,
+            },
+        )?;
         Ok(Forwarder {
-            clients,
-            origin: base[..url::Position::BeforePath].to_owned(),
+            pool,
             prefix: base.path().trim_end_matches('/').to_owned(),
             upstream_host: HeaderValue::from_str(&upstream_host)
                 .map_err(|_| "upstream_base: host is not a valid header value")?,
@@ -263,9 +258,11 @@ impl Forwarder {
                 return boxed(ProxyError::Overloaded(cap).to_response());
             }
         };
+        // The discovery fetch and the Register screen below are boxed: rarely taken (a cached document; CDR
+        // only), they would otherwise enlarge the future of every request (docs/decisions.md, Performance).
         let resp = if req.method() == Method::GET && is_discovery_path(path) {
             let path = path.to_owned();
-            self.discovery(&path).await
+            Box::pin(self.discovery(&path)).await
         } else {
             self.pass_through(req, cert, client_addr).await
         };
@@ -315,7 +312,7 @@ impl Forwarder {
         // read for the client it names, then sent on as read).
         let body = match self.register_gate.get() {
             None => body.boxed(),
-            Some(gate) => match gate.screen(&parts, body.boxed()).await {
+            Some(gate) => match Box::pin(gate.screen(&parts, body.boxed())).await {
                 Ok(b) => b,
                 Err(crate::register_status::Screened::Refused(resp)) => return resp,
                 Err(crate::register_status::Screened::BodyFailed) => {
@@ -327,7 +324,7 @@ impl Forwarder {
         };
         let req = Request::from_parts(parts, body);
 
-        let sent = self.client().stream(req).await;
+        let sent = self.pool.send(req).await;
         if sent.is_err()
             && let Some(f) = fault.get()
         {
@@ -360,16 +357,11 @@ impl Forwarder {
         }
     }
 
-    /// The calling worker's pool.
-    fn client(&self) -> &HttpClient {
-        &self.clients[crate::workers::current_index() % self.clients.len()]
-    }
-
+    /// Origin-form (`/prefix/path?query`): the pool's connections are to the upstream alone.
     fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::uri::InvalidUri> {
         let mut s = String::with_capacity(
-            self.origin.len() + self.prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+            self.prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
         );
-        s.push_str(&self.origin);
         s.push_str(&self.prefix);
         s.push_str(path);
         if let Some(q) = query {

@@ -1,7 +1,7 @@
 //! Prometheus metrics: one process-wide registry, label values from small closed sets only
 //! (never a client id, DN, path or token).
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -70,6 +70,7 @@ pub struct RegisterStatusLabels {
 
 pub struct Metrics {
     registry: Registry,
+    forward: ForwardSeries,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<RouteLabels, Histogram>,
     pub upstream_duration: Family<OperationLabels, Histogram>,
@@ -310,6 +311,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         register_status_age_seconds,
         register_status_stale,
         register_status_decisions,
+        forward: ForwardSeries {
+            upstream: OnceLock::new(),
+            duration: OnceLock::new(),
+            ok: [OnceLock::new(), OnceLock::new()],
+        },
     }
 });
 
@@ -323,10 +329,64 @@ impl Metrics {
     }
 
     pub fn observe_upstream(&self, operation: &'static str, elapsed: Duration) {
+        if operation == "forward" {
+            return self
+                .forward
+                .upstream
+                .get_or_init(|| {
+                    self.upstream_duration
+                        .get_or_create(&OperationLabels { operation })
+                        .clone()
+                })
+                .observe(elapsed.as_secs_f64());
+        }
         self.upstream_duration
             .get_or_create(&OperationLabels { operation })
             .observe(elapsed.as_secs_f64());
     }
+
+    /// One answered request: `dcr_proxy_requests_total` and `dcr_proxy_request_duration_seconds`.
+    pub fn observe_request(&self, labels: &RequestLabels, elapsed: Duration) {
+        if labels.route == "forward" {
+            // The pass-through's usual outcome is looked up once (each handle shares its series): a family
+            // lookup hashes the label set and takes the family's lock, three times per request otherwise.
+            let usual = match labels.method {
+                "GET" => Some(&self.forward.ok[0]),
+                "POST" => Some(&self.forward.ok[1]),
+                _ => None,
+            }
+            .filter(|_| labels.outcome == "2xx" && labels.error_code == "none");
+            match usual {
+                Some(cell) => cell
+                    .get_or_init(|| self.requests.get_or_create(labels).clone())
+                    .inc(),
+                None => self.requests.get_or_create(labels).inc(),
+            };
+            self.forward
+                .duration
+                .get_or_init(|| {
+                    self.request_duration
+                        .get_or_create(&RouteLabels { route: "forward" })
+                        .clone()
+                })
+                .observe(elapsed.as_secs_f64());
+            return;
+        }
+        self.requests.get_or_create(labels).inc();
+        self.request_duration
+            .get_or_create(&RouteLabels {
+                route: labels.route,
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The pass-through's series, resolved on first use.
+struct ForwardSeries {
+    upstream: OnceLock<Histogram>,
+    duration: OnceLock<Histogram>,
+    /// GET and POST answered 2xx without an error code.
+    ok: [OnceLock<Counter>; 2],
 }
 
 /// A method as a closed label value.

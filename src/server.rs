@@ -22,9 +22,7 @@ use crate::dcr::Registrar;
 use crate::error::ProxyError;
 use crate::identity::PeerCert;
 use crate::listener::{AcceptErrors, Activity, Gate, Guarded, drive};
-use crate::metrics::{
-    METRICS, ReasonLabels, RequestLabels, RouteLabels, handshake_reason, method_label,
-};
+use crate::metrics::{METRICS, ReasonLabels, RequestLabels, handshake_reason, method_label};
 use crate::peers::Peer;
 
 /// `[server]` and `[admin]`: where the proxy listens, how long it waits and how much it takes on.
@@ -175,7 +173,7 @@ async fn serve_connection(
     let peer = peer_identity(&stream, addr, &state).await;
     let conn = Arc::new(ConnInfo {
         peer,
-        forward_slots: state.forwarder.connection_slots(),
+        forward: state.forwarder.client_connection(addr),
     });
     let info = conn.clone();
     let activity = Activity::new();
@@ -311,8 +309,9 @@ struct ConnInfo {
     /// The verified certificate and its forwarding headers, shared with other connections presenting the
     /// same chain.
     peer: Option<Arc<Peer>>,
-    /// Pass-through requests this connection may have in flight (h2 multiplexes many).
-    forward_slots: Arc<tokio::sync::Semaphore>,
+    /// The pass-through's per-connection state: its cap on requests in flight (h2 multiplexes many) and the
+    /// forwarding headers for the Host it names.
+    forward: crate::forward::ClientConnection,
 }
 
 async fn handle(
@@ -371,8 +370,7 @@ async fn handle(
                     .forward_limited(
                         req,
                         conn.peer.as_deref().map(|p| &*p.headers),
-                        addr,
-                        &conn.forward_slots,
+                        &conn.forward,
                     )
                     .await;
                 METRICS.observe_upstream("forward", upstream_started.elapsed());
@@ -391,19 +389,15 @@ async fn handle(
             400..=499 => "4xx",
             _ => "5xx",
         };
-        METRICS
-            .requests
-            .get_or_create(&RequestLabels {
+        METRICS.observe_request(
+            &RequestLabels {
                 route: route_name,
                 method: method_label(&method),
                 outcome,
                 error_code,
-            })
-            .inc();
-        METRICS
-            .request_duration
-            .get_or_create(&RouteLabels { route: route_name })
-            .observe(started.elapsed().as_secs_f64());
+            },
+            started.elapsed(),
+        );
         tracing::info!(
             route = route_name,
             status,

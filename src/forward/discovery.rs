@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::headers::set_forwarding_headers;
+use super::headers::{Forwarding, set_forwarding_headers};
 use super::{ForwardConfig, Forwarder};
 use crate::body::{RespBody, boxed};
 use crate::error::ProxyError;
@@ -120,7 +120,7 @@ impl Forwarder {
         // Fetched as if the public host had asked, whoever triggered the fetch, so the cached
         // document is the same for every client.
         let mut headers = HeaderMap::new();
-        set_forwarding_headers(&mut headers, None, &self.public_authority);
+        set_forwarding_headers(&mut headers, &Forwarding::new(None, &self.public_authority));
         headers.insert(header::HOST, self.upstream_host.clone());
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         let mut req = Request::new(Empty::<Bytes>::new().map_err(|n| match n {}).boxed());

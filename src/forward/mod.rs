@@ -13,9 +13,10 @@ mod tests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
@@ -34,7 +35,7 @@ use crate::outbound::OutboundError;
 use cert_header::CertEncoder;
 use deny::{DenyPattern, NormalPath};
 use discovery::{Discovery, is_discovery_path};
-use headers::{client_authority, prepare_request_headers, remove_hop_by_hop};
+use headers::{Forwarding, client_authority, prepare_request_headers, remove_hop_by_hop};
 use limits::{BodyFault, ClientBody};
 use pool::{PoolSettings, UpstreamPool};
 use tokio::sync::Semaphore;
@@ -182,28 +183,31 @@ impl Forwarder {
         self.forward_with(req, cert.as_deref(), client_addr).await
     }
 
+    /// What the pass-through keeps for one client connection from `addr`, held to
+    /// `max_concurrent_per_connection`.
+    pub fn client_connection(&self, addr: SocketAddr) -> ClientConnection {
+        ClientConnection {
+            addr,
+            slots: Some(Arc::new(Semaphore::new(
+                self.limits.max_concurrent_per_connection as usize,
+            ))),
+            forwarding: Mutex::new(None),
+        }
+    }
+
     /// Refuse pass-through requests naming a client the CDR Register no longer lists as ACTIVE.
     pub fn set_register_gate(&self, gate: Arc<crate::register_status::RegisterGate>) {
         let _ = self.register_gate.set(gate);
     }
 
-    /// The places one client connection has under `max_concurrent_per_connection`.
-    pub fn connection_slots(&self) -> Arc<Semaphore> {
-        Arc::new(Semaphore::new(
-            self.limits.max_concurrent_per_connection as usize,
-        ))
-    }
-
-    /// As `forward_with`, also held to the connection's own cap (`connection_slots`).
+    /// As `forward_with`, for a connection made by `client_connection` (its cap, its remembered headers).
     pub async fn forward_limited(
         &self,
         req: Request<Incoming>,
         cert: Option<&[(HeaderName, HeaderValue)]>,
-        client_addr: SocketAddr,
-        connection: &Arc<Semaphore>,
+        connection: &ClientConnection,
     ) -> Response<RespBody> {
-        self.forward_inner(req, cert, client_addr, Some(connection))
-            .await
+        self.forward_inner(req, cert, connection).await
     }
 
     /// As `forward`, with the connection's certificate headers already encoded.
@@ -213,15 +217,19 @@ impl Forwarder {
         cert: Option<&[(HeaderName, HeaderValue)]>,
         client_addr: SocketAddr,
     ) -> Response<RespBody> {
-        self.forward_inner(req, cert, client_addr, None).await
+        let connection = ClientConnection {
+            addr: client_addr,
+            slots: None,
+            forwarding: Mutex::new(None),
+        };
+        self.forward_inner(req, cert, &connection).await
     }
 
     async fn forward_inner(
         &self,
         req: Request<Incoming>,
         cert: Option<&[(HeaderName, HeaderValue)]>,
-        client_addr: SocketAddr,
-        connection: Option<&Arc<Semaphore>>,
+        connection: &ClientConnection,
     ) -> Response<RespBody> {
         let path = req.uri().path();
         // Asterisk-form (`OPTIONS *`) and authority-form (CONNECT) name no resource of the IdP.
@@ -251,7 +259,7 @@ impl Forwarder {
             );
         }
         // Past the cheap refusals above, every request may take an upstream connection.
-        let permit = match limits::admit(&self.in_flight, connection) {
+        let permit = match limits::admit(&self.in_flight, connection.slots.as_ref()) {
             Ok(p) => p,
             Err(cap) => {
                 tracing::info!(cap, "refused: too many pass-through requests in flight");
@@ -264,7 +272,7 @@ impl Forwarder {
             let path = path.to_owned();
             Box::pin(self.discovery(&path)).await
         } else {
-            self.pass_through(req, cert, client_addr).await
+            self.pass_through(req, cert, connection).await
         };
         resp.map(|b| Guarded::new(b, permit).boxed())
     }
@@ -273,7 +281,7 @@ impl Forwarder {
         &self,
         req: Request<Incoming>,
         cert: Option<&[(HeaderName, HeaderValue)]>,
-        client_addr: SocketAddr,
+        connection: &ClientConnection,
     ) -> Response<RespBody> {
         let (mut parts, body) = req.into_parts();
         let uri = match self.upstream_uri(parts.uri.path(), parts.uri.query()) {
@@ -283,13 +291,15 @@ impl Forwarder {
                 return boxed(ProxyError::NotFound.to_response());
             }
         };
-        let host = client_authority(&parts.headers, &parts.uri)
-            .unwrap_or_else(|| self.public_authority.clone());
+        let forwarding = connection.forwarding(&parts, || {
+            let host = client_authority(&parts.headers, &parts.uri)
+                .unwrap_or_else(|| self.public_authority.clone());
+            Forwarding::for_client(connection.addr, &host)
+        });
         prepare_request_headers(
             &mut parts.headers,
             parts.version,
-            client_addr,
-            &host,
+            &forwarding,
             cert,
             self.cert.strip_names(),
         );
@@ -369,6 +379,43 @@ impl Forwarder {
             s.push_str(q);
         }
         s.parse()
+    }
+}
+
+/// What the pass-through keeps for one client connection (`Forwarder::client_connection`).
+pub struct ClientConnection {
+    addr: SocketAddr,
+    /// Its places under `max_concurrent_per_connection`; None: not held to that cap.
+    slots: Option<Arc<Semaphore>>,
+    /// The forwarding headers for the Host it last named (as sent), reused while it names the same one.
+    forwarding: Mutex<Option<(Option<Bytes>, Arc<Forwarding>)>>,
+}
+
+impl ClientConnection {
+    /// The forwarding headers for this request: the remembered ones when it names the Host (or HTTP/2
+    /// `:authority`) of the connection's previous request, byte for byte; else `make`'s, remembered.
+    fn forwarding(
+        &self,
+        parts: &http::request::Parts,
+        make: impl FnOnce() -> Forwarding,
+    ) -> Arc<Forwarding> {
+        let named = parts
+            .headers
+            .get(header::HOST)
+            .map(HeaderValue::as_bytes)
+            .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
+        let mut last = self
+            .forwarding
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((key, f)) = last.as_ref()
+            && key.as_deref() == named
+        {
+            return f.clone();
+        }
+        let f = Arc::new(make());
+        *last = Some((named.map(Bytes::copy_from_slice), f.clone()));
+        f
     }
 }
 

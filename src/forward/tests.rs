@@ -605,3 +605,29 @@ fn a_deny_pattern_it_cannot_use_is_refused() {
     assert!(check_deny_path("reg").is_err());
     assert!(check_deny_path("/reg/**").is_ok());
 }
+
+#[test]
+fn a_connection_rebuilds_its_forwarding_headers_whenever_the_host_it_names_changes() {
+    let forwarder =
+        Forwarder::new(config("127.0.0.1:1".parse().expect("addr"))).expect("forwarder");
+    let conn = forwarder.client_connection("192.0.2.7:5000".parse().expect("addr"));
+    let mut built = 0;
+    let mut sent_for = |host: &str| {
+        let (parts, ()) = Request::get("/token")
+            .header(header::HOST, host)
+            .body(())
+            .expect("request")
+            .into_parts();
+        let f = conn.forwarding(&parts, || {
+            built += 1;
+            super::headers::Forwarding::for_client(conn.addr, host)
+        });
+        let mut h = HeaderMap::new();
+        super::headers::set_forwarding_headers(&mut h, &f);
+        h["x-forwarded-host"].clone()
+    };
+    for host in ["a.example", "a.example", "b.example", "a.example"] {
+        assert_eq!(sent_for(host), host);
+    }
+    assert_eq!(built, 3, "built once per change of Host, reused in between");
+}

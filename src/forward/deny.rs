@@ -45,16 +45,18 @@ impl ForwardConfig {
 }
 
 /// A request path reduced for deny-list matching.
-pub(super) struct NormalPath {
-    pub(super) segments: Vec<String>,
+pub(super) struct NormalPath<'a> {
+    /// Borrowed from the request's path where it needed no decoding and no lowercasing (most requests):
+    /// an owned String per segment showed in the pass-through's profile.
+    pub(super) segments: Vec<Cow<'a, str>>,
     pub(super) had_dot_segments: bool,
 }
 
 /// Double and triple encoding are undone too; a fourth layer is beyond any server we front.
 const DECODE_ROUNDS: usize = 3;
 
-impl NormalPath {
-    pub(super) fn new(raw: &str) -> NormalPath {
+impl<'a> NormalPath<'a> {
+    pub(super) fn new(raw: &'a str) -> NormalPath<'a> {
         // Every pass-through request comes here: a path with nothing to decode or replace is not copied.
         let mut bytes = Cow::Borrowed(raw.as_bytes());
         if raw.contains('%') {
@@ -66,23 +68,41 @@ impl NormalPath {
                 bytes = Cow::Owned(decoded);
             }
         }
-        let mut text = String::from_utf8_lossy(&bytes);
-        if text.contains('\\') {
-            text = Cow::Owned(text.replace('\\', "/"));
-        }
-        let mut segments: Vec<String> = Vec::new();
+        // Segments borrow `raw` when nothing was decoded or replaced and they need no lowercasing; else they
+        // are owned, lowercased out of this decoded copy.
+        let owned: Option<String> = match &bytes {
+            Cow::Borrowed(_) if !raw.contains('\\') => None,
+            _ => Some(String::from_utf8_lossy(&bytes).replace('\\', "/")),
+        };
+        let mut segments: Vec<Cow<'a, str>> = Vec::new();
         let mut had_dot_segments = false;
-        for seg in text.split('/') {
-            // Servlet containers (AM on Tomcat) and JAX-RS (Keycloak) drop `;` path parameters.
-            let seg = seg.split(';').next().unwrap_or_default();
-            match seg {
-                "" => {}
-                "." => had_dot_segments = true,
-                ".." => {
-                    had_dot_segments = true;
-                    segments.pop();
+        let mut push = |seg: &str, borrowed: Option<&'a str>| match seg {
+            "" => {}
+            "." => had_dot_segments = true,
+            ".." => {
+                had_dot_segments = true;
+                segments.pop();
+            }
+            s => segments.push(match borrowed {
+                Some(b) if !b.bytes().any(|c| !c.is_ascii() || c.is_ascii_uppercase()) => {
+                    Cow::Borrowed(b)
                 }
-                s => segments.push(s.to_lowercase()),
+                _ => Cow::Owned(s.to_lowercase()),
+            }),
+        };
+        // Servlet containers (AM on Tomcat) and JAX-RS (Keycloak) drop `;` path parameters.
+        let param_free = |seg: &str| seg.split(';').next().unwrap_or_default().len();
+        match &owned {
+            None => {
+                for seg in raw.split('/') {
+                    let seg = &seg[..param_free(seg)];
+                    push(seg, Some(seg));
+                }
+            }
+            Some(text) => {
+                for seg in text.split('/') {
+                    push(&seg[..param_free(seg)], None);
+                }
             }
         }
         NormalPath {
@@ -92,7 +112,7 @@ impl NormalPath {
     }
 }
 
-impl std::fmt::Display for NormalPath {
+impl std::fmt::Display for NormalPath<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.segments.is_empty() {
             return f.write_str("/");
@@ -177,11 +197,11 @@ impl DenyPattern {
 
     /// Dynamic programming over (pattern, path) positions rather than backtracking, so a path of
     /// thousands of segments against two `**` stays linear in the path per pattern segment.
-    pub(super) fn matches(&self, path: &[String]) -> bool {
+    pub(super) fn matches(&self, path: &[Cow<'_, str>]) -> bool {
         // A literal first or last segment settles most patterns against most paths without the table below
         // (every pattern is tried on every pass-through request).
-        let literal_at = |seg: Option<&Segment>, at: Option<&String>| match seg {
-            Some(Segment::Literal(l)) => at == Some(l),
+        let literal_at = |seg: Option<&Segment>, at: Option<&Cow<'_, str>>| match seg {
+            Some(Segment::Literal(l)) => at.is_some_and(|a| a == l),
             _ => true,
         };
         if !literal_at(self.segments.first(), path.first())
@@ -199,7 +219,7 @@ impl DenyPattern {
                 cur[j] = match seg {
                     Segment::Any => next[j] || (j < n && cur[j + 1]),
                     Segment::One => j < n && next[j + 1],
-                    Segment::Literal(l) => j < n && path[j] == *l && next[j + 1],
+                    Segment::Literal(l) => j < n && path[j] == l.as_str() && next[j + 1],
                 };
             }
             std::mem::swap(&mut next, &mut cur);
@@ -328,7 +348,7 @@ mod tests {
         assert!(everything.matches(&NormalPath::new("/").segments));
 
         // A long path against two `**` is answered at once, not by backtracking.
-        let long: Vec<String> = std::iter::repeat_n("x".to_string(), 50_000).collect();
+        let long: Vec<Cow<str>> = std::iter::repeat_n(Cow::Borrowed("x"), 50_000).collect();
         let p = DenyPattern::parse("/**/oauth2/**/register").expect("parses");
         let started = Instant::now();
         assert!(!p.matches(&long));

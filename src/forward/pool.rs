@@ -413,6 +413,64 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_https_upstream_is_reached_only_with_a_trusted_certificate() {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+        let dir = std::env::temp_dir().join(format!("dcr-pool-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let trusted = dir.join("upstream-ca.pem");
+        std::fs::write(&trusted, ck.cert.pem()).expect("write");
+        let other =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+        let untrusted = dir.join("other-ca.pem");
+        std::fs::write(&untrusted, other.cert.pem()).expect("write");
+
+        let key =
+            rustls_pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).expect("key");
+        let server = rustls::ServerConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = service_fn(|_req: Request<Incoming>| async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        let base = Url::parse(&format!("https://localhost:{port}")).expect("url");
+        let settings = || PoolSettings {
+            workers: 1,
+            max_idle: 4,
+            idle_timeout: Duration::from_secs(4),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+        };
+        let pool = UpstreamPool::new(&base, Some(&trusted), settings()).expect("pool");
+        assert_eq!(fetch(&pool, "/").await, "ok");
+        let stranger = UpstreamPool::new(&base, Some(&untrusted), settings()).expect("pool");
+        let refused = stranger.send(get("/")).await.err();
+        assert!(
+            matches!(&refused, Some(OutboundError::Connect(why)) if why.starts_with("TLS")),
+            "{refused:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
     async fn no_more_idle_connections_are_kept_than_max_idle() {
         let (addr, accepted) = upstream().await;
         let pool = pool(addr, Duration::from_secs(4));

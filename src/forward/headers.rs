@@ -121,13 +121,13 @@ const HOP_BY_HOP: &[&str] = &[
 /// `keep_te_trailers`: a request's `TE: trailers` survives, since it says the client accepts
 /// trailers end to end (gRPC needs it); every other TE coding concerns this hop only.
 pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
-    let named: Vec<String> = headers
+    // The Connection values are shared, not copied, and its tokens compared in place: Node answers every
+    // response with `Connection: keep-alive`, and lowercasing each token into a new String per response
+    // showed in the pass-through's profile.
+    let named: Vec<HeaderValue> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase().replace('_', "-"))
-        .filter(|t| !t.is_empty())
+        .cloned()
         .collect();
     let wants_trailers = keep_te_trailers
         && headers
@@ -141,11 +141,29 @@ pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool)
                     .is_some_and(|c| c.trim().eq_ignore_ascii_case("trailers"))
             });
     remove_where(headers, |f| {
-        HOP_BY_HOP.contains(&f) || named.iter().any(|n| n == f)
+        HOP_BY_HOP.contains(&f)
+            || named
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| folded_eq(t.trim(), f))
     });
     if wants_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// Whether a token names the header `folded` (lowercase, `-`), read as `folded` does: case and `_` ignored.
+fn folded_eq(token: &str, folded: &str) -> bool {
+    token.len() == folded.len()
+        && token.bytes().zip(folded.bytes()).all(|(t, f)| {
+            let t = if t == b'_' {
+                b'-'
+            } else {
+                t.to_ascii_lowercase()
+            };
+            t == f
+        })
 }
 
 /// Headers through which a client could claim another address, scheme, host or path to an IdP

@@ -6,6 +6,9 @@
 #
 #   scripts/sqlite_journal.sh                 TRUNCATE vs PERSIST, 5 rounds of 2000 commits in target/
 #   MODES="DELETE TRUNCATE PERSIST" ROUNDS=3 DIR=/var/lib/dcr scripts/sqlite_journal.sh
+#   MODES="PERSIST:NORMAL:random PERSIST WAL:EXCLUSIVE" scripts/sqlite_journal.sh
+# A mode is <journal mode>[:<locking mode>[:<ids>]]: locking NORMAL (the proxy's) or EXCLUSIVE; ids ordered (the
+# proxy's UUIDv7 row ids) or random (UUIDv4, its row ids before 2026-12-02).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v gcc >/dev/null || { echo "sqlite_journal.sh: gcc is needed" >&2; exit 2; }
@@ -19,14 +22,16 @@ dir="${DIR:-$out}"
 pin=(); [[ "$(nproc)" -ge 2 ]] && pin=(taskset -c 1)
 for _ in $(seq "${ROUNDS:-5}"); do
     for m in ${MODES:-TRUNCATE PERSIST}; do
-        "${pin[@]}" "$out/commit" "$m" "${COMMITS:-2000}" "$dir/journal-test.db"
+        IFS=: read -r jm lm ids <<<"$m"
+        printf '%s ' "$m"
+        "${pin[@]}" "$out/commit" "$jm" "${COMMITS:-2000}" "$dir/journal-test.db" "${lm:-NORMAL}" "${ids:-ordered}"
     done
 done | tee "$out/rounds.txt"
-rm -f "$dir/journal-test.db" "$dir/journal-test.db-journal"
+rm -f "$dir/journal-test.db" "$dir/journal-test.db-journal" "$dir/journal-test.db-wal"
 median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 echo "medians:"
 for m in ${MODES:-TRUNCATE PERSIST}; do
-    cpu=$(awk -v m="$m" '$1 == m {print $2}' "$out/rounds.txt" | median)
-    wall=$(awk -v m="$m" '$1 == m {print $7}' "$out/rounds.txt" | median)
-    printf '%-9s %s us CPU/commit, %s us/commit\n' "$m" "$cpu" "$wall"
+    cpu=$(awk -v m="$m" '$1 == m {print $5}' "$out/rounds.txt" | median)
+    wall=$(awk -v m="$m" '$1 == m {print $10}' "$out/rounds.txt" | median)
+    printf '%-24s %s us CPU/commit, %s us/commit\n' "$m" "$cpu" "$wall"
 done

@@ -5,7 +5,9 @@
  * earlier row active with its client_id and metadata. synchronous=FULL, mmap_size=0, as the proxy opens it.
  * Prints the process's CPU (user + system) and the elapsed time per commit.
  *
- * usage: commit <journal mode> <commits> <database path>
+ * usage: commit <journal mode> <commits> <database path> [locking mode] [ids]
+ * locking mode: NORMAL (default, as the proxy opens it) or EXCLUSIVE; ids: ordered (default: time-ordered UUID
+ * text, as the proxy's UUIDv7 row ids) or random (UUIDv4 text, the proxy's row ids before 2026-12-02).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,11 +39,14 @@ static void check(sqlite3 *db, int rc, const char *what) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: commit <journal mode> <commits> <database path>\n");
+    if (argc < 4 || argc > 6) {
+        fprintf(stderr, "usage: commit <journal mode> <commits> <database path> [locking mode] [ids]\n");
         return 2;
     }
     const char *mode = argv[1], *path = argv[3];
+    const char *locking = argc > 4 ? argv[4] : "NORMAL";
+    int ordered = !(argc > 5 && strcmp(argv[5], "random") == 0);
+    srand(12345);
     int commits = atoi(argv[2]);
     char journal[4096];
     snprintf(journal, sizeof journal, "%s-journal", path);
@@ -52,7 +57,8 @@ int main(int argc, char **argv) {
     check(db, sqlite3_open(path, &db), "open");
     char pragmas[256];
     snprintf(pragmas, sizeof pragmas,
-             "PRAGMA journal_mode=%s; PRAGMA synchronous=FULL; PRAGMA mmap_size=0;", mode);
+             "PRAGMA locking_mode=%s; PRAGMA journal_mode=%s; PRAGMA synchronous=FULL; PRAGMA mmap_size=0;",
+             locking, mode);
     check(db, sqlite3_exec(db, pragmas, 0, 0, 0), "pragmas");
     check(db, sqlite3_exec(db,
         "CREATE TABLE r (id TEXT PRIMARY KEY, client_id TEXT, profile TEXT, software_id TEXT, state TEXT,"
@@ -69,16 +75,22 @@ int main(int argc, char **argv) {
     check(db, sqlite3_prepare_v2(db,
         "INSERT INTO r VALUES (?1, NULL, 'ob', ?1, 'pending', 1, ?2, ?3, ?4)", -1, &ins, 0), "insert");
     check(db, sqlite3_prepare_v2(db,
-        "UPDATE r SET state = 'active', client_id = ?1, md = ?2, updated_at = ?3 WHERE id = ?1", -1, &upd, 0),
+        "UPDATE r SET state = 'active', client_id = ?4, md = ?2, updated_at = ?3 WHERE id = ?1", -1, &upd, 0),
         "update");
 
     int k = 0;
+    static char ids[8][64];
     double cpu0 = cpu_seconds(0), sys0 = cpu_seconds(1), t0 = now();
     for (int t = 0; t < commits; t++) {
         check(db, sqlite3_exec(db, "BEGIN IMMEDIATE", 0, 0, 0), "begin");
         for (int i = 0; i < 4; i++) {
-            char id[64];
-            snprintf(id, sizeof id, "id-%08d", k++);
+            char *id = ids[k % 8];
+            if (ordered)
+                snprintf(id, 64, "%08x-0000-7000-8000-%012x", k, rand());
+            else
+                snprintf(id, 64, "%08x-%04x-4%03x-8%03x-%06x%06x", rand(), rand() & 0xffff, rand() & 0xfff,
+                         rand() & 0xfff, rand() & 0xffffff, rand() & 0xffffff);
+            k++;
             sqlite3_bind_text(ins, 1, id, -1, SQLITE_TRANSIENT);
             sqlite3_bind_text(ins, 2, ssa, -1, SQLITE_STATIC);
             sqlite3_bind_text(ins, 3, md, -1, SQLITE_STATIC);
@@ -86,8 +98,11 @@ int main(int argc, char **argv) {
             check(db, sqlite3_step(ins), "insert");
             sqlite3_reset(ins);
             if (k > 4) {
-                snprintf(id, sizeof id, "id-%08d", k - 4);
-                sqlite3_bind_text(upd, 1, id, -1, SQLITE_TRANSIENT);
+                /* The upstream's client_id: random whatever our row ids are. */
+                char client_id[64];
+                snprintf(client_id, sizeof client_id, "%08x%08x%08x%08x", rand(), rand(), rand(), rand());
+                sqlite3_bind_text(upd, 1, ids[(k - 5) % 8], -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(upd, 4, client_id, -1, SQLITE_TRANSIENT);
                 sqlite3_bind_text(upd, 2, md, -1, SQLITE_STATIC);
                 sqlite3_bind_int(upd, 3, k);
                 check(db, sqlite3_step(upd), "update");
@@ -97,7 +112,7 @@ int main(int argc, char **argv) {
         check(db, sqlite3_exec(db, "COMMIT", 0, 0, 0), "commit");
     }
     double cpu1 = cpu_seconds(0), sys1 = cpu_seconds(1), t1 = now();
-    printf("%-9s %.1f us CPU/commit (system %.1f), %.1f us/commit\n", mode, 1e6 * (cpu1 - cpu0) / commits,
+    printf("%-9s %-9s %-7s %.1f us CPU/commit (system %.1f), %.1f us/commit\n", mode, locking, ordered ? "ordered" : "random", 1e6 * (cpu1 - cpu0) / commits,
            1e6 * (sys1 - sys0) / commits, 1e6 * (t1 - t0) / commits);
     sqlite3_finalize(ins);
     sqlite3_finalize(upd);

@@ -245,7 +245,8 @@ impl fmt::Debug for PendingReplacement {
 /// One registration as the proxy knows it.
 #[derive(Clone, PartialEq)]
 pub struct Registration {
-    /// Our own key, known before the upstream assigns a client_id.
+    /// Our own key, known before the upstream assigns a client_id. A UUIDv7 (time-ordered): new rows go to the
+    /// end of the primary-key index instead of a random page of it, which the commit then journals and syncs.
     pub id: Uuid,
     /// None while a Create is pending.
     pub client_id: Option<String>,

@@ -29,9 +29,10 @@ use support::temp::TempDir;
 
 use load::{Bodies, Med, compare, connect, load, load_once, med};
 use servers::{
-    LOAD_CPU, Mode, SERVER_CPU, Server, client_config, fill, free_port, start_dcr, start_nginx,
-    start_reference, template,
+    LOAD_CPU, Mode, SERVER_CPU, Server, client_config, cpu_seconds, fill, free_port, start_dcr,
+    start_dcr_with_store, start_nginx, start_reference, template,
 };
+use support::postgres::{PgOptions, PgServer};
 
 const ROUNDS: usize = 3;
 const TOKEN_BODY_LEN: usize = 600;
@@ -333,7 +334,8 @@ fn cost_rows(t: &mut Table, figure: &str, d: &Med, n: &Med, note: &str) {
 
 /// BENCH_CASE="RSA-2048 TLS 1.2" (any part of "<key> <version>") runs only the (b) cases that contain it, e.g. to
 /// profile one handshake kind alone; BENCH_CASE="c=64" runs only that concurrency of (a), BENCH_CASE="keep-alive"
-/// only that half of (c). Cases of other figures that do not contain it are left out too.
+/// only that half of (c), BENCH_CASE="PostgreSQL store" only (c) on the PostgreSQL store. Cases of other figures
+/// that do not contain it are left out too.
 fn case_wanted(case: &str) -> bool {
     std::env::var("BENCH_CASE").map_or(true, |want| case.contains(want.as_str()))
 }
@@ -468,6 +470,86 @@ async fn pass_through_and_registrations(
             }
         }
     }
+    if want('c') && case_wanted("PostgreSQL store") {
+        registrations_on_postgres(
+            env,
+            mode,
+            t,
+            p256,
+            tls13,
+            &ssa,
+            per_run,
+            nginx_keepalive.as_ref(),
+        )
+        .await;
+    }
+}
+
+/// (c) kept-alive again with the PostgreSQL store (what replicas share), durable as deployed: `fsync`,
+/// `synchronous_commit` and `full_page_writes` on. The durable commit then runs in PostgreSQL's processes, so
+/// their CPU per registration gets its own row beside the proxy's; pinned, they share the generator's core.
+#[allow(clippy::too_many_arguments)]
+async fn registrations_on_postgres(
+    env: &Env,
+    mode: Mode,
+    t: &mut Table,
+    cert: &ServerCert,
+    tls: &Arc<rustls::ClientConfig>,
+    ssa: &str,
+    per_run: usize,
+    nginx_keepalive: Option<&Med>,
+) {
+    let pg = PgServer::start_with(PgOptions {
+        durable: true,
+        ..PgOptions::default()
+    })
+    .await;
+    let cpu = (mode == Mode::Pinned).then_some(LOAD_CPU);
+    // Backends fork from the postmaster after this and inherit its placement.
+    for pid in pg.server_pids() {
+        servers::set_affinity(pid, cpu);
+    }
+    let db = pg.create_database().await;
+    let store = format!(
+        "backend = \"postgres\"\nurl = \"{}\"\npool_size = 16",
+        pg.url(&db)
+    );
+    let dcr = start_dcr_with_store(env, cert, "postgres", mode, &store);
+    let pg_cpu = |pg: &PgServer| -> f64 { pg.server_pids().into_iter().map(cpu_seconds).sum() };
+    let mut runs = Vec::new();
+    let mut pg_us = Vec::new();
+    for _ in 0..ROUNDS {
+        let bodies = Bodies::Queue(
+            "/register",
+            Arc::new(presign(env, ssa, per_run)),
+            Arc::new(AtomicU64::new(0)),
+            "application/jwt",
+        );
+        let _ = load_once(&dcr, tls, &bodies).await;
+        let before = pg_cpu(&pg);
+        let run = load(&dcr, tls, bodies, 16, true, 201).await;
+        pg_us.push((pg_cpu(&pg) - before) * 1e6 / run.requests.max(1) as f64);
+        runs.push(run);
+    }
+    let m = med(&runs);
+    pg_us.sort_by(|a, b| a.total_cmp(b));
+    let pg_med = pg_us[pg_us.len() / 2];
+    let figure =
+        "(c) POST /register, keep-alive, PostgreSQL store, c=16 (vs nginx pass-through (a) c=16)";
+    let note = format!(
+        "proxy's CPU, PostgreSQL's is the next row; p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, errors {}",
+        m.p50, m.p99, m.p999, m.errors
+    );
+    let none = Med::default();
+    cost_rows(t, figure, &m, nginx_keepalive.unwrap_or(&none), &note);
+    t.row(
+        figure,
+        "PostgreSQL CPU µs/request",
+        pg_med,
+        0.0,
+        false,
+        "all its processes (postmaster, backends, WAL writer, checkpointer) per registration",
+    );
 }
 
 async fn cold_cache(

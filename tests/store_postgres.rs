@@ -569,6 +569,7 @@ async fn tls_is_verified() {
             cert_pem: pki.server_cert_pem(),
             key_pem: pki.server_key_pem(),
         }),
+        ..PgOptions::default()
     })
     .await;
     let db = server.create_database().await;

@@ -230,6 +230,22 @@ fn write_server_cert(dir: &Path, name: &str, cert: &ServerCert) -> (PathBuf, Pat
 }
 
 pub(super) fn start_dcr(env: &Env, cert: &ServerCert, store_name: &str, mode: Mode) -> Server {
+    let db = env
+        .dir
+        .path()
+        .join(format!("{store_name}-{}.sqlite", uuid::Uuid::new_v4()));
+    let store = format!("backend = \"sqlite\"\npath = \"{}\"", db.display());
+    start_dcr_with_store(env, cert, store_name, mode, &store)
+}
+
+/// [`start_dcr`] with its own `[store]` table (the keys after the header).
+pub(super) fn start_dcr_with_store(
+    env: &Env,
+    cert: &ServerCert,
+    store_name: &str,
+    mode: Mode,
+    store: &str,
+) -> Server {
     let d = env.dir.path();
     let (c, k) = write_server_cert(d, &format!("dcr-{store_name}"), cert);
     let port = free_port();
@@ -263,8 +279,7 @@ audiences = ["{AUD}"]
 issuer = "OpenBanking Ltd"
 jwks_uri = "{anchor}"
 [store]
-backend = "sqlite"
-path = "{db}"
+{store}
 [log]
 format = "json"
 level = "warn"
@@ -280,9 +295,6 @@ level = "warn"
         ca = d.join("ca.pem").display(),
         up = env.upstream_port,
         anchor = env.jwks.url("/directory.jwks"),
-        db = d
-            .join(format!("{store_name}-{}.sqlite", uuid::Uuid::new_v4()))
-            .display(),
     );
     let cfg = d.join(format!("dcr-{store_name}.toml"));
     std::fs::write(&cfg, toml).expect("config");

@@ -29,6 +29,9 @@ pub struct ServerTls {
 pub struct PgOptions {
     /// Turns on `ssl` with this certificate; plain connections stay allowed.
     pub tls: Option<ServerTls>,
+    /// Keeps PostgreSQL's durable defaults (`fsync`, `synchronous_commit`, `full_page_writes` on), as a
+    /// deployment runs it: for the benchmark. Tests turn them off.
+    pub durable: bool,
 }
 
 pub struct PgServer {
@@ -197,7 +200,8 @@ impl PgServer {
     }
 
     /// The postmaster and its children, found through /proc.
-    fn server_pids(&self) -> Vec<u32> {
+    /// The postmaster and its children (backends and background processes) as they are now.
+    pub fn server_pids(&self) -> Vec<u32> {
         let Ok(pidfile) = std::fs::read_to_string(self.data.join("postmaster.pid")) else {
             return Vec::new();
         };
@@ -250,12 +254,14 @@ impl PgServer {
     fn write_settings(&self, options: &PgOptions) {
         let mut settings = format!(
             "\n# dcr-proxy tests\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-             max_connections = 200\nshared_buffers = 32MB\n\
-             # Durability is worthless for a database deleted after the test.\n\
-             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n",
+             max_connections = 200\nshared_buffers = 32MB\n",
             self.port,
             self.root.display()
         );
+        if !options.durable {
+            // Durability is worthless for a database deleted after the test.
+            settings.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
+        }
         if let Some(tls) = &options.tls {
             let cert = self.data.join("server.crt");
             let key = self.data.join("server.key");

@@ -2,7 +2,8 @@
  *
  * Each transaction does what four registrations do to `registrations` (src/store/sqlite/schema.rs, same
  * partial indexes): insert a pending row with a ~2 KB software statement and ~1.2 KB of metadata, and turn an
- * earlier row active with its client_id and metadata. synchronous=FULL, mmap_size=0, as the proxy opens it.
+ * earlier row active with a (random, upstream-chosen) client_id and its metadata. synchronous=FULL,
+ * mmap_size=0, as the proxy opens it.
  * Prints the process's CPU (user + system) and the elapsed time per commit.
  *
  * usage: commit <journal mode> <commits> <database path> [locking mode] [ids]
@@ -112,8 +113,9 @@ int main(int argc, char **argv) {
         check(db, sqlite3_exec(db, "COMMIT", 0, 0, 0), "commit");
     }
     double cpu1 = cpu_seconds(0), sys1 = cpu_seconds(1), t1 = now();
-    printf("%-9s %-9s %-7s %.1f us CPU/commit (system %.1f), %.1f us/commit\n", mode, locking, ordered ? "ordered" : "random", 1e6 * (cpu1 - cpu0) / commits,
-           1e6 * (sys1 - sys0) / commits, 1e6 * (t1 - t0) / commits);
+    printf("%-9s %-9s %-7s %.1f us CPU/commit (system %.1f), %.1f us/commit\n", mode, locking,
+           ordered ? "ordered" : "random", 1e6 * (cpu1 - cpu0) / commits, 1e6 * (sys1 - sys0) / commits,
+           1e6 * (t1 - t0) / commits);
     sqlite3_finalize(ins);
     sqlite3_finalize(upd);
     sqlite3_close(db);

@@ -199,8 +199,7 @@ impl PgServer {
         run(&mut cmd);
     }
 
-    /// The postmaster and its children, found through /proc.
-    /// The postmaster and its children (backends and background processes) as they are now.
+    /// The postmaster and its children (backends and background processes) as they are now, found through /proc.
     pub fn server_pids(&self) -> Vec<u32> {
         let Ok(pidfile) = std::fs::read_to_string(self.data.join("postmaster.pid")) else {
             return Vec::new();

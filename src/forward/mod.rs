@@ -186,13 +186,12 @@ impl Forwarder {
     /// What the pass-through keeps for one client connection from `addr`, held to
     /// `max_concurrent_per_connection`.
     pub fn client_connection(&self, addr: SocketAddr) -> ClientConnection {
-        ClientConnection {
+        ClientConnection::new(
             addr,
-            slots: Some(Arc::new(Semaphore::new(
+            Some(Arc::new(Semaphore::new(
                 self.limits.max_concurrent_per_connection as usize,
             ))),
-            forwarding: Mutex::new(None),
-        }
+        )
     }
 
     /// Refuse pass-through requests naming a client the CDR Register no longer lists as ACTIVE.
@@ -217,11 +216,7 @@ impl Forwarder {
         cert: Option<&[(HeaderName, HeaderValue)]>,
         client_addr: SocketAddr,
     ) -> Response<RespBody> {
-        let connection = ClientConnection {
-            addr: client_addr,
-            slots: None,
-            forwarding: Mutex::new(None),
-        };
+        let connection = ClientConnection::new(client_addr, None);
         self.forward_inner(req, cert, &connection).await
     }
 
@@ -392,6 +387,14 @@ pub struct ClientConnection {
 }
 
 impl ClientConnection {
+    fn new(addr: SocketAddr, slots: Option<Arc<Semaphore>>) -> Self {
+        Self {
+            addr,
+            slots,
+            forwarding: Mutex::new(None),
+        }
+    }
+
     /// The forwarding headers for this request: the remembered ones when it names the Host (or HTTP/2
     /// `:authority`) of the connection's previous request, byte for byte; else `make`'s, remembered.
     fn forwarding(

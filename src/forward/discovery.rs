@@ -128,13 +128,12 @@ impl Forwarder {
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
 
-        let resp = self.pool.send(req).await?;
-        // The same bound in time for the body as for the headers: a document trickled in must not hold the
-        // requests waiting for the cache.
-        let reply = tokio::time::timeout(
-            self.pool.response_timeout(),
-            read_reply(resp, MAX_DISCOVERY_BYTES),
-        )
+        // One bound in time for the headers and the body together: a document trickled in must not hold the
+        // requests waiting for the cache beyond `response_timeout`.
+        let reply = tokio::time::timeout(self.pool.response_timeout(), async {
+            let resp = self.pool.send(req).await?;
+            Ok::<_, DiscoveryError>(read_reply(resp, MAX_DISCOVERY_BYTES).await?)
+        })
         .await
         .map_err(|_| OutboundError::Timeout(self.pool.response_timeout()))??;
         if reply.status != StatusCode::OK {

@@ -51,6 +51,17 @@ pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// A client TLS config of ours (no client certificate) trusting `roots`: every outbound TLS connection uses it.
+pub fn client_tls(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, String> {
+    Ok(
+        rustls::ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
 /// Trust roots: the operator's bundle when given (private PKI, test CAs), else the system's.
 pub fn root_store(ca_bundle: Option<&Path>) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
@@ -129,11 +140,7 @@ impl HttpClient {
         https_only: bool,
         pool: (Duration, usize),
     ) -> Result<Self, String> {
-        let tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = client_tls(roots)?;
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);

@@ -30,7 +30,7 @@ use tokio_rustls::TlsConnector;
 use url::Url;
 
 use crate::body::RespBody;
-use crate::outbound::{OutboundError, crypto_provider, error_chain, root_store};
+use crate::outbound::{OutboundError, client_tls, error_chain, root_store};
 
 /// One worker's idle connections, oldest first.
 type IdleList = Arc<Mutex<Vec<Idle>>>;
@@ -83,11 +83,7 @@ impl UpstreamPool {
             .port_or_known_default()
             .ok_or("upstream_base: has no port")?;
         let tls = if base.scheme() == "https" {
-            let mut cfg = rustls::ClientConfig::builder_with_provider(crypto_provider())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .with_root_certificates(root_store(ca_bundle)?)
-                .with_no_client_auth();
+            let mut cfg = client_tls(root_store(ca_bundle)?)?;
             cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
             let name =
                 ServerName::try_from(host.clone()).map_err(|e| format!("upstream_base: {e}"))?;
@@ -426,12 +422,13 @@ mod tests {
 
         let key =
             rustls_pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).expect("key");
-        let server = rustls::ServerConfig::builder_with_provider(crypto_provider())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![ck.cert.der().clone()], key)
-            .expect("server config");
+        let server =
+            rustls::ServerConfig::builder_with_provider(crate::outbound::crypto_provider())
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_no_client_auth()
+                .with_single_cert(vec![ck.cert.der().clone()], key)
+                .expect("server config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();

@@ -369,10 +369,7 @@ fn tls_connector(
 ) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
     let roots = crate::outbound::root_store(ca_bundle)
         .map_err(|e| config_error(format!("PostgreSQL TLS trust roots: {e}")))?;
-    let config = rustls::ClientConfig::builder_with_provider(crate::outbound::crypto_provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| config_error(format!("PostgreSQL TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = crate::outbound::client_tls(roots)
+        .map_err(|e| config_error(format!("PostgreSQL TLS: {e}")))?;
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }

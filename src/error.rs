@@ -423,7 +423,7 @@ fn bearer_answer(e: &BearerError) -> Answer {
 pub struct ErrorLabel(pub &'static str);
 
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut resp = Response::new(Full::new(crate::body::json_bytes(body)));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(

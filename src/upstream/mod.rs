@@ -381,7 +381,7 @@ impl Upstream {
     }
 
     async fn create_now(&self, metadata: &Value) -> Result<UpstreamClient, UpstreamError> {
-        let body = Some(Bytes::from(metadata.to_string()));
+        let body = Some(crate::body::json_bytes(metadata));
         let reply = match self.flavour.create_credential(self.admin.is_some()) {
             CreateCredential::InitialAccessToken => {
                 let auth = format!("Bearer {}", self.initial_access_token.expose());
@@ -460,7 +460,7 @@ impl Upstream {
                 Method::PUT,
                 &url,
                 &auth,
-                Some(Bytes::from(metadata.to_string())),
+                Some(crate::body::json_bytes(metadata)),
             )
             .await?;
         match status {

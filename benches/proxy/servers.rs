@@ -229,11 +229,16 @@ fn write_server_cert(dir: &Path, name: &str, cert: &ServerCert) -> (PathBuf, Pat
     (c, k)
 }
 
+/// BENCH_STORE_DIR puts the SQLite store files in another directory than the run's own. Meant for
+/// `BENCH_STORE_DIR=/dev/shm`: tmpfs has no device to flush, so (c) then shows what a registration costs with
+/// every statement and fsync call made but nothing waiting on a disk; the floor no store tuning can go below.
+/// Never a figure of a durable store. The files are left there for the operator of the run to remove.
+fn store_dir(env: &Env) -> std::path::PathBuf {
+    std::env::var_os("BENCH_STORE_DIR").map_or_else(|| env.dir.path().to_path_buf(), Into::into)
+}
+
 pub(super) fn start_dcr(env: &Env, cert: &ServerCert, store_name: &str, mode: Mode) -> Server {
-    let db = env
-        .dir
-        .path()
-        .join(format!("{store_name}-{}.sqlite", uuid::Uuid::new_v4()));
+    let db = store_dir(env).join(format!("{store_name}-{}.sqlite", uuid::Uuid::new_v4()));
     let store = format!("backend = \"sqlite\"\npath = \"{}\"", db.display());
     start_dcr_with_store(env, cert, store_name, mode, &store)
 }

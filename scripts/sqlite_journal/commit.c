@@ -6,9 +6,10 @@
  * mmap_size=0, as the proxy opens it.
  * Prints the process's CPU (user + system) and the elapsed time per commit.
  *
- * usage: commit <journal mode> <commits> <database path> [locking mode] [ids]
+ * usage: commit <journal mode> <commits> <database path> [locking mode] [ids] [page size]
  * locking mode: NORMAL (default, as the proxy opens it) or EXCLUSIVE; ids: ordered (default: time-ordered UUID
- * text, as the proxy's UUIDv7 row ids) or random (UUIDv4 text, the proxy's row ids before 2026-12-02).
+ * text, as the proxy's UUIDv7 row ids) or random (UUIDv4 text, the proxy's row ids before 2026-12-02); page
+ * size: the database's page size in bytes (default 4096, SQLite's and the proxy's).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,13 +41,14 @@ static void check(sqlite3 *db, int rc, const char *what) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 4 || argc > 6) {
-        fprintf(stderr, "usage: commit <journal mode> <commits> <database path> [locking mode] [ids]\n");
+    if (argc < 4 || argc > 7) {
+        fprintf(stderr, "usage: commit <journal mode> <commits> <database path> [locking mode] [ids] [page size]\n");
         return 2;
     }
     const char *mode = argv[1], *path = argv[3];
     const char *locking = argc > 4 ? argv[4] : "NORMAL";
     int ordered = !(argc > 5 && strcmp(argv[5], "random") == 0);
+    int page_size = argc > 6 ? atoi(argv[6]) : 4096;
     srand(12345);
     int commits = atoi(argv[2]);
     char journal[4096];
@@ -57,9 +59,11 @@ int main(int argc, char **argv) {
     sqlite3 *db;
     check(db, sqlite3_open(path, &db), "open");
     char pragmas[256];
+    /* page_size first: it takes effect only before the (fresh) database's first page is written. */
     snprintf(pragmas, sizeof pragmas,
-             "PRAGMA locking_mode=%s; PRAGMA journal_mode=%s; PRAGMA synchronous=FULL; PRAGMA mmap_size=0;",
-             locking, mode);
+             "PRAGMA page_size=%d; PRAGMA locking_mode=%s; PRAGMA journal_mode=%s; PRAGMA synchronous=FULL;"
+             " PRAGMA mmap_size=0;",
+             page_size, locking, mode);
     check(db, sqlite3_exec(db, pragmas, 0, 0, 0), "pragmas");
     check(db, sqlite3_exec(db,
         "CREATE TABLE r (id TEXT PRIMARY KEY, client_id TEXT, profile TEXT, software_id TEXT, state TEXT,"
@@ -113,9 +117,9 @@ int main(int argc, char **argv) {
         check(db, sqlite3_exec(db, "COMMIT", 0, 0, 0), "commit");
     }
     double cpu1 = cpu_seconds(0), sys1 = cpu_seconds(1), t1 = now();
-    printf("%-9s %-9s %-7s %.1f us CPU/commit (system %.1f), %.1f us/commit\n", mode, locking,
+    printf("%-9s %-9s %-7s %.1f us CPU/commit (system %.1f), %.1f us/commit, page size %d\n", mode, locking,
            ordered ? "ordered" : "random", 1e6 * (cpu1 - cpu0) / commits, 1e6 * (sys1 - sys0) / commits,
-           1e6 * (t1 - t0) / commits);
+           1e6 * (t1 - t0) / commits, page_size);
     sqlite3_finalize(ins);
     sqlite3_finalize(upd);
     sqlite3_close(db);

@@ -41,32 +41,35 @@ if [[ "${PROFILE_REPORT_ONLY:-0}" != 1 ]]; then
     wait "$bench" || { echo "profile.sh: the benchmark failed, see $out/$fig.bench.log" >&2; exit 1; }
 fi
 
-# The server's threads: dcr-proxy (main, accept loop), dcr-worker-N, dcr-sqlite, jemalloc's background thread.
-comms=$(perf report -i "$data" --no-children --sort comm --stdio -g none 2>/dev/null |
-    awk '$1 ~ /%$/ && $NF ~ /^(dcr-|jemalloc|tokio-)/ {print $NF}' | sort -u | paste -sd, -)
-[[ -n "$comms" ]] || { echo "profile.sh: no dcr-proxy samples in $data" >&2; exit 1; }
+# The server's processes: the pids whose main thread is named dcr-proxy; a pid selects all its threads (dcr-worker-N,
+# dcr-sqlite, jemalloc's background thread, tokio's). Not `--comms`: with a process that exec'd from the benchmark,
+# perf report's comm filter dropped the main thread's samples (seen on 2026-12-02), and a comm such as
+# tokio-rt-worker also names the generator's threads.
+pids=$(perf report -i "$data" --no-children --sort pid --stdio -g none 2>/dev/null |
+    awk '$1 ~ /%$/ && $2 ~ /^[0-9]+:dcr-proxy$/ {split($2, a, ":"); print a[1]}' | sort -u | paste -sd, -)
+[[ -n "$pids" ]] || { echo "profile.sh: no dcr-proxy samples in $data" >&2; exit 1; }
 
 {
     echo "# Profile of figure ($fig), pinned, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
-    echo "Server core $server_cpu, cpu-clock at ${PROFILE_HZ:-499} Hz, DWARF call graphs; dcr-proxy threads: $comms"
+    echo "Server core $server_cpu, cpu-clock at ${PROFILE_HZ:-499} Hz, DWARF call graphs; dcr-proxy processes: $pids"
     echo "Percentages are of dcr-proxy's samples. Benchmark output: $out/$fig.bench.log"
     echo
     echo "## By thread"
-    perf report -i "$data" --comms "$comms" --percentage relative --no-children --sort comm --stdio -g none \
+    perf report -i "$data" --pid "$pids" --percentage relative --no-children --sort comm --stdio -g none \
         2>/dev/null | grep '%'
     echo
     echo "## By component (self time)"
-    perf report -i "$data" --comms "$comms" --percentage relative --no-children --sort dso,sym --stdio -g none --percent-limit 0 \
+    perf report -i "$data" --pid "$pids" --percentage relative --no-children --sort dso,sym --stdio -g none --percent-limit 0 \
         2>/dev/null | python3 scripts/profile_components.py
     echo
     echo "## Hottest frames (self time) and the chains that reach them"
-    perf report -i "$data" --comms "$comms" --percentage relative --no-children --sort sym --stdio \
+    perf report -i "$data" --pid "$pids" --percentage relative --no-children --sort sym --stdio \
         -g caller,0.5,callee,function,percent --percent-limit 1.5 --max-stack 24 2>/dev/null |
         grep -v '^#' | grep -v '^$' | cut -c1-200 | head -400
     echo
     echo "## Our functions, inclusive (children) time"
-    perf report -i "$data" --comms "$comms" --percentage relative --children --sort sym --stdio -g none --percent-limit 0.5 2>/dev/null |
+    perf report -i "$data" --pid "$pids" --percentage relative --children --sort sym --stdio -g none --percent-limit 0.5 2>/dev/null |
         grep -E 'dcr_proxy|dcr-proxy' | head -40
 } >"$report"
 echo "profile.sh: report in $report"

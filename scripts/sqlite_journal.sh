@@ -8,9 +8,11 @@
 #   MODES="DELETE TRUNCATE PERSIST" ROUNDS=3 DIR=/var/lib/dcr scripts/sqlite_journal.sh
 #   MODES="PERSIST:NORMAL:random PERSIST WAL:EXCLUSIVE" scripts/sqlite_journal.sh
 #   MODES="PERSIST PERSIST:NORMAL:ordered:1024 PERSIST:NORMAL:ordered:8192" scripts/sqlite_journal.sh
-# A mode is <journal mode>[:<locking mode>[:<ids>[:<page size>]]]: locking NORMAL (the proxy's) or EXCLUSIVE; ids
-# ordered (the proxy's UUIDv7 row ids) or random (UUIDv4, its row ids before 2026-12-02); page size in bytes
-# (4096, SQLite's default and the proxy's).
+#   MODES="PERSIST PERSIST:NORMAL:ordered:4096:split" scripts/sqlite_journal.sh
+# A mode is <journal mode>[:<locking mode>[:<ids>[:<page size>[:<layout>]]]]: locking NORMAL (the proxy's) or
+# EXCLUSIVE; ids ordered (the proxy's UUIDv7 row ids) or random (UUIDv4, its row ids before 2026-12-02); page size
+# in bytes (4096, SQLite's default and the proxy's); layout one (the SSA and metadata in the registration's row)
+# or split (in a table of their own, written once, so an activation rewrites only the narrow row).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v gcc >/dev/null || { echo "sqlite_journal.sh: gcc is needed" >&2; exit 2; }
@@ -24,9 +26,9 @@ dir="${DIR:-$out}"
 pin=(); [[ "$(nproc)" -ge 2 ]] && pin=(taskset -c 1)
 for _ in $(seq "${ROUNDS:-5}"); do
     for m in ${MODES:-TRUNCATE PERSIST}; do
-        IFS=: read -r jm lm ids ps <<<"$m"
+        IFS=: read -r jm lm ids ps layout <<<"$m"
         printf '%s ' "$m"
-        "${pin[@]}" "$out/commit" "$jm" "${COMMITS:-2000}" "$dir/journal-test.db" "${lm:-NORMAL}" "${ids:-ordered}" "${ps:-4096}"
+        "${pin[@]}" "$out/commit" "$jm" "${COMMITS:-2000}" "$dir/journal-test.db" "${lm:-NORMAL}" "${ids:-ordered}" "${ps:-4096}" "${layout:-one}"
     done
 done | tee "$out/rounds.txt"
 rm -f "$dir/journal-test.db" "$dir/journal-test.db-journal" "$dir/journal-test.db-wal"

@@ -41,14 +41,15 @@ static void check(sqlite3 *db, int rc, const char *what) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 4 || argc > 7) {
-        fprintf(stderr, "usage: commit <journal mode> <commits> <database path> [locking mode] [ids] [page size]\n");
+    if (argc < 4 || argc > 8) {
+        fprintf(stderr, "usage: commit <journal mode> <commits> <database path> [locking mode] [ids] [page size] [layout]\n");
         return 2;
     }
     const char *mode = argv[1], *path = argv[3];
     const char *locking = argc > 4 ? argv[4] : "NORMAL";
     int ordered = !(argc > 5 && strcmp(argv[5], "random") == 0);
     int page_size = argc > 6 ? atoi(argv[6]) : 4096;
+    int split = argc > 7 && strcmp(argv[7], "split") == 0;
     srand(12345);
     int commits = atoi(argv[2]);
     char journal[4096];
@@ -65,9 +66,16 @@ int main(int argc, char **argv) {
              " PRAGMA mmap_size=0;",
              page_size, locking, mode);
     check(db, sqlite3_exec(db, pragmas, 0, 0, 0), "pragmas");
-    check(db, sqlite3_exec(db,
-        "CREATE TABLE r (id TEXT PRIMARY KEY, client_id TEXT, profile TEXT, software_id TEXT, state TEXT,"
-        "  unique_sw INT, ssa TEXT, md TEXT, updated_at INT);"
+    if (split)
+        check(db, sqlite3_exec(db,
+            "CREATE TABLE r (id TEXT PRIMARY KEY, client_id TEXT, profile TEXT, software_id TEXT, state TEXT,"
+            "  unique_sw INT, issued_at INT, updated_at INT);"
+            "CREATE TABLE d (id TEXT PRIMARY KEY, ssa TEXT, md TEXT);", 0, 0, 0), "schema");
+    else
+        check(db, sqlite3_exec(db,
+            "CREATE TABLE r (id TEXT PRIMARY KEY, client_id TEXT, profile TEXT, software_id TEXT, state TEXT,"
+            "  unique_sw INT, ssa TEXT, md TEXT, updated_at INT);", 0, 0, 0), "schema");
+    check(db, sqlite3_exec(db, ""
         "CREATE UNIQUE INDEX r_sw ON r (profile, software_id)"
         "  WHERE state IN ('pending', 'active') AND unique_sw = 1;"
         "CREATE UNIQUE INDEX r_client ON r (client_id) WHERE client_id IS NOT NULL AND state <> 'gone';"
@@ -76,12 +84,21 @@ int main(int argc, char **argv) {
     static char ssa[2001], md[1201];
     memset(ssa, 's', 2000);
     memset(md, 'm', 1200);
-    sqlite3_stmt *ins, *upd;
-    check(db, sqlite3_prepare_v2(db,
-        "INSERT INTO r VALUES (?1, NULL, 'ob', ?1, 'pending', 1, ?2, ?3, ?4)", -1, &ins, 0), "insert");
-    check(db, sqlite3_prepare_v2(db,
-        "UPDATE r SET state = 'active', client_id = ?4, md = ?2, updated_at = ?3 WHERE id = ?1", -1, &upd, 0),
-        "update");
+    sqlite3_stmt *ins, *ins_d = 0, *upd;
+    if (split) {
+        check(db, sqlite3_prepare_v2(db,
+            "INSERT INTO r VALUES (?1, NULL, 'ob', ?1, 'pending', 1, NULL, ?4)", -1, &ins, 0), "insert");
+        check(db, sqlite3_prepare_v2(db, "INSERT INTO d VALUES (?1, ?2, ?3)", -1, &ins_d, 0), "insert");
+        check(db, sqlite3_prepare_v2(db,
+            "UPDATE r SET state = 'active', client_id = ?4, issued_at = ?3, updated_at = ?3 WHERE id = ?1", -1,
+            &upd, 0), "update");
+    } else {
+        check(db, sqlite3_prepare_v2(db,
+            "INSERT INTO r VALUES (?1, NULL, 'ob', ?1, 'pending', 1, ?2, ?3, ?4)", -1, &ins, 0), "insert");
+        check(db, sqlite3_prepare_v2(db,
+            "UPDATE r SET state = 'active', client_id = ?4, md = ?2, updated_at = ?3 WHERE id = ?1", -1, &upd, 0),
+            "update");
+    }
 
     int k = 0;
     static char ids[8][64];
@@ -97,9 +114,17 @@ int main(int argc, char **argv) {
                          rand() & 0xfff, rand() & 0xffffff, rand() & 0xffffff);
             k++;
             sqlite3_bind_text(ins, 1, id, -1, SQLITE_TRANSIENT);
-            sqlite3_bind_text(ins, 2, ssa, -1, SQLITE_STATIC);
-            sqlite3_bind_text(ins, 3, md, -1, SQLITE_STATIC);
             sqlite3_bind_int(ins, 4, k);
+            if (split) {
+                sqlite3_bind_text(ins_d, 1, id, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(ins_d, 2, ssa, -1, SQLITE_STATIC);
+                sqlite3_bind_text(ins_d, 3, md, -1, SQLITE_STATIC);
+                check(db, sqlite3_step(ins_d), "insert");
+                sqlite3_reset(ins_d);
+            } else {
+                sqlite3_bind_text(ins, 2, ssa, -1, SQLITE_STATIC);
+                sqlite3_bind_text(ins, 3, md, -1, SQLITE_STATIC);
+            }
             check(db, sqlite3_step(ins), "insert");
             sqlite3_reset(ins);
             if (k > 4) {
@@ -108,7 +133,8 @@ int main(int argc, char **argv) {
                 snprintf(client_id, sizeof client_id, "%08x%08x%08x%08x", rand(), rand(), rand(), rand());
                 sqlite3_bind_text(upd, 1, ids[(k - 5) % 8], -1, SQLITE_TRANSIENT);
                 sqlite3_bind_text(upd, 4, client_id, -1, SQLITE_TRANSIENT);
-                sqlite3_bind_text(upd, 2, md, -1, SQLITE_STATIC);
+                if (!split)
+                    sqlite3_bind_text(upd, 2, md, -1, SQLITE_STATIC);
                 sqlite3_bind_int(upd, 3, k);
                 check(db, sqlite3_step(upd), "update");
                 sqlite3_reset(upd);
@@ -117,10 +143,11 @@ int main(int argc, char **argv) {
         check(db, sqlite3_exec(db, "COMMIT", 0, 0, 0), "commit");
     }
     double cpu1 = cpu_seconds(0), sys1 = cpu_seconds(1), t1 = now();
-    printf("%-9s %-9s %-7s %.1f us CPU/commit (system %.1f), %.1f us/commit, page size %d\n", mode, locking,
-           ordered ? "ordered" : "random", 1e6 * (cpu1 - cpu0) / commits, 1e6 * (sys1 - sys0) / commits,
-           1e6 * (t1 - t0) / commits, page_size);
+    printf("%-9s %-9s %-7s %.1f us CPU/commit (system %.1f), %.1f us/commit, page size %d, %s\n", mode,
+           locking, ordered ? "ordered" : "random", 1e6 * (cpu1 - cpu0) / commits, 1e6 * (sys1 - sys0) / commits,
+           1e6 * (t1 - t0) / commits, page_size, split ? "split" : "one table");
     sqlite3_finalize(ins);
+    sqlite3_finalize(ins_d);
     sqlite3_finalize(upd);
     sqlite3_close(db);
     return 0;

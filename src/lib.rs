@@ -131,10 +131,11 @@ async fn build(cfg: &Config, store_use: StoreUse) -> Result<Prepared, StartError
         StoreConfig::Sqlite {
             path,
             replay_cache_bytes,
+            commit_delay,
         } => (
             Arc::new(
                 match store_use {
-                    StoreUse::Open => store::sqlite::SqliteStore::open(path),
+                    StoreUse::Open => store::sqlite::SqliteStore::open_with(path, *commit_delay),
                     // The rest of the build needs a store; nothing is written to this one.
                     StoreUse::Inspect => store::sqlite::check_read_only(path)
                         .and_then(|()| store::sqlite::SqliteStore::open_in_memory()),

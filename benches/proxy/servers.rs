@@ -237,9 +237,21 @@ fn store_dir(env: &Env) -> std::path::PathBuf {
     std::env::var_os("BENCH_STORE_DIR").map_or_else(|| env.dir.path().to_path_buf(), Into::into)
 }
 
+/// BENCH_COMMIT_DELAY sets the SQLite store's `commit_delay` (e.g. "0ms" against the default), to measure
+/// what waiting for more writes per COMMIT gives on the disk under test.
+fn commit_delay() -> String {
+    std::env::var("BENCH_COMMIT_DELAY")
+        .map(|d| format!("\ncommit_delay = \"{d}\""))
+        .unwrap_or_default()
+}
+
 pub(super) fn start_dcr(env: &Env, cert: &ServerCert, store_name: &str, mode: Mode) -> Server {
     let db = store_dir(env).join(format!("{store_name}-{}.sqlite", uuid::Uuid::new_v4()));
-    let store = format!("backend = \"sqlite\"\npath = \"{}\"", db.display());
+    let store = format!(
+        "backend = \"sqlite\"\npath = \"{}\"{}",
+        db.display(),
+        commit_delay()
+    );
     start_dcr_with_store(env, cert, store_name, mode, &store)
 }
 

@@ -373,6 +373,7 @@ pub(super) struct RawStore {
     pub reconcile_interval: String,
     pub reconcile_after: String,
     pub replay_cache_bytes: u64,
+    pub commit_delay: Option<String>,
 }
 
 impl RawStore {
@@ -390,6 +391,7 @@ impl RawStore {
             reconcile_interval: t.or("reconcile_interval", "30s"),
             reconcile_after: t.or("reconcile_after", "2m"),
             replay_cache_bytes: t.or("replay_cache_bytes", 64u64 * 1024 * 1024),
+            commit_delay: t.opt("commit_delay"),
         };
         t.finish();
         raw

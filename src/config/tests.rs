@@ -727,6 +727,11 @@ fn the_annotated_example_loads_with_the_default_limits() {
     };
     assert_eq!(replay(&annotated), replay(&defaults));
     assert_eq!(replay(&annotated), 64 << 20);
+    let delay = |c: &Config| match &c.store {
+        crate::store::StoreConfig::Sqlite { commit_delay, .. } => *commit_delay,
+        crate::store::StoreConfig::Postgres(_) => Duration::MAX,
+    };
+    assert_eq!(delay(&annotated), delay(&defaults));
 }
 
 #[test]
@@ -777,3 +782,4 @@ fn forward_settings_the_forwarder_could_not_use_are_refused_with_their_key() {
 #[path = "tests/register.rs"]
 mod register;
 mod server;
+mod store;

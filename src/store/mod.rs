@@ -107,6 +107,8 @@ pub enum StoreConfig {
         path: PathBuf,
         /// Bound of the in-memory replay cache that goes with this single-process backend.
         replay_cache_bytes: u64,
+        /// How long a COMMIT waits for more writes while writers overlap (`store.commit_delay`).
+        commit_delay: std::time::Duration,
     },
     Postgres(postgres::PostgresConfig),
 }

@@ -12,6 +12,7 @@ use crate::forward::{CertHeaderConfig, CertHeaderFormat, ForwardConfig, ForwardL
 use crate::secret::Secret;
 use crate::store::StoreConfig;
 use crate::store::postgres::{PgTls, PostgresConfig};
+use crate::store::sqlite::{DEFAULT_COMMIT_DELAY, MAX_COMMIT_DELAY};
 use crate::upstream::flavour::CreateCredential;
 use crate::upstream::{
     ClientCredentialsConfig, Flavour, UpstreamAdminConfig, UpstreamConfig, forgerock_am, keycloak,
@@ -298,11 +299,13 @@ impl Validator<'_> {
                 "must be between 65536 and 17179869184 bytes",
             );
         }
+        let commit_delay = self.commit_delay(&s);
         let store = match s.backend.as_str() {
             "sqlite" => match &s.path {
                 Some(p) => Some(StoreConfig::Sqlite {
                     path: self.base.join(p),
                     replay_cache_bytes: s.replay_cache_bytes,
+                    commit_delay,
                 }),
                 None => {
                     self.problem("store.path", "required for the sqlite backend");
@@ -319,6 +322,30 @@ impl Validator<'_> {
             }
         };
         (store, reconcile)
+    }
+
+    /// `store.commit_delay`: the SQLite store's wait for more writes to share a COMMIT.
+    fn commit_delay(&mut self, s: &RawStore) -> Duration {
+        let Some(text) = &s.commit_delay else {
+            return DEFAULT_COMMIT_DELAY;
+        };
+        if s.backend != "sqlite" {
+            self.problem(
+                "store.commit_delay",
+                "applies to the sqlite backend only; PostgreSQL groups commits itself (its own commit_delay setting): remove the key",
+            );
+        }
+        let d = self.duration("store.commit_delay", text, true);
+        if d > MAX_COMMIT_DELAY {
+            self.problem(
+                "store.commit_delay",
+                format!(
+                    "must be at most {}ms: under load every registration waits up to this long twice",
+                    MAX_COMMIT_DELAY.as_millis()
+                ),
+            );
+        }
+        d
     }
 
     fn postgres(&mut self, s: RawStore) -> Option<PostgresConfig> {

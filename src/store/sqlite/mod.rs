@@ -20,6 +20,12 @@
 //! every write in the batch is answered Unavailable. Under no concurrency a
 //! batch is one operation and nothing changes; with sixteen registrations in
 //! flight, fsyncs per registration drop several-fold.
+//!
+//! A COMMIT costs about the same whatever it carries (measured with
+//! `scripts/sqlite_journal.sh`: ~550 µs of CPU for one registration's writes,
+//! ~70 µs per registration for sixteen), so while writers overlap the thread
+//! waits up to `store.commit_delay` for more writes before it commits, as
+//! PostgreSQL's `commit_delay` does. A write that arrives alone is not delayed.
 
 mod check;
 mod registrations;
@@ -31,7 +37,7 @@ mod tests;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 
@@ -45,8 +51,22 @@ use crate::jwt::now;
 /// process on the same file, a backup tool) before reporting Unavailable.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Most operations committed together; bounds how long the first of them waits for the others.
+/// Most writes committed together; bounds how long the first of them waits for the others.
 const MAX_BATCH: usize = 64;
+
+/// `store.commit_delay` when the key is absent. Measured in the registration benchmark (keep-alive, c=16,
+/// pinned, 16 alternating rounds against "0ms", medians): ~7 → ~13 writes per COMMIT, 589 → 545 µs of CPU per
+/// registration, p50 11.7 → 9.8 ms, p99 19.1 → 21.3 ms (docs/decisions.md, Performance).
+pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_millis(2);
+
+/// Longest `store.commit_delay` the configuration accepts: the wait is paid twice per registration under
+/// load, and past the time a COMMIT itself takes (~1–2 ms here) it mostly adds latency.
+pub const MAX_COMMIT_DELAY: Duration = Duration::from_millis(20);
+
+/// Writes one COMMIT must carry (this one's, or the previous one's) before the next waits `commit_delay` for
+/// more: fewer means writers are not overlapping, and a lone write would only be made later. PostgreSQL's
+/// `commit_siblings` plays the same part for its `commit_delay`.
+const DELAY_SIBLINGS: usize = 4;
 
 /// Distinct statements we run, with room to spare, so none is prepared twice.
 const STATEMENT_CACHE: usize = 64;
@@ -83,8 +103,14 @@ impl std::fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and brings its
-    /// schema up to date. Blocking: call it at startup.
+    /// schema up to date, committing each batch as soon as it is gathered. Blocking: call it at startup.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, Duration::ZERO)
+    }
+
+    /// Like [`SqliteStore::open`]; while writers overlap, a COMMIT waits up to `commit_delay` for more
+    /// writes to share it (`store.commit_delay`).
+    pub fn open_with(path: &Path, commit_delay: Duration) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
                 StoreError::Unavailable(format!(
@@ -95,16 +121,20 @@ impl SqliteStore {
         }
         create_private_file(path)?;
         let conn = Connection::open(path).map_err(map_err)?;
-        Self::init(conn, true)
+        Self::init(conn, true, commit_delay)
     }
 
     /// A private database that disappears when the store is dropped: for tests.
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let conn = Connection::open_in_memory().map_err(map_err)?;
-        Self::init(conn, false)
+        Self::init(conn, false, Duration::ZERO)
     }
 
-    fn init(mut conn: Connection, on_disk: bool) -> Result<Self, StoreError> {
+    fn init(
+        mut conn: Connection,
+        on_disk: bool,
+        commit_delay: Duration,
+    ) -> Result<Self, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
         if on_disk {
             // No memory-mapped file anywhere: WAL keeps its index in a shared-memory file (`-shm`) that
@@ -143,7 +173,7 @@ impl SqliteStore {
         let (queue, jobs) = mpsc::channel();
         std::thread::Builder::new()
             .name("dcr-sqlite".into())
-            .spawn(move || serve(conn, jobs))
+            .spawn(move || serve(conn, jobs, commit_delay))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the store thread: {e}")))?;
         Ok(Self { queue })
     }
@@ -231,24 +261,61 @@ impl SqliteStore {
 
 /// The store thread: takes what is queued, answers reads, commits writes together. Ends when every
 /// `SqliteStore` clone is gone.
-fn serve(conn: Connection, jobs: mpsc::Receiver<Job>) {
+fn serve(conn: Connection, jobs: mpsc::Receiver<Job>, commit_delay: Duration) {
+    let mut last_batch = 0;
     while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let (writes, reads): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| j.write);
-        for job in reads {
-            let (_, answer) = (job.work)(Some(&conn));
-            answer(None);
-        }
+        let writes = gather(&conn, &jobs, first, commit_delay, last_batch);
+        last_batch = writes.len();
         if !writes.is_empty() {
             commit_together(&conn, writes);
         }
     }
+}
+
+/// Answers the reads and collects the writes of one batch: what is queued now and, when writers overlap,
+/// what arrives within `commit_delay`. `last_batch` is how many writes the previous COMMIT carried.
+fn gather(
+    conn: &Connection,
+    jobs: &mpsc::Receiver<Job>,
+    first: Job,
+    commit_delay: Duration,
+    last_batch: usize,
+) -> Vec<Job> {
+    let mut writes = Vec::new();
+    // Reads see committed data only, so they are answered at once, during a wait too.
+    let take = |job: Job, writes: &mut Vec<Job>| {
+        if job.write {
+            writes.push(job);
+        } else {
+            let (_, answer) = (job.work)(Some(conn));
+            answer(None);
+        }
+    };
+    take(first, &mut writes);
+    // Counting reads too, so a stream of them cannot hold back the writes already taken.
+    for _ in 1..MAX_BATCH {
+        match jobs.try_recv() {
+            Ok(job) => take(job, &mut writes),
+            Err(_) => break,
+        }
+    }
+    let overlapping = writes.len().max(last_batch) >= DELAY_SIBLINGS;
+    if commit_delay.is_zero() || writes.is_empty() || !overlapping {
+        return writes;
+    }
+    let deadline = Instant::now() + commit_delay;
+    while writes.len() < MAX_BATCH {
+        // Checked before receiving: a zero timeout still returns what is queued, and reads may keep coming.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match jobs.recv_timeout(left) {
+            Ok(job) => take(job, &mut writes),
+            Err(_) => break,
+        }
+    }
+    writes
 }
 
 fn commit_together(conn: &Connection, writes: Vec<Job>) {

@@ -295,3 +295,92 @@ fn a_record_turned_into_columns_reads_back_unchanged() {
     let back = Registration::try_from(super::rows::RawRow::of(&rec).unwrap()).unwrap();
     assert!(back == rec, "columns and record disagree");
 }
+
+/// A queued operation that does nothing; `ran` learns when it is run.
+fn job(write: bool, ran: Option<mpsc::Sender<()>>) -> Job {
+    Job {
+        write,
+        work: Box::new(move |_| {
+            if let Some(ran) = ran {
+                let _ = ran.send(());
+            }
+            (true, Box::new(|_: Option<&str>| {}) as Answer)
+        }),
+    }
+}
+
+#[test]
+fn a_write_that_does_not_overlap_others_is_committed_without_waiting() {
+    let conn = Connection::open_in_memory().unwrap();
+    let (queue, jobs) = mpsc::channel();
+    queue.send(job(true, None)).unwrap();
+    let first = jobs.recv().unwrap();
+    let started = Instant::now();
+    // The previous COMMIT carried 3 writes: below DELAY_SIBLINGS, so its delay must not be waited.
+    let writes = gather(&conn, &jobs, first, Duration::from_secs(30), 3);
+    assert_eq!(writes.len(), 1);
+    assert!(started.elapsed() < Duration::from_secs(10), "it waited");
+}
+
+#[test]
+fn overlapping_writes_wait_for_more_to_share_the_commit_and_reads_are_answered_meanwhile() {
+    let conn = Connection::open_in_memory().unwrap();
+    let (queue, jobs) = mpsc::channel();
+    queue.send(job(true, None)).unwrap();
+    let first = jobs.recv().unwrap();
+    let (read_ran, read_seen) = mpsc::channel();
+    let late = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        queue.send(job(false, Some(read_ran))).unwrap();
+        // The read is answered while the writes still wait for their COMMIT.
+        read_seen
+            .recv_timeout(Duration::from_secs(5))
+            .expect("read answered during the wait");
+        queue.send(job(true, None)).unwrap();
+        queue.send(job(true, None)).unwrap();
+    });
+    // The previous COMMIT carried DELAY_SIBLINGS writes: writers overlap, so this one waits for more.
+    let writes = gather(&conn, &jobs, first, Duration::from_secs(10), DELAY_SIBLINGS);
+    late.join().unwrap();
+    assert_eq!(
+        writes.len(),
+        3,
+        "the two later writes share the first one's COMMIT"
+    );
+    assert!(writes.iter().all(|j| j.write));
+}
+
+#[test]
+fn a_full_batch_is_committed_without_waiting_out_the_delay() {
+    let conn = Connection::open_in_memory().unwrap();
+    let (queue, jobs) = mpsc::channel();
+    for _ in 0..MAX_BATCH + 1 {
+        queue.send(job(true, None)).unwrap();
+    }
+    let first = jobs.recv().unwrap();
+    let started = Instant::now();
+    let writes = gather(&conn, &jobs, first, Duration::from_secs(30), MAX_BATCH);
+    assert_eq!(writes.len(), MAX_BATCH);
+    assert!(started.elapsed() < Duration::from_secs(10), "it waited");
+    assert!(
+        jobs.try_recv().is_ok(),
+        "the one past the bound goes to the next batch"
+    );
+}
+
+#[tokio::test]
+async fn a_lone_registration_write_is_not_delayed_by_a_long_commit_delay() {
+    let db = TempDb::new();
+    let store = SqliteStore::open_with(&db.0, Duration::from_secs(30)).unwrap();
+    let started = Instant::now();
+    for n in 0..3 {
+        store
+            .write(move |c| exec(c, "INSERT INTO schema_version VALUES (?1, 0)", [100 + n]))
+            .await
+            .unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a lone write waited"
+    );
+}

@@ -9,10 +9,12 @@
 #   MODES="PERSIST:NORMAL:random PERSIST WAL:EXCLUSIVE" scripts/sqlite_journal.sh
 #   MODES="PERSIST PERSIST:NORMAL:ordered:1024 PERSIST:NORMAL:ordered:8192" scripts/sqlite_journal.sh
 #   MODES="PERSIST PERSIST:NORMAL:ordered:4096:split" scripts/sqlite_journal.sh
+#   for n in 1 2 4 8 16; do REGS=$n COMMITS=$((4000 / n)) MODES=PERSIST ROUNDS=2 scripts/sqlite_journal.sh; done
 # A mode is <journal mode>[:<locking mode>[:<ids>[:<page size>[:<layout>]]]]: locking NORMAL (the proxy's) or
 # EXCLUSIVE; ids ordered (the proxy's UUIDv7 row ids) or random (UUIDv4, its row ids before 2026-12-02); page size
 # in bytes (4096, SQLite's default and the proxy's); layout one (the SSA and metadata in the registration's row)
-# or split (in a table of their own, written once, so an activation rewrites only the narrow row).
+# or split (in a table of their own, written once, so an activation rewrites only the narrow row). REGS: the
+# registrations whose writes (a pending insert, an earlier row's activation) one commit carries (default 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v gcc >/dev/null || { echo "sqlite_journal.sh: gcc is needed" >&2; exit 2; }
@@ -28,7 +30,7 @@ for _ in $(seq "${ROUNDS:-5}"); do
     for m in ${MODES:-TRUNCATE PERSIST}; do
         IFS=: read -r jm lm ids ps layout <<<"$m"
         printf '%s ' "$m"
-        "${pin[@]}" "$out/commit" "$jm" "${COMMITS:-2000}" "$dir/journal-test.db" "${lm:-NORMAL}" "${ids:-ordered}" "${ps:-4096}" "${layout:-one}"
+        "${pin[@]}" "$out/commit" "$jm" "${COMMITS:-2000}" "$dir/journal-test.db" "${lm:-NORMAL}" "${ids:-ordered}" "${ps:-4096}" "${layout:-one}" "${REGS:-4}"
     done
 done | tee "$out/rounds.txt"
 rm -f "$dir/journal-test.db" "$dir/journal-test.db-journal" "$dir/journal-test.db-wal"

@@ -1,15 +1,17 @@
 /* The SQLite store's write pattern, timed per commit (scripts/sqlite_journal.sh runs it).
  *
- * Each transaction does what four registrations do to `registrations` (src/store/sqlite/schema.rs, same
- * partial indexes): insert a pending row with a ~2 KB software statement and ~1.2 KB of metadata, and turn an
- * earlier row active with a (random, upstream-chosen) client_id and its metadata. synchronous=FULL,
- * mmap_size=0, as the proxy opens it.
+ * Each transaction does what a few registrations (four unless told) do to `registrations`
+ * (src/store/sqlite/schema.rs, same partial indexes): insert a pending row with a ~2 KB software statement and
+ * ~1.2 KB of metadata, and turn an earlier row active with a (random, upstream-chosen) client_id and its
+ * metadata. synchronous=FULL, mmap_size=0, as the proxy opens it.
  * Prints the process's CPU (user + system) and the elapsed time per commit.
  *
- * usage: commit <journal mode> <commits> <database path> [locking mode] [ids] [page size]
+ * usage: commit <journal mode> <commits> <database path> [locking mode] [ids] [page size] [layout] [per commit]
  * locking mode: NORMAL (default, as the proxy opens it) or EXCLUSIVE; ids: ordered (default: time-ordered UUID
  * text, as the proxy's UUIDv7 row ids) or random (UUIDv4 text, the proxy's row ids before 2026-12-02); page
- * size: the database's page size in bytes (default 4096, SQLite's and the proxy's).
+ * size: the database's page size in bytes (default 4096, SQLite's and the proxy's); layout: one (default: the
+ * SSA and metadata in the registration's row) or split (in a table of their own, written once); per commit:
+ * registrations per transaction, 1 to 32 (default 4).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,8 +43,9 @@ static void check(sqlite3 *db, int rc, const char *what) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 4 || argc > 8) {
-        fprintf(stderr, "usage: commit <journal mode> <commits> <database path> [locking mode] [ids] [page size] [layout]\n");
+    if (argc < 4 || argc > 9) {
+        fprintf(stderr, "usage: commit <journal mode> <commits> <database path> [locking mode] [ids] [page size] [layout]"
+                        " [registrations per commit]\n");
         return 2;
     }
     const char *mode = argv[1], *path = argv[3];
@@ -50,6 +53,11 @@ int main(int argc, char **argv) {
     int ordered = !(argc > 5 && strcmp(argv[5], "random") == 0);
     int page_size = argc > 6 ? atoi(argv[6]) : 4096;
     int split = argc > 7 && strcmp(argv[7], "split") == 0;
+    int per = argc > 8 ? atoi(argv[8]) : 4;
+    if (per < 1 || per > 32) {
+        fprintf(stderr, "registrations per commit: 1 to 32\n");
+        return 2;
+    }
     srand(12345);
     int commits = atoi(argv[2]);
     char journal[4096];
@@ -101,12 +109,12 @@ int main(int argc, char **argv) {
     }
 
     int k = 0;
-    static char ids[8][64];
+    static char ids[64][64];
     double cpu0 = cpu_seconds(0), sys0 = cpu_seconds(1), t0 = now();
     for (int t = 0; t < commits; t++) {
         check(db, sqlite3_exec(db, "BEGIN IMMEDIATE", 0, 0, 0), "begin");
-        for (int i = 0; i < 4; i++) {
-            char *id = ids[k % 8];
+        for (int i = 0; i < per; i++) {
+            char *id = ids[k % 64];
             if (ordered)
                 snprintf(id, 64, "%08x-0000-7000-8000-%012x", k, rand());
             else
@@ -127,11 +135,11 @@ int main(int argc, char **argv) {
             }
             check(db, sqlite3_step(ins), "insert");
             sqlite3_reset(ins);
-            if (k > 4) {
+            if (k > per) {
                 /* The upstream's client_id: random whatever our row ids are. */
                 char client_id[64];
                 snprintf(client_id, sizeof client_id, "%08x%08x%08x%08x", rand(), rand(), rand(), rand());
-                sqlite3_bind_text(upd, 1, ids[(k - 5) % 8], -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(upd, 1, ids[(k - per - 1) % 64], -1, SQLITE_TRANSIENT);
                 sqlite3_bind_text(upd, 4, client_id, -1, SQLITE_TRANSIENT);
                 if (!split)
                     sqlite3_bind_text(upd, 2, md, -1, SQLITE_STATIC);
@@ -143,9 +151,9 @@ int main(int argc, char **argv) {
         check(db, sqlite3_exec(db, "COMMIT", 0, 0, 0), "commit");
     }
     double cpu1 = cpu_seconds(0), sys1 = cpu_seconds(1), t1 = now();
-    printf("%-9s %-9s %-7s %.1f us CPU/commit (system %.1f), %.1f us/commit, page size %d, %s\n", mode,
-           locking, ordered ? "ordered" : "random", 1e6 * (cpu1 - cpu0) / commits, 1e6 * (sys1 - sys0) / commits,
-           1e6 * (t1 - t0) / commits, page_size, split ? "split" : "one table");
+    printf("%-9s %-9s %-7s %.1f us CPU/commit (system %.1f), %.1f us/commit, page size %d, %s, %d per commit\n",
+           mode, locking, ordered ? "ordered" : "random", 1e6 * (cpu1 - cpu0) / commits,
+           1e6 * (sys1 - sys0) / commits, 1e6 * (t1 - t0) / commits, page_size, split ? "split" : "one table", per);
     sqlite3_finalize(ins);
     sqlite3_finalize(ins_d);
     sqlite3_finalize(upd);

@@ -273,7 +273,8 @@ fn serve(conn: Connection, jobs: mpsc::Receiver<Job>, commit_delay: Duration) {
 }
 
 /// Answers the reads and collects the writes of one batch: what is queued now and, when writers overlap,
-/// what arrives within `commit_delay`. `last_batch` is how many writes the previous COMMIT carried.
+/// what arrives within `commit_delay`. `last_batch` is how many writes the previous batch held (0 when it
+/// held only reads, so a pause for reads ends the memory of overlapping writers).
 fn gather(
     conn: &Connection,
     jobs: &mpsc::Receiver<Job>,

@@ -407,14 +407,26 @@ async fn pass_through_and_registrations(
                 continue;
             }
             let (d, n) = compare(d_srv, n_srv, tls, &token_body, 16, false).await;
+            let suites = [
+                load::negotiated_suite(d_srv.addr, tls).await,
+                load::negotiated_suite(n_srv.addr, tls).await,
+            ];
             cost_rows(
                 t,
                 &format!("(b) new connection per request, {key_name}, {v}, c=16"),
                 &d,
                 &n,
                 &format!(
-                    "p99 ms {:.2}/{:.2}; errors {}/{}",
-                    d.p99, n.p99, d.errors, n.errors
+                    "p99 ms {:.2}/{:.2}; errors {}/{}; suite {}",
+                    d.p99,
+                    n.p99,
+                    d.errors,
+                    n.errors,
+                    if suites[0] == suites[1] {
+                        suites[0].clone()
+                    } else {
+                        format!("{} / {}", suites[0], suites[1])
+                    }
                 ),
             );
             if key_name == "P-256" && v == "TLS 1.3" {

@@ -13,15 +13,14 @@ use support::world::{Flavour, OB_AUD, Options, Tpp, World, jwks_doc, not_for_thi
 const ICM: &str = "invalid_client_metadata";
 const IRU: &str = "invalid_redirect_uri";
 
-#[tokio::test]
-async fn tls_offers_only_fapi_suites_and_no_resumption() {
-    let w = World::ob().await;
-    let tpp = w.tpp();
-    // TLS 1.2 with a CBC or ChaCha suite: no shared cipher suite.
+/// The suite a client that offers `suites` over `version` and no certificate gets from the proxy, if any.
+async fn negotiated(
+    w: &World,
+    version: &'static rustls::SupportedProtocolVersion,
+    suites: Vec<rustls::SupportedCipherSuite>,
+) -> Option<rustls::CipherSuite> {
     let provider = rustls::crypto::CryptoProvider {
-        cipher_suites: vec![
-            rustls::crypto::aws_lc_rs::cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-        ],
+        cipher_suites: suites,
         ..rustls::crypto::aws_lc_rs::default_provider()
     };
     let mut roots = rustls::RootCertStore::empty();
@@ -29,18 +28,30 @@ async fn tls_offers_only_fapi_suites_and_no_resumption() {
         .add(rustls::pki_types::CertificateDer::from(w.pki.ca_der()))
         .expect("ca");
     let cfg = rustls::ClientConfig::builder_with_provider(provider.into())
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .expect("tls12")
+        .with_protocol_versions(&[version])
+        .expect("protocol version")
         .with_root_certificates(roots)
         .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(w.proxy.addr)
         .await
         .expect("connect");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let res = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+    let s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
         .connect(name, tcp)
-        .await;
-    assert!(res.is_err(), "ChaCha20 over TLS 1.2 is not a FAPI suite");
+        .await
+        .ok()?;
+    s.get_ref().1.negotiated_cipher_suite().map(|s| s.suite())
+}
+
+#[tokio::test]
+async fn tls_offers_only_fapi_suites_and_no_resumption() {
+    let w = World::ob().await;
+    let tpp = w.tpp();
+    // TLS 1.2 with a CBC or ChaCha suite: no shared cipher suite.
+    let chacha =
+        rustls::crypto::aws_lc_rs::cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256;
+    let res = negotiated(&w, &rustls::version::TLS12, vec![chacha]).await;
+    assert_eq!(res, None, "ChaCha20 over TLS 1.2 is not a FAPI suite");
 
     // Two handshakes on one client config: the second is a full handshake (no ticket, no session id reuse).
     let client = TlsClient::new(&w.pki.ca_pem(), Some(&tpp.cert));
@@ -66,6 +77,40 @@ async fn tls_offers_only_fapi_suites_and_no_resumption() {
             Some(rustls::HandshakeKind::Full)
         );
     }
+}
+
+#[tokio::test]
+async fn the_server_chooses_aes_128_gcm_whichever_suite_the_client_lists_first() {
+    use rustls::CipherSuite as Suite;
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+    let w = World::ob().await;
+    let tls13 = &rustls::version::TLS13;
+    let tls12 = &rustls::version::TLS12;
+    // The order OpenSSL, Java and rustls clients send: AES-256 (SHA-384) before AES-128 (SHA-256).
+    let aes256_first_13 = vec![cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_AES_128_GCM_SHA256];
+    let got = negotiated(&w, tls13, aes256_first_13).await;
+    assert_eq!(got, Some(Suite::TLS13_AES_128_GCM_SHA256));
+    let aes256_first_12 = vec![
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    ];
+    let got = negotiated(&w, tls12, aes256_first_12).await;
+    assert!(
+        matches!(
+            got,
+            Some(
+                Suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                    | Suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+            )
+        ),
+        "TLS 1.2 negotiated {got:?}"
+    );
+    // A client that offers only AES-256 still connects, with AES-256.
+    let only_aes256 = vec![cs::TLS13_AES_256_GCM_SHA384];
+    let got = negotiated(&w, tls13, only_aes256).await;
+    assert_eq!(got, Some(Suite::TLS13_AES_256_GCM_SHA384));
 }
 
 #[tokio::test]

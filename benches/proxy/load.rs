@@ -32,6 +32,24 @@ pub(super) async fn connect(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>) -
     Some(sender)
 }
 
+/// The cipher suite `addr` chooses for a client configured as `tls`: the (b) rows show it for both servers, so a
+/// reader sees that the handshakes compared did the same work.
+pub(super) async fn negotiated_suite(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>) -> String {
+    let name = ServerName::try_from("localhost").expect("server name");
+    let suite = match TcpStream::connect(addr).await {
+        Ok(tcp) => tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+            .ok()
+            .and_then(|s| s.get_ref().1.negotiated_cipher_suite()),
+        Err(_) => None,
+    };
+    suite.map_or_else(
+        || "no handshake".to_string(),
+        |s| format!("{:?}", s.suite()),
+    )
+}
+
 /// Where request bodies come from: the same bytes each time, or a pre-signed queue (one use each).
 #[derive(Clone)]
 pub(super) enum Bodies {

@@ -86,7 +86,7 @@ async fn the_server_chooses_aes_128_gcm_whichever_suite_the_client_lists_first()
     let w = World::ob().await;
     let tls13 = &rustls::version::TLS13;
     let tls12 = &rustls::version::TLS12;
-    // The order OpenSSL, Java and rustls clients send: AES-256 (SHA-384) before AES-128 (SHA-256).
+    // The order of OpenSSL's and rustls' default lists: AES-256 (SHA-384) before AES-128 (SHA-256).
     let aes256_first_13 = vec![cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_AES_128_GCM_SHA256];
     let got = negotiated(&w, tls13, aes256_first_13).await;
     assert_eq!(got, Some(Suite::TLS13_AES_128_GCM_SHA256));

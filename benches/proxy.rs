@@ -34,7 +34,14 @@ use servers::{
 };
 use support::postgres::{PgOptions, PgServer};
 
-const ROUNDS: usize = 3;
+/// Alternating rounds per figure; BENCH_ROUNDS raises it for an A/B (`BENCH_VERSUS`) that needs more pairs.
+fn rounds() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(3)
+}
 const TOKEN_BODY_LEN: usize = 600;
 const AUD: &str = "0015800001041RHAAY";
 
@@ -196,7 +203,8 @@ async fn run() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut t = Table { rows: Vec::new() };
     t.line(format!(
-        "## dcr-proxy vs nginx ({date}; {ROUNDS} alternating rounds of {}s, medians; load average before the run {})",
+        "## dcr-proxy vs nginx ({date}; {} alternating rounds of {}s, medians; load average before the run {})",
+        rounds(),
         duration().as_secs(),
         load_average()
     ));
@@ -443,7 +451,7 @@ async fn pass_through_and_registrations(
         .filter(|(mode_name, _)| want('c') && case_wanted(mode_name))
     {
         let mut runs = Vec::new();
-        for _ in 0..ROUNDS {
+        for _ in 0..rounds() {
             let bodies = Bodies::Queue(
                 "/register",
                 Arc::new(presign(env, &ssa, per_run)),
@@ -530,7 +538,7 @@ async fn registrations_on_postgres(
     let pg_cpu = |pg: &PgServer| -> f64 { pg.server_pids().into_iter().map(cpu_seconds).sum() };
     let mut runs = Vec::new();
     let mut pg_us = Vec::new();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         let bodies = Bodies::Queue(
             "/register",
             Arc::new(presign(env, ssa, per_run)),

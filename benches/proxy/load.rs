@@ -12,7 +12,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use crate::servers::{Server, cpu_seconds};
-use crate::{ROUNDS, duration};
+use crate::{duration, rounds};
 
 pub(super) type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
@@ -209,7 +209,7 @@ pub(super) fn med(runs: &[Run]) -> Med {
     }
 }
 
-/// Alternates dcr-proxy and nginx for ROUNDS rounds; returns medians (dcr, nginx).
+/// Alternates dcr-proxy and nginx for `rounds()` rounds; returns medians (dcr, nginx).
 pub(super) async fn compare(
     dcr: &Server,
     nginx: &Server,
@@ -219,7 +219,7 @@ pub(super) async fn compare(
     keep_alive: bool,
 ) -> (Med, Med) {
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         a.push(load(dcr, tls, bodies.clone(), concurrency, keep_alive, 200).await);
         b.push(load(nginx, tls, bodies.clone(), concurrency, keep_alive, 200).await);
     }

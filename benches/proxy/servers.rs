@@ -246,13 +246,31 @@ fn commit_delay() -> String {
 }
 
 pub(super) fn start_dcr(env: &Env, cert: &ServerCert, store_name: &str, mode: Mode) -> Server {
+    start_dcr_build(env, cert, store_name, mode, &dcr_binary())
+}
+
+/// BENCH_BINARY runs another build of dcr-proxy under the same load (an A/B of two commits, each its own
+/// `cargo build --profile bench` in its own target directory).
+fn dcr_binary() -> PathBuf {
+    std::env::var_os("BENCH_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(crate::support::proxy::binary)
+}
+
+fn start_dcr_build(
+    env: &Env,
+    cert: &ServerCert,
+    store_name: &str,
+    mode: Mode,
+    binary: &Path,
+) -> Server {
     let db = store_dir(env).join(format!("{store_name}-{}.sqlite", uuid::Uuid::new_v4()));
     let store = format!(
         "backend = \"sqlite\"\npath = \"{}\"{}",
         db.display(),
         commit_delay()
     );
-    start_dcr_with_store(env, cert, store_name, mode, &store)
+    start_dcr_on(env, cert, store_name, mode, &store, binary)
 }
 
 /// [`start_dcr`] with its own `[store]` table (the keys after the header).
@@ -262,6 +280,17 @@ pub(super) fn start_dcr_with_store(
     store_name: &str,
     mode: Mode,
     store: &str,
+) -> Server {
+    start_dcr_on(env, cert, store_name, mode, store, &dcr_binary())
+}
+
+fn start_dcr_on(
+    env: &Env,
+    cert: &ServerCert,
+    store_name: &str,
+    mode: Mode,
+    store: &str,
+    binary: &Path,
 ) -> Server {
     let d = env.dir.path();
     let (c, k) = write_server_cert(d, &format!("dcr-{store_name}"), cert);
@@ -315,11 +344,6 @@ level = "warn"
     );
     let cfg = d.join(format!("dcr-{store_name}.toml"));
     std::fs::write(&cfg, toml).expect("config");
-    // BENCH_BINARY runs another build of dcr-proxy under the same load (an A/B of two commits, each its own
-    // `cargo build --profile bench` in its own target directory).
-    let binary = std::env::var_os("BENCH_BINARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(crate::support::proxy::binary);
     let mut cmd = pinned_command(
         &binary.display().to_string(),
         (mode == Mode::Pinned).then_some(SERVER_CPU),
@@ -343,6 +367,14 @@ level = "warn"
 }
 
 pub(super) fn start_reference(env: &Env, cert: &ServerCert, tag: &str, mode: Mode) -> Server {
+    // BENCH_VERSUS puts another build of dcr-proxy where nginx stands, so that two builds alternate round by
+    // round within one run: an A/B that the host's drift between runs cannot decide. The nginx column is then
+    // that build's.
+    if let Some(other) = std::env::var_os("BENCH_VERSUS") {
+        let mut s = start_dcr_build(env, cert, &format!("versus-{tag}"), mode, Path::new(&other));
+        s.name = "dcr-proxy (BENCH_VERSUS)";
+        return s;
+    }
     let d = env.dir.path();
     let (c, k) = write_server_cert(d, &format!("nginx-{tag}"), cert);
     let port = free_port();

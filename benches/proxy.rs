@@ -34,24 +34,25 @@ use servers::{
 };
 use support::postgres::{PgOptions, PgServer};
 
-/// Alternating rounds per figure; BENCH_ROUNDS raises it for an A/B (`BENCH_VERSUS`) that needs more pairs.
-fn rounds() -> usize {
-    std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|&n| n >= 1)
-        .unwrap_or(3)
-}
 const TOKEN_BODY_LEN: usize = 600;
 const AUD: &str = "0015800001041RHAAY";
 
+/// A positive whole number from the environment, or `default` when unset or not one.
+fn env_count(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(default)
+}
+
+/// Alternating rounds per figure; BENCH_ROUNDS raises it for an A/B (`BENCH_VERSUS`) that needs more pairs.
+fn rounds() -> usize {
+    env_count("BENCH_ROUNDS", 3) as usize
+}
+
 fn duration() -> Duration {
-    Duration::from_secs(
-        std::env::var("BENCH_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(5),
-    )
+    Duration::from_secs(env_count("BENCH_SECONDS", 5))
 }
 
 struct Env {

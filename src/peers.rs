@@ -13,12 +13,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lc_rs::digest;
 use moka::future::Cache;
 use rustls_pki_types::CertificateDer;
 
 use crate::forward::CertHeaders;
 use crate::identity::{IdentityError, PeerCert};
+use crate::tls::chain_digest;
 
 /// Distinct chains remembered. Past it the least used go; a miss costs one parse (tens of µs), and at a
 /// few KiB each this bounds the cache to a few MiB whatever the clients present.
@@ -83,18 +83,6 @@ impl Peers {
         self.cache.insert(key, peer.clone()).await;
         Some(Ok(peer))
     }
-}
-
-/// SHA-256 over each certificate's length and bytes, so no two different chains share a key.
-fn chain_digest(certs: &[CertificateDer<'_>]) -> [u8; 32] {
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    for c in certs {
-        ctx.update(&(c.len() as u64).to_be_bytes());
-        ctx.update(c.as_ref());
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
 }
 
 #[cfg(test)]

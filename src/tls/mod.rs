@@ -16,8 +16,11 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 
 use std::path::PathBuf;
 
+mod chains;
 pub mod revocation;
 
+use chains::RememberedChains;
+pub use chains::chain_digest;
 use revocation::{CrlConfig, CrlView, StalePolicy, Verifiers};
 
 /// `[tls]`: the listener's certificate, key, the CA bundle client certificates must chain to, and the CRLs they are
@@ -126,10 +129,18 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsEr
 /// The server config for `m` with the CRLs of `crls`; every failure names the config key it comes from.
 pub fn build(cfg: &TlsConfig, m: &Material, crls: &CrlView) -> Result<Built, TlsError> {
     let provider = fapi_provider();
-    let handshake = client_verifier(cfg, m, crls, crls.policy == StalePolicy::Closed)?;
+    // Each verifier remembers the chains it accepted (tls::chains); a new one, made for every change of anchors
+    // or CRLs, starts with nothing remembered.
+    let remembering = |v| -> Arc<dyn ClientCertVerifier> { Arc::new(RememberedChains::new(v)) };
+    let handshake = remembering(client_verifier(
+        cfg,
+        m,
+        crls,
+        crls.policy == StalePolicy::Closed,
+    )?);
     // Registrations are held to the closed policy even when the handshake is not.
     let strict = if crls.enabled && crls.policy == StalePolicy::OpenForPassthrough {
-        Some(client_verifier(cfg, m, crls, true)?)
+        Some(remembering(client_verifier(cfg, m, crls, true)?))
     } else {
         None
     };

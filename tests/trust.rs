@@ -1,5 +1,6 @@
 //! Revoked TPP certificates are refused at the front door: CRLs from a file and from an https URL, signed by the
-//! test PKI's root, against the real proxy binary; stale CRLs under the closed and the pass-through-open policies.
+//! test PKI's root, against the real proxy binary; stale CRLs under the closed and the pass-through-open policies;
+//! a certificate that expires after the verifier remembered its chain.
 
 mod support;
 
@@ -9,7 +10,8 @@ use std::time::Duration;
 use rustls::AlertDescription;
 use serde_json::json;
 use support::client::tls_alert;
-use support::world::{CRL_PATH, Options, Tpp, World};
+use support::pki::ClientCertSpec;
+use support::world::{CRL_PATH, Options, Tpp, World, base62};
 
 /// Reload polls run every 200ms in the test world and CRL URLs here every 500ms; this is ample on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -56,6 +58,31 @@ async fn handshake_alert(w: &World, tpp: &Tpp) -> Option<AlertDescription> {
 
 fn logged(w: &World, needle: &str) -> bool {
     w.proxy.logs().iter().any(|l| l.contains(needle))
+}
+
+/// The verifier remembers accepted chains (src/tls/chains.rs); the dates must still be checked on every
+/// handshake, so a certificate that expires after it was accepted is refused from then on.
+#[tokio::test]
+async fn a_certificate_accepted_before_it_expired_is_refused_after() {
+    let w = World::start(Options::default()).await;
+    // X.509 dates have whole seconds: the certificate ends 3 s after issue, at the latest 3 s from now.
+    let tpp = w.tpp_with(ClientCertSpec::ob(base62(18), base62(18)).expires_in_secs(3));
+    let intermediate = w.tpp_with(
+        ClientCertSpec::ob(base62(18), base62(18))
+            .via_intermediate()
+            .expires_in_secs(3),
+    );
+    for t in [&tpp, &intermediate] {
+        assert_eq!(handshake_alert(&w, t).await, None, "valid now");
+        assert_eq!(handshake_alert(&w, t).await, None, "and remembered");
+    }
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    for t in [&tpp, &intermediate] {
+        assert_eq!(
+            handshake_alert(&w, t).await,
+            Some(AlertDescription::CertificateExpired)
+        );
+    }
 }
 
 #[tokio::test]

@@ -51,6 +51,8 @@ pub struct ClientCertSpec {
     pub untrusted: bool,
     /// Validity ended yesterday.
     pub expired: bool,
+    /// Validity ends this many seconds after issue (`expired` wins).
+    pub expires_in_secs: Option<i64>,
     pub key: KeyKind,
     /// Issued by an intermediate CA under the trusted root, which the client presents after the leaf.
     pub via_intermediate: bool,
@@ -93,6 +95,7 @@ impl ClientCertSpec {
             subject,
             untrusted: false,
             expired: false,
+            expires_in_secs: None,
             key: KeyKind::default(),
             via_intermediate: false,
         }
@@ -110,6 +113,11 @@ impl ClientCertSpec {
 
     pub fn expired(mut self) -> Self {
         self.expired = true;
+        self
+    }
+
+    pub fn expires_in_secs(mut self, secs: i64) -> Self {
+        self.expires_in_secs = Some(secs);
         self
     }
 
@@ -293,7 +301,7 @@ impl Pki {
             params.not_after = now - Duration::days(1);
         } else {
             params.not_before = now - Duration::hours(1);
-            params.not_after = now + Duration::days(365);
+            params.not_after = now + spec.expires_in_secs.map_or(Duration::days(365), Duration::seconds);
         }
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         if spec.key == KeyKind::Rsa2048 {

@@ -301,7 +301,10 @@ impl Pki {
             params.not_after = now - Duration::days(1);
         } else {
             params.not_before = now - Duration::hours(1);
-            params.not_after = now + spec.expires_in_secs.map_or(Duration::days(365), Duration::seconds);
+            params.not_after = now
+                + spec
+                    .expires_in_secs
+                    .map_or(Duration::days(365), Duration::seconds);
         }
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         if spec.key == KeyKind::Rsa2048 {

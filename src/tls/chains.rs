@@ -2,8 +2,8 @@
 //! chain skips building and checking its certification path (issue 16 (b), (c)).
 //!
 //! A TPP opens many connections with one transport certificate, and each full handshake had rustls-webpki build
-//! the path and check every signature on it: one or two ECDSA or RSA verifications, ~10 % of an RSA-2048
-//! handshake's CPU and ~20 % of a P-256 one's in the profiles. What webpki decides about a chain depends on the
+//! the path and check every signature on it: one or two ECDSA or RSA verifications, 10 % of an RSA-2048 TLS 1.2
+//! handshake's samples in its profile (docs/decisions.md, Performance). What webpki decides about a chain depends on the
 //! chain's bytes, the verifier's trust anchors and CRLs, and the time. The anchors and CRLs are fixed for one
 //! verifier, and `tls::build` makes a new verifier, with an empty memory, whenever either changes (a reload, a
 //! CRL loaded or gone stale). The time is checked again on every hit: a remembered chain is accepted only while

@@ -65,18 +65,20 @@ fn logged(w: &World, needle: &str) -> bool {
 #[tokio::test]
 async fn a_certificate_accepted_before_it_expired_is_refused_after() {
     let w = World::start(Options::default()).await;
-    // X.509 dates have whole seconds: the certificate ends 3 s after issue, at the latest 3 s from now.
-    let tpp = w.tpp_with(ClientCertSpec::ob(base62(18), base62(18)).expires_in_secs(3));
+    // X.509 dates have whole seconds: each certificate ends 9 to 10 s after `issued`, time enough for four
+    // handshakes on a loaded machine.
+    let issued = tokio::time::Instant::now();
+    let tpp = w.tpp_with(ClientCertSpec::ob(base62(18), base62(18)).expires_in_secs(10));
     let intermediate = w.tpp_with(
         ClientCertSpec::ob(base62(18), base62(18))
             .via_intermediate()
-            .expires_in_secs(3),
+            .expires_in_secs(10),
     );
     for t in [&tpp, &intermediate] {
         assert_eq!(handshake_alert(&w, t).await, None, "valid now");
         assert_eq!(handshake_alert(&w, t).await, None, "and remembered");
     }
-    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    tokio::time::sleep_until(issued + Duration::from_millis(11_500)).await;
     for t in [&tpp, &intermediate] {
         assert_eq!(
             handshake_alert(&w, t).await,
